@@ -1,0 +1,89 @@
+//! Configuration of the commit log.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::error::LogError;
+use crate::fault::FaultInjector;
+
+/// Tunables of the commit log. Defaults follow RocketMQ's commit log where it has one
+/// (1 GiB segment files, preallocated).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Size of one segment file in bytes. A record that does not fit starts a new segment;
+    /// a single record larger than this gets a segment of its own. Default 1 GiB.
+    pub segment_size: u64,
+    /// Largest payload of one entry in bytes. Default 64 MiB.
+    pub max_record_size: u32,
+    /// Reserve the whole segment on disk when it is created (`fallocate`), so appends never
+    /// grow the file. Default true.
+    pub preallocate: bool,
+    /// Test hook to inject I/O failures; never set in production.
+    #[serde(skip)]
+    pub faults: Option<Arc<FaultInjector>>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_size: 1 << 30,
+            max_record_size: 64 << 20,
+            preallocate: true,
+            faults: None,
+        }
+    }
+}
+
+/// Offsets inside a segment are kept as u32 to halve the in-memory index.
+const MAX_FILE_LEN: u64 = u32::MAX as u64;
+
+impl LogConfig {
+    /// Checks the rules that span fields.
+    pub fn validate(&self) -> Result<(), LogError> {
+        if self.segment_size < 64 * 1024 {
+            return Err(LogError::Config(format!(
+                "segment_size {} is below the minimum of 65536 bytes",
+                self.segment_size
+            )));
+        }
+        if self.max_record_size == 0 {
+            return Err(LogError::Config("max_record_size must be positive".into()));
+        }
+        let worst = self.segment_size + u64::from(self.max_record_size) + 4096;
+        if worst > MAX_FILE_LEN {
+            return Err(LogError::Config(format!(
+                "segment_size ({}) + max_record_size ({}) must stay below 4 GiB",
+                self.segment_size, self.max_record_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_limits_are_enforced() {
+        LogConfig::default().validate().expect("default config");
+        let small = LogConfig {
+            segment_size: 1000,
+            ..LogConfig::default()
+        };
+        assert!(small.validate().is_err());
+        let huge = LogConfig {
+            segment_size: 4 << 30,
+            ..LogConfig::default()
+        };
+        assert!(huge.validate().is_err());
+        let zero = LogConfig {
+            max_record_size: 0,
+            ..LogConfig::default()
+        };
+        assert!(zero.validate().is_err());
+    }
+}

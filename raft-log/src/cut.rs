@@ -1,0 +1,116 @@
+//! Removing entries: truncation of the tail (conflicting entries) and purge of the head
+//! (entries already applied and snapshotted).
+//!
+//! Truncation is crash-safe in this order: (1) a new write epoch is persisted, (2) the
+//! header of the first removed record is zeroed and fsynced, so a scan stops there, (3)
+//! later segments are unlinked and the directory fsynced. A crash after (2) leaves later
+//! segments behind a gap, which recovery drops; stale records after the cut inside the
+//! segment carry an older epoch than anything appended later, so they never come back.
+
+use std::path::PathBuf;
+
+use crate::error::LogError;
+use crate::error::Result;
+use crate::fsutil;
+use crate::index::LogPos;
+use crate::log::CommitLog;
+use crate::log::lock;
+use crate::segment;
+
+impl CommitLog {
+    /// Removes every entry after `after` (all entries if `None`). Durable on return.
+    pub fn truncate_after(&self, after: Option<u64>) -> Result<()> {
+        let mut w = lock(&self.inner.writer);
+        self.inner.poison.check()?;
+        let b = self.bounds();
+        let Some(next) = b.next else { return Ok(()) };
+        let cut = match after {
+            Some(a) if a + 1 < b.first => {
+                return Err(LogError::BelowPurged {
+                    after: a,
+                    purged: b.first.saturating_sub(1),
+                });
+            }
+            Some(a) => a + 1,
+            None => b.first,
+        };
+        if cut >= next {
+            return Ok(());
+        }
+        w.epoch = self.bump_epoch()?;
+        let (file, path, offset, pos) = {
+            let ix = self.inner.index.read().unwrap_or_else(|p| p.into_inner());
+            let pos = ix.find(cut).ok_or(LogError::NotFound {
+                index: cut,
+                last: Some(next - 1),
+            })?;
+            let s = &ix.segments[pos];
+            let off = u64::from(s.offsets[(cut - s.base) as usize]);
+            (s.file.clone(), s.path.clone(), off, pos)
+        };
+        let r = segment::erase_at(&file, &path, offset);
+        self.poison_on_err(r)?;
+        let doomed = self.forget_from(cut, pos)?;
+        self.unlink(&doomed)?;
+        tracing::info!(after = ?after, removed = next - cut, segments_removed = doomed.len(), "truncated log");
+        Ok(())
+    }
+
+    /// Drops index entries from `cut` on; returns the segment files to delete.
+    fn forget_from(&self, cut: u64, pos: usize) -> Result<Vec<PathBuf>> {
+        let max = self.inner.config.max_record_size;
+        let mut ix = self.inner.index.write().unwrap_or_else(|p| p.into_inner());
+        let keep = if ix.segments[pos].base == cut {
+            pos
+        } else {
+            pos + 1
+        };
+        let doomed: Vec<PathBuf> = ix.segments.drain(keep..).map(|s| s.path).collect();
+        if let Some(s) = ix.segments.back_mut()
+            && s.next_index() > cut
+        {
+            s.forget_from(cut);
+            let m = s.read_meta(cut - 1, max)?;
+            s.last = Some((m.term, m.leader));
+        }
+        Ok(doomed)
+    }
+
+    /// Discards entries up to and including `upto`. The purge point is persisted first;
+    /// whole segments below it are then deleted.
+    pub fn purge(&self, upto: LogPos) -> Result<()> {
+        let _w = lock(&self.inner.writer);
+        self.inner.poison.check()?;
+        let b = self.bounds();
+        if b.purged.is_some_and(|p| p.index >= upto.index) {
+            return Ok(());
+        }
+        self.persist_purged(upto)?;
+        let doomed: Vec<PathBuf> = {
+            let mut ix = self.inner.index.write().unwrap_or_else(|p| p.into_inner());
+            ix.purged = Some(upto);
+            let n = ix.purgeable(upto.index);
+            ix.segments.drain(..n).map(|s| s.path).collect()
+        };
+        self.unlink(&doomed)?;
+        tracing::debug!(upto = upto.index, segments_removed = doomed.len(), "purged log");
+        Ok(())
+    }
+
+    fn unlink(&self, paths: &[PathBuf]) -> Result<()> {
+        if paths.is_empty() {
+            return Ok(());
+        }
+        for p in paths {
+            if let Err(e) = std::fs::remove_file(p)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                // Left for the next open to clean up: it lies behind the cut or purge point.
+                tracing::warn!(path = %p.display(), error = %e, "could not delete segment");
+            }
+        }
+        let r = fsutil::sync_dir(&self.inner.dir)
+            .map_err(|e| LogError::io("fsync directory", &self.inner.dir, e));
+        self.poison_on_err(r)
+    }
+}

@@ -1,0 +1,384 @@
+//! The commit log: appends with group commit, reads by index, truncation and purge.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::MutexGuard;
+use std::sync::RwLock;
+use std::sync::RwLockReadGuard;
+use std::sync::RwLockWriteGuard;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::error::Result;
+use crate::flusher::FlushCallback;
+use crate::flusher::Flusher;
+use crate::flusher::Poison;
+use crate::fsutil;
+use crate::index::Index;
+use crate::index::LogBounds;
+use crate::index::LogPos;
+use crate::meta::MetaFile;
+use crate::record;
+use crate::record::EntryKind;
+use crate::record::HEADER_LEN;
+use crate::record::RecordMeta;
+use crate::segment::Segment;
+use crate::slots;
+
+/// Something that can be appended: its identity plus a way to write its payload.
+pub trait LogRecord {
+    fn meta(&self) -> RecordMeta;
+    fn write_payload(&self, out: &mut Vec<u8>);
+}
+
+impl<T: AsRef<[u8]>> LogRecord for (RecordMeta, T) {
+    fn meta(&self) -> RecordMeta {
+        self.0
+    }
+    fn write_payload(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.1.as_ref());
+    }
+}
+
+/// An entry as stored: identity and payload (a zero-copy slice of the read buffer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub meta: RecordMeta,
+    pub payload: Bytes,
+}
+
+/// The small durable state kept beside the segments.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct DurableMeta {
+    pub vote: Option<Vec<u8>>,
+    pub purged: Option<LogPos>,
+    pub epoch: u64,
+}
+
+pub(crate) struct Durable {
+    pub file: MetaFile,
+    pub state: DurableMeta,
+}
+
+pub(crate) struct Writer {
+    pub epoch: u64,
+    pub buf: Vec<u8>,
+    pub recs: Vec<(RecordMeta, u32)>,
+}
+
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub config: LogConfig,
+    pub writer: Mutex<Writer>,
+    pub index: RwLock<Index>,
+    pub poison: Arc<Poison>,
+    pub meta: Mutex<Durable>,
+    pub committed: Mutex<(MetaFile, Option<Vec<u8>>)>,
+    pub flusher: Flusher,
+    pub _lock: File,
+}
+
+/// A handle to an open commit log. Clones share the log; any number of them may read
+/// while one appends.
+#[derive(Clone)]
+pub struct CommitLog {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for CommitLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitLog")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read_lock<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write_lock<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+type DirtyFile = (Arc<File>, PathBuf);
+
+/// A byte range of one segment file holding consecutive records from `first` on.
+struct Chunk {
+    file: Arc<File>,
+    path: PathBuf,
+    start: u64,
+    end: u64,
+    first: u64,
+}
+
+impl CommitLog {
+    /// Directory holding the segments and metadata.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.inner.dir
+    }
+
+    /// Current first/next index, last entry and purge point.
+    pub fn bounds(&self) -> LogBounds {
+        read_lock(&self.inner.index).bounds()
+    }
+
+    /// Fails if an earlier I/O error poisoned the log.
+    pub fn check(&self) -> Result<()> {
+        self.inner.poison.check()
+    }
+
+    /// Appends `entries` (which must continue the log without gaps and with non-decreasing
+    /// terms) and calls `done` once they are durable. Written data is readable at once.
+    pub fn append<R: LogRecord>(
+        &self,
+        entries: impl IntoIterator<Item = R>,
+        done: FlushCallback,
+    ) -> Result<()> {
+        let mut w = lock(&self.inner.writer);
+        self.inner.poison.check()?;
+        let w = &mut *w;
+        w.buf.clear();
+        w.recs.clear();
+        let bounds = read_lock(&self.inner.index).bounds();
+        let mut next = bounds.next;
+        let mut last_term = bounds.last.map_or(0, |p| p.term);
+        let max = self.inner.config.max_record_size as usize;
+        for e in entries {
+            let m = e.meta();
+            if let Some(n) = next
+                && m.index != n
+            {
+                return Err(LogError::OutOfOrder {
+                    expected: n,
+                    got: m.index,
+                });
+            }
+            if m.term < last_term {
+                return Err(LogError::TermRegression {
+                    index: m.index,
+                    term: m.term,
+                    last_term,
+                });
+            }
+            let start = record::begin(&mut w.buf, &m, w.epoch);
+            e.write_payload(&mut w.buf);
+            let len = record::finish(&mut w.buf, start);
+            if len > max {
+                return Err(LogError::TooLarge {
+                    size: len,
+                    limit: max,
+                });
+            }
+            w.recs.push((m, (HEADER_LEN + len) as u32));
+            next = Some(m.index + 1);
+            last_term = m.term;
+        }
+        let files = match self.write_runs(&w.buf, &w.recs) {
+            Ok(f) => f,
+            Err(e) => {
+                self.inner.poison.set(e.to_string());
+                return Err(e);
+            }
+        };
+        self.inner.flusher.enqueue(&files, done);
+        Ok(())
+    }
+
+    /// Writes encoded records, starting new segments where the active one is full.
+    fn write_runs(&self, buf: &[u8], recs: &[(RecordMeta, u32)]) -> Result<Vec<DirtyFile>> {
+        let seg_size = self.inner.config.segment_size;
+        let mut files = Vec::new();
+        let (mut i, mut off) = (0usize, 0usize);
+        while i < recs.len() {
+            let active = {
+                let ix = read_lock(&self.inner.index);
+                ix.segments
+                    .back()
+                    .filter(|s| s.end + u64::from(recs[i].1) <= seg_size)
+                    .map(|s| (s.file.clone(), s.path.clone(), s.end))
+            };
+            let (file, path, end, fresh) = match active {
+                Some((f, p, e)) => (f, p, e, None),
+                None => {
+                    let s = self.create_segment(recs[i].0.index)?;
+                    (s.file.clone(), s.path.clone(), s.end, Some(s))
+                }
+            };
+            let mut j = i + 1;
+            let mut bytes = u64::from(recs[i].1);
+            while j < recs.len() && end + bytes + u64::from(recs[j].1) <= seg_size {
+                bytes += u64::from(recs[j].1);
+                j += 1;
+            }
+            let chunk = &buf[off..off + bytes as usize];
+            file.write_all_at(chunk, end)
+                .map_err(|e| LogError::io("write segment", &path, e))?;
+            let lens: Vec<u32> = recs[i..j].iter().map(|r| r.1).collect();
+            let lastm = recs[j - 1].0;
+            let mut ix = write_lock(&self.inner.index);
+            if let Some(s) = fresh {
+                ix.segments.push_back(s);
+            }
+            if let Some(s) = ix.segments.back_mut() {
+                s.push_records(&lens, (lastm.term, lastm.leader));
+            }
+            drop(ix);
+            if !files.iter().any(|(f, _): &DirtyFile| Arc::ptr_eq(f, &file)) {
+                files.push((file, path));
+            }
+            off += bytes as usize;
+            i = j;
+        }
+        Ok(files)
+    }
+
+    fn create_segment(&self, base: u64) -> Result<Segment> {
+        let cfg = &self.inner.config;
+        let s = Segment::create(&self.inner.dir, base, cfg.segment_size, cfg.preallocate)?;
+        fsutil::sync_dir(&self.inner.dir).map_err(|e| LogError::io("fsync directory", &self.inner.dir, e))?;
+        tracing::debug!(base, path = %s.path.display(), "created segment");
+        Ok(s)
+    }
+
+    /// Reads entries `from..to` (end exclusive). Every record's checksum is verified.
+    pub fn read(&self, from: u64, to: u64) -> Result<Vec<StoredEntry>> {
+        self.inner.poison.check()?;
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        match self.read_once(from, to) {
+            // A truncation may have rewritten the bytes between lookup and read; look again.
+            Err(LogError::Corrupt { .. }) => self.read_once(from, to),
+            r => r,
+        }
+    }
+
+    fn read_once(&self, from: u64, to: u64) -> Result<Vec<StoredEntry>> {
+        let chunks = self.locate(from, to)?;
+        let mut out = Vec::with_capacity((to - from) as usize);
+        let max = self.inner.config.max_record_size;
+        for c in chunks {
+            let mut buf = vec![0u8; (c.end - c.start) as usize];
+            let read = c.file.read_exact_at(&mut buf, c.start);
+            read.map_err(|e| LogError::io("read segment", &c.path, e))?;
+            parse_chunk(Bytes::from(buf), c.first, max, &c.path, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Maps `from..to` to byte ranges of segment files.
+    fn locate(&self, from: u64, to: u64) -> Result<Vec<Chunk>> {
+        let ix = read_lock(&self.inner.index);
+        let b = ix.bounds();
+        if from < b.first {
+            return Err(LogError::Purged {
+                index: from,
+                first: b.first,
+            });
+        }
+        if b.next.is_none_or(|n| to > n) {
+            return Err(LogError::NotFound {
+                index: to - 1,
+                last: b.next.and_then(|n| n.checked_sub(1)),
+            });
+        }
+        let mut chunks = Vec::new();
+        let mut at = from;
+        while at < to {
+            let pos = ix.find(at).ok_or(LogError::NotFound {
+                index: at,
+                last: None,
+            })?;
+            let s = &ix.segments[pos];
+            let last = (s.next_index() - 1).min(to - 1);
+            let (start, end) = s.byte_range(at, last);
+            chunks.push(Chunk {
+                file: s.file.clone(),
+                path: s.path.clone(),
+                start,
+                end,
+                first: at,
+            });
+            at = last + 1;
+        }
+        Ok(chunks)
+    }
+
+    /// Reads slot `slot` of the normal entry at `index` (e.g. one message of a batch).
+    pub fn read_slot(&self, index: u64, slot: u32) -> Result<Bytes> {
+        let entry = self
+            .read(index, index + 1)?
+            .pop()
+            .ok_or(LogError::NotFound { index, last: None })?;
+        if entry.meta.kind != EntryKind::Normal {
+            return Err(LogError::NoSuchSlot {
+                index,
+                slot,
+                count: 0,
+            });
+        }
+        let corrupt = |what| LogError::Corrupt {
+            index,
+            path: self.inner.dir.clone(),
+            what,
+        };
+        match slots::get(&entry.payload, slot as usize).map_err(corrupt)? {
+            Some(b) => Ok(b),
+            None => {
+                let count = slots::count(&entry.payload).map_err(corrupt)? as u32;
+                Err(LogError::NoSuchSlot { index, slot, count })
+            }
+        }
+    }
+}
+
+/// Splits a chunk of consecutive records starting at index `first`, verifying each.
+fn parse_chunk(
+    buf: Bytes,
+    first: u64,
+    max: u32,
+    path: &std::path::Path,
+    out: &mut Vec<StoredEntry>,
+) -> Result<()> {
+    let mut at = 0usize;
+    let mut index = first;
+    while at < buf.len() {
+        let corrupt = |what| LogError::Corrupt {
+            index,
+            path: path.to_path_buf(),
+            what,
+        };
+        let h = match record::decode_header(&buf[at..], max) {
+            Ok(h) => h,
+            Err(record::HeaderError::Corrupt(c)) => return Err(corrupt(c)),
+            Err(record::HeaderError::Zeroed) => return Err(corrupt(crate::error::Corruption::BadMagic)),
+        };
+        record::verify(&h, &buf[at..]).map_err(corrupt)?;
+        if h.meta.index != index {
+            return Err(corrupt(crate::error::Corruption::IndexGap {
+                expected: index,
+                found: h.meta.index,
+            }));
+        }
+        let payload = buf.slice(at + HEADER_LEN..at + h.record_len());
+        out.push(StoredEntry {
+            meta: h.meta,
+            payload,
+        });
+        at += h.record_len();
+        index += 1;
+    }
+    Ok(())
+}

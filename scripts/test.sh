@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: formatting, clippy (warnings are errors) and all tests.
+# Installs what the tests need on a fresh Debian machine when run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the build or the tests need (none yet for the commit log alone).
+APT_PACKAGES=()
+
+ensure_apt() {
+    local missing=()
+    for p in "${APT_PACKAGES[@]}"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        echo "installing: ${missing[*]}"
+        if [[ $(id -u) -ne 0 ]]; then
+            echo "need root to install ${missing[*]}; install them and rerun" >&2
+            exit 1
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+    fi
+}
+
+ensure_apt
+rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
