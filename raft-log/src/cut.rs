@@ -2,7 +2,8 @@
 //! (entries already applied and snapshotted).
 //!
 //! Truncation is crash-safe in this order: (1) a new write epoch is persisted, (2) the
-//! header of the first removed record is zeroed and fsynced, so a scan stops there, (3)
+//! removed records of the segment holding the cut are zeroed and fsynced, so a scan stops
+//! there, (3)
 //! later segments are unlinked and the directory fsynced. A crash after (2) leaves later
 //! segments behind a gap, which recovery drops; stale records after the cut inside the
 //! segment carry an older epoch than anything appended later, so they never come back.
@@ -46,9 +47,9 @@ impl CommitLog {
             })?;
             let s = &ix.segments[pos];
             let off = u64::from(s.offsets[(cut - s.base) as usize]);
-            (s.file.clone(), s.path.clone(), off, pos)
+            (s.file.clone(), s.path.clone(), (off, s.end - off), pos)
         };
-        let r = segment::erase_at(&file, &path, offset);
+        let r = segment::erase_at(&file, &path, offset.0, offset.1);
         self.poison_on_err(r)?;
         let doomed = self.forget_from(cut, pos)?;
         self.unlink(&doomed)?;
@@ -60,7 +61,9 @@ impl CommitLog {
     fn forget_from(&self, cut: u64, pos: usize) -> Result<Vec<PathBuf>> {
         let max = self.inner.config.max_record_size;
         let mut ix = self.inner.index.write().unwrap_or_else(|p| p.into_inner());
-        let keep = if ix.segments[pos].base == cut {
+        // The segment holding the cut goes too if nothing readable stays in it.
+        let only_purged = ix.purged.is_some_and(|p| p.index + 1 >= cut);
+        let keep = if ix.segments[pos].base == cut || only_purged {
             pos
         } else {
             pos + 1

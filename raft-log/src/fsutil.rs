@@ -27,3 +27,41 @@ pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
         _ => Err(err),
     }
 }
+
+/// Makes `[offset, offset + len)` read as zeroes without changing the file size, using the
+/// cheapest way the filesystem offers. The caller fsyncs.
+#[allow(unsafe_code)]
+pub(crate) fn zero_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    if len == 0 {
+        return Ok(());
+    }
+    let (off, n) = match (libc::off_t::try_from(offset), libc::off_t::try_from(len)) {
+        (Ok(o), Ok(n)) => (o, n),
+        _ => return Err(io::Error::other("range too large")),
+    };
+    for mode in [
+        libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+    ] {
+        // SAFETY: plain syscall on a valid fd; no pointers involved.
+        if unsafe { libc::fallocate(file.as_raw_fd(), mode, off, n) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if !matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)) {
+            return Err(err);
+        }
+    }
+    let size = file.metadata()?.len();
+    let end = (offset + len).min(size);
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = offset;
+    while at < end {
+        let n = (end - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}

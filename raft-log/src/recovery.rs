@@ -206,7 +206,12 @@ fn scan_all(
             });
             stopped = true;
             if !seg.is_empty() {
-                segment::erase_at(&seg.file, &path, offset)?;
+                let len = seg
+                    .file
+                    .metadata()
+                    .map_err(|e| LogError::io("stat segment", &path, e))?
+                    .len();
+                segment::erase_at(&seg.file, &path, offset, len.saturating_sub(offset))?;
             }
         }
         if seg.is_empty() {

@@ -288,11 +288,11 @@ impl Scan {
     }
 }
 
-/// Overwrites the record header at `offset` with zeroes and makes that durable, so a scan
-/// stops there even if stale records follow.
-pub(crate) fn erase_at(file: &File, path: &Path, offset: u64) -> Result<()> {
-    file.write_all_at(&[0u8; HEADER_LEN], offset)
-        .map_err(|e| LogError::io("erase record header", path, e))?;
+/// Zeroes `[offset, offset + len)` (at least one record header) and makes that durable,
+/// so a scan stops at `offset` and no stale record after it can be read again.
+pub(crate) fn erase_at(file: &File, path: &Path, offset: u64, len: u64) -> Result<()> {
+    fsutil::zero_range(file, offset, len.max(HEADER_LEN as u64))
+        .map_err(|e| LogError::io("erase records", path, e))?;
     file.sync_data()
         .map_err(|e| LogError::io("fsync after erase", path, e))
 }
