@@ -23,6 +23,8 @@ impl CommitLog {
     pub fn truncate_after(&self, after: Option<u64>) -> Result<()> {
         let mut w = lock(&self.inner.writer);
         self.inner.poison.check()?;
+        // Staged records must be in the file before it is cut.
+        self.inner.flusher.drain()?;
         let b = self.bounds();
         let Some(next) = b.next else { return Ok(()) };
         let cut = match after {
@@ -84,6 +86,8 @@ impl CommitLog {
     pub fn purge(&self, upto: LogPos) -> Result<()> {
         let _w = lock(&self.inner.writer);
         self.inner.poison.check()?;
+        // Staged records must not be written into a file after it is deleted.
+        self.inner.flusher.drain()?;
         let b = self.bounds();
         if b.purged.is_some_and(|p| p.index >= upto.index) {
             return Ok(());

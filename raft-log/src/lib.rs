@@ -32,6 +32,7 @@ pub use config::LogConfig;
 pub use error::Corruption;
 pub use error::LogError;
 pub use flusher::FlushCallback;
+pub use flusher::FlushStats;
 pub use index::LogBounds;
 pub use index::LogPos;
 pub use log::CommitLog;

@@ -112,8 +112,6 @@ fn write_lock<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
 }
 
-type DirtyFile = (Arc<File>, PathBuf);
-
 /// A byte range of one segment file holding consecutive records from `first` on.
 struct Chunk {
     file: Arc<File>,
@@ -132,6 +130,11 @@ impl CommitLog {
     /// Current first/next index, last entry and purge point.
     pub fn bounds(&self) -> LogBounds {
         read_lock(&self.inner.index).bounds()
+    }
+
+    /// Group-commit counters since open.
+    pub fn flush_stats(&self) -> crate::flusher::FlushStats {
+        self.inner.flusher.stats()
     }
 
     /// Fails if an earlier I/O error poisoned the log.
@@ -185,21 +188,18 @@ impl CommitLog {
             next = Some(m.index + 1);
             last_term = m.term;
         }
-        let files = match self.write_runs(&w.buf, &w.recs) {
-            Ok(f) => f,
-            Err(e) => {
-                self.inner.poison.set(e.to_string());
-                return Err(e);
-            }
-        };
-        self.inner.flusher.enqueue(&files, done);
+        if let Err(e) = self.stage_runs(&w.buf, &w.recs) {
+            self.inner.poison.set(e.to_string());
+            return Err(e);
+        }
+        self.inner.flusher.enqueue(done);
         Ok(())
     }
 
-    /// Writes encoded records, starting new segments where the active one is full.
-    fn write_runs(&self, buf: &[u8], recs: &[(RecordMeta, u32)]) -> Result<Vec<DirtyFile>> {
+    /// Stages encoded records for the flusher, starting new segments where the active one
+    /// is full, and publishes them in the index (readable from then on).
+    fn stage_runs(&self, buf: &[u8], recs: &[(RecordMeta, u32)]) -> Result<()> {
         let seg_size = self.inner.config.segment_size;
-        let mut files = Vec::new();
         let (mut i, mut off) = (0usize, 0usize);
         while i < recs.len() {
             let active = {
@@ -222,9 +222,9 @@ impl CommitLog {
                 bytes += u64::from(recs[j].1);
                 j += 1;
             }
-            let chunk = &buf[off..off + bytes as usize];
-            file.write_all_at(chunk, end)
-                .map_err(|e| LogError::io("write segment", &path, e))?;
+            self.inner
+                .flusher
+                .stage(&file, &path, end, &buf[off..off + bytes as usize]);
             let lens: Vec<u32> = recs[i..j].iter().map(|r| r.1).collect();
             let lastm = recs[j - 1].0;
             let mut ix = write_lock(&self.inner.index);
@@ -235,13 +235,10 @@ impl CommitLog {
                 s.push_records(&lens, (lastm.term, lastm.leader));
             }
             drop(ix);
-            if !files.iter().any(|(f, _): &DirtyFile| Arc::ptr_eq(f, &file)) {
-                files.push((file, path));
-            }
             off += bytes as usize;
             i = j;
         }
-        Ok(files)
+        Ok(())
     }
 
     fn create_segment(&self, base: u64) -> Result<Segment> {
@@ -270,9 +267,14 @@ impl CommitLog {
         let mut out = Vec::with_capacity((to - from) as usize);
         let max = self.inner.config.max_record_size;
         for c in chunks {
+            // Staged bytes first: they leave the staging only once they are in the file.
+            let patches = self.inner.flusher.overlay(&c.file, c.start, c.end);
             let mut buf = vec![0u8; (c.end - c.start) as usize];
-            let read = c.file.read_exact_at(&mut buf, c.start);
-            read.map_err(|e| LogError::io("read segment", &c.path, e))?;
+            read_upto(&c.file, &mut buf, c.start).map_err(|e| LogError::io("read segment", &c.path, e))?;
+            for p in patches {
+                let at = (p.offset - c.start) as usize;
+                buf[at..at + p.bytes.len()].copy_from_slice(&p.bytes);
+            }
             parse_chunk(Bytes::from(buf), c.first, max, &c.path, &mut out)?;
         }
         Ok(out)
@@ -342,6 +344,21 @@ impl CommitLog {
             }
         }
     }
+}
+
+/// Reads as much of `buf` as the file holds at `offset`; the rest stays zero (it is
+/// still staged, or the read finds damage).
+fn read_upto(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Splits a chunk of consecutive records starting at index `first`, verifying each.
