@@ -1,16 +1,17 @@
 //! Write-behind group commit.
 //!
 //! `append` encodes records and *stages* them here (a user-space copy) together with its
-//! callback. One flusher thread takes everything staged since its last round, writes
-//! each contiguous run with a single `pwrite`, `fdatasync`s every file it wrote, and then
-//! completes the callbacks in the order they were staged, which is log order. Concurrent
-//! appends therefore share both the write syscall and the fsync.
+//! callback. A write thread takes everything staged since its last round and writes each
+//! contiguous run with a single `pwrite`; a sync thread takes everything written since
+//! its last round, `fdatasync`s every file involved, and completes the callbacks in the
+//! order they were staged, which is log order. Concurrent appends therefore share the
+//! write syscall and the fsync, and the copy of one group into the page cache overlaps
+//! the fsync of the previous one (see `flush_pipeline.rs`).
 //!
 //! Staged bytes stay visible to readers until they are in the file (see [`Flusher::overlay`]),
 //! so an entry is readable as soon as `append` returns.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Condvar;
@@ -23,12 +24,10 @@ use std::thread::JoinHandle;
 
 use crate::error::LogError;
 use crate::fault::FaultInjector;
+use crate::flush_pipeline;
 
 /// Initial capacity of a staging buffer; a group commit of 64 x 16 KiB fits.
 const STAGE_CAPACITY: usize = 2 << 20;
-/// Staging buffers kept for reuse, and the largest one worth keeping.
-const MAX_SPARE: usize = 4;
-const MAX_SPARE_CAPACITY: usize = 16 << 20;
 
 /// Called once the appended entries are durable, or with the error that poisoned the log.
 pub type FlushCallback = Box<dyn FnOnce(Result<(), LogError>) + Send>;
@@ -67,24 +66,44 @@ pub(crate) struct Patch {
     pub bytes: Vec<u8>,
 }
 
+/// Written runs whose callbacks wait for the next fsync.
+pub(crate) struct Written {
+    pub files: Vec<(Arc<File>, PathBuf)>,
+    pub callbacks: Vec<FlushCallback>,
+}
+
 #[derive(Default)]
-struct Queue {
-    /// Staged runs not yet taken by the flusher, in log order.
-    staged: Vec<Run>,
-    /// Runs the flusher is writing right now.
-    in_flight: Vec<Arc<Run>>,
-    callbacks: Vec<FlushCallback>,
+pub(crate) struct Queue {
+    /// Staged runs not yet taken by the write thread, in log order.
+    pub staged: Vec<Run>,
+    /// Callbacks of the staged runs.
+    pub callbacks: Vec<FlushCallback>,
+    /// Runs the write thread is writing right now.
+    pub in_flight: Vec<Arc<Run>>,
+    pub writing: bool,
+    /// Written groups waiting for the sync thread, in log order.
+    pub written: Vec<Written>,
+    pub syncing: bool,
     /// Buffers of written runs, reused so that staging does not fault in fresh pages.
-    spare: Vec<Vec<u8>>,
-    /// The flusher is between taking work and finishing it.
-    busy: bool,
-    stop: bool,
+    pub spare: Vec<Vec<u8>>,
+    pub stop: bool,
+    pub writer_exited: bool,
+}
+
+impl Queue {
+    fn idle(&self) -> bool {
+        !self.writing
+            && !self.syncing
+            && self.staged.is_empty()
+            && self.callbacks.is_empty()
+            && self.written.is_empty()
+    }
 }
 
 /// Counters of the group commit since the log was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FlushStats {
-    /// Flusher rounds (each one write per run plus one fdatasync per file).
+    /// fsync rounds (one `fdatasync` per file written since the previous round).
     pub rounds: u64,
     /// Appends completed.
     pub appends: u64,
@@ -93,28 +112,30 @@ pub struct FlushStats {
 }
 
 #[derive(Default)]
-struct Counters {
-    rounds: AtomicU64,
-    appends: AtomicU64,
-    bytes: AtomicU64,
+pub(crate) struct Counters {
+    pub rounds: AtomicU64,
+    pub appends: AtomicU64,
+    pub bytes: AtomicU64,
 }
 
-struct Shared {
-    counters: Counters,
-    queue: Mutex<Queue>,
-    /// Wakes the flusher.
-    work: Condvar,
-    /// Wakes threads waiting for the staging to drain.
-    drained: Condvar,
-    poison: Arc<Poison>,
-    faults: Option<Arc<FaultInjector>>,
+pub(crate) struct Shared {
+    pub counters: Counters,
+    pub queue: Mutex<Queue>,
+    /// Wakes the write thread.
+    pub work: Condvar,
+    /// Wakes the sync thread.
+    pub to_sync: Condvar,
+    /// Wakes threads waiting for everything to be durable.
+    pub drained: Condvar,
+    pub poison: Arc<Poison>,
+    pub faults: Option<Arc<FaultInjector>>,
 }
 
 /// Handle to the flusher thread; dropping it writes and syncs what is staged, completes
 /// the callbacks and joins the thread.
 pub(crate) struct Flusher {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Flusher {
@@ -123,7 +144,7 @@ impl std::fmt::Debug for Flusher {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -133,17 +154,18 @@ impl Flusher {
             counters: Counters::default(),
             queue: Mutex::default(),
             work: Condvar::new(),
+            to_sync: Condvar::new(),
             drained: Condvar::new(),
             poison,
             faults,
         });
-        let s = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("raft-log-flush".into())
-            .spawn(move || run(&s))?;
+        let (w, s) = (shared.clone(), shared.clone());
+        let spawn = |name: &str| std::thread::Builder::new().name(name.into());
+        let writer = spawn("raft-log-write").spawn(move || flush_pipeline::write_loop(&w))?;
+        let syncer = spawn("raft-log-sync").spawn(move || flush_pipeline::sync_loop(&s))?;
         Ok(Self {
             shared,
-            thread: Some(thread),
+            threads: vec![writer, syncer],
         })
     }
 
@@ -176,7 +198,7 @@ impl Flusher {
     pub fn enqueue(&self, callback: FlushCallback) {
         let mut q = lock(&self.shared.queue);
         q.callbacks.push(callback);
-        let idle = !q.busy;
+        let idle = !q.writing;
         drop(q);
         if idle {
             self.shared.work.notify_one();
@@ -211,9 +233,7 @@ impl Flusher {
     /// Waits until everything staged is written (and synced) or the log is poisoned.
     pub fn drain(&self) -> Result<(), LogError> {
         let mut q = lock(&self.shared.queue);
-        while (q.busy || !q.staged.is_empty() || !q.callbacks.is_empty())
-            && self.shared.poison.check().is_ok()
-        {
+        while !q.idle() && self.shared.poison.check().is_ok() {
             self.shared.work.notify_one();
             q = self.shared.drained.wait(q).unwrap_or_else(|p| p.into_inner());
         }
@@ -226,84 +246,9 @@ impl Drop for Flusher {
     fn drop(&mut self) {
         lock(&self.shared.queue).stop = true;
         self.shared.work.notify_one();
-        if let Some(t) = self.thread.take() {
+        // The write thread exits first, then the sync thread once it has synced the rest.
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
-}
-
-fn run(shared: &Shared) {
-    loop {
-        let (callbacks, runs) = {
-            let mut q = lock(&shared.queue);
-            while q.callbacks.is_empty() && q.staged.is_empty() && !q.stop {
-                shared.drained.notify_all();
-                q = shared.work.wait(q).unwrap_or_else(|p| p.into_inner());
-            }
-            if q.callbacks.is_empty() && q.staged.is_empty() {
-                shared.drained.notify_all();
-                return;
-            }
-            let runs: Vec<Arc<Run>> = std::mem::take(&mut q.staged).into_iter().map(Arc::new).collect();
-            q.in_flight.clone_from(&runs);
-            q.busy = true;
-            (std::mem::take(&mut q.callbacks), runs)
-        };
-        let span = tracing::trace_span!("group_commit", entries = callbacks.len(), runs = runs.len());
-        let _g = span.enter();
-        let result = write_and_sync(shared, &runs);
-        let c = &shared.counters;
-        c.rounds.fetch_add(1, Ordering::Relaxed);
-        c.appends.fetch_add(callbacks.len() as u64, Ordering::Relaxed);
-        c.bytes
-            .fetch_add(runs.iter().map(|r| r.data.len() as u64).sum(), Ordering::Relaxed);
-        if let Err(e) = &result {
-            shared.poison.set(e.to_string());
-        }
-        {
-            let mut q = lock(&shared.queue);
-            q.in_flight.clear();
-            q.busy = false;
-            for run in runs {
-                if let Ok(mut r) = Arc::try_unwrap(run)
-                    && q.spare.len() < MAX_SPARE
-                    && r.data.capacity() <= MAX_SPARE_CAPACITY
-                {
-                    r.data.clear();
-                    q.spare.push(r.data);
-                }
-            }
-        }
-        for cb in callbacks {
-            cb(match &result {
-                Ok(()) => Ok(()),
-                Err(_) => shared.poison.check(),
-            });
-        }
-        shared.drained.notify_all();
-    }
-}
-
-fn write_and_sync(shared: &Shared, runs: &[Arc<Run>]) -> Result<(), LogError> {
-    shared.poison.check()?;
-    for r in runs {
-        r.file
-            .write_all_at(&r.data, r.offset)
-            .map_err(|e| LogError::io("write segment", &r.path, e))?;
-    }
-    let mut synced: Vec<&Arc<File>> = Vec::new();
-    for r in runs {
-        if synced.iter().any(|f| Arc::ptr_eq(f, &r.file)) {
-            continue;
-        }
-        if let Some(f) = &shared.faults {
-            f.before_sync()
-                .map_err(|e| LogError::io("fdatasync segment", &r.path, e))?;
-        }
-        r.file
-            .sync_data()
-            .map_err(|e| LogError::io("fdatasync segment", &r.path, e))?;
-        synced.push(&r.file);
-    }
-    Ok(())
 }

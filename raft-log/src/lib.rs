@@ -17,6 +17,7 @@ mod cut;
 mod durable;
 pub mod error;
 pub mod fault;
+mod flush_pipeline;
 mod flusher;
 mod fsutil;
 mod index;

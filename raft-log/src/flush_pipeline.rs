@@ -1,0 +1,137 @@
+//! The two threads behind [`crate::flusher::Flusher`]: one writes staged runs into the
+//! page cache, the other fsyncs what was written and completes the callbacks.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::error::LogError;
+use crate::flusher::Run;
+use crate::flusher::Shared;
+use crate::flusher::Written;
+use crate::flusher::lock;
+
+/// Staging buffers kept for reuse, and the largest one worth keeping.
+const MAX_SPARE: usize = 4;
+const MAX_SPARE_CAPACITY: usize = 16 << 20;
+
+/// Takes staged runs, writes each with one `pwrite`, hands them to the sync thread.
+pub(crate) fn write_loop(shared: &Shared) {
+    loop {
+        let (callbacks, runs) = {
+            let mut q = lock(&shared.queue);
+            while q.callbacks.is_empty() && q.staged.is_empty() && !q.stop {
+                shared.drained.notify_all();
+                q = shared.work.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+            if q.callbacks.is_empty() && q.staged.is_empty() {
+                q.writer_exited = true;
+                shared.to_sync.notify_one();
+                return;
+            }
+            let runs: Vec<Arc<Run>> = std::mem::take(&mut q.staged).into_iter().map(Arc::new).collect();
+            q.in_flight.clone_from(&runs);
+            q.writing = true;
+            (std::mem::take(&mut q.callbacks), runs)
+        };
+        if let Err(e) = write_runs(shared, &runs) {
+            shared.poison.set(e.to_string());
+        }
+        let bytes: u64 = runs.iter().map(|r| r.data.len() as u64).sum();
+        shared.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let mut files: Vec<(Arc<File>, PathBuf)> = Vec::new();
+        for r in &runs {
+            if !files.iter().any(|(f, _)| Arc::ptr_eq(f, &r.file)) {
+                files.push((r.file.clone(), r.path.clone()));
+            }
+        }
+        let mut q = lock(&shared.queue);
+        q.in_flight.clear();
+        q.writing = false;
+        recycle(&mut q.spare, runs);
+        q.written.push(Written { files, callbacks });
+        drop(q);
+        shared.to_sync.notify_one();
+    }
+}
+
+fn write_runs(shared: &Shared, runs: &[Arc<Run>]) -> Result<(), LogError> {
+    shared.poison.check()?;
+    for r in runs {
+        r.file
+            .write_all_at(&r.data, r.offset)
+            .map_err(|e| LogError::io("write segment", &r.path, e))?;
+    }
+    Ok(())
+}
+
+fn recycle(spare: &mut Vec<Vec<u8>>, runs: Vec<Arc<Run>>) {
+    for run in runs {
+        if let Ok(mut r) = Arc::try_unwrap(run)
+            && spare.len() < MAX_SPARE
+            && r.data.capacity() <= MAX_SPARE_CAPACITY
+        {
+            r.data.clear();
+            spare.push(r.data);
+        }
+    }
+}
+
+/// Takes every written group, fsyncs their files once, completes callbacks in order.
+pub(crate) fn sync_loop(shared: &Shared) {
+    loop {
+        let groups = {
+            let mut q = lock(&shared.queue);
+            while q.written.is_empty() && !q.writer_exited {
+                q = shared.to_sync.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+            if q.written.is_empty() {
+                shared.drained.notify_all();
+                return;
+            }
+            q.syncing = true;
+            std::mem::take(&mut q.written)
+        };
+        let callbacks: usize = groups.iter().map(|g| g.callbacks.len()).sum();
+        let span = tracing::trace_span!("group_commit", appends = callbacks, groups = groups.len());
+        let _g = span.enter();
+        let result = sync_files(shared, &groups);
+        if let Err(e) = &result {
+            shared.poison.set(e.to_string());
+        }
+        shared.counters.rounds.fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .appends
+            .fetch_add(callbacks as u64, Ordering::Relaxed);
+        for cb in groups.into_iter().flat_map(|g| g.callbacks) {
+            cb(match &result {
+                Ok(()) => Ok(()),
+                Err(_) => shared.poison.check(),
+            });
+        }
+        lock(&shared.queue).syncing = false;
+        shared.drained.notify_all();
+    }
+}
+
+fn sync_files(shared: &Shared, groups: &[Written]) -> Result<(), LogError> {
+    // A write that failed poisoned the log: its callbacks must fail, not report durable.
+    shared.poison.check()?;
+    let mut synced: Vec<&Arc<File>> = Vec::new();
+    for (file, path) in groups.iter().flat_map(|g| &g.files) {
+        if synced.iter().any(|f| Arc::ptr_eq(f, file)) {
+            continue;
+        }
+        if let Some(f) = &shared.faults {
+            f.before_sync()
+                .map_err(|e| LogError::io("fdatasync segment", path, e))?;
+        }
+        file.sync_data()
+            .map_err(|e| LogError::io("fdatasync segment", path, e))?;
+        synced.push(file);
+    }
+    Ok(())
+}
