@@ -144,3 +144,45 @@ fn readers_see_exact_data_while_writers_append_and_head_is_purged() {
     );
     assert!(log.bounds().first > 1, "the head was never purged");
 }
+
+#[test]
+fn callbacks_complete_in_log_order_and_share_fsyncs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig {
+        segment_size: 256 * 1024,
+        ..LogConfig::default()
+    };
+    let (log, _) = CommitLog::open(dir.path(), cfg).expect("open");
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    // 2,000 appends issued without waiting; they cross several segments.
+    for index in 1..=2000u64 {
+        let meta = RecordMeta {
+            index,
+            term: 1,
+            leader: 1,
+            kind: EntryKind::Normal,
+        };
+        let (order, tx) = (order.clone(), tx.clone());
+        let done = move |r: Result<(), LogError>| {
+            r.expect("durable");
+            order.lock().expect("order").push(index);
+            let _ = tx.send(());
+        };
+        log.append([(meta, encoded(index))], Box::new(done))
+            .expect("append");
+    }
+    for _ in 0..2000 {
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("every callback completes");
+    }
+    let order = order.lock().expect("order");
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "callbacks out of log order"
+    );
+    let st = log.flush_stats();
+    println!("{st:?}");
+    assert_eq!(st.appends, 2000);
+    assert!(st.rounds < 2000, "appends did not share fsyncs: {st:?}");
+}
