@@ -28,13 +28,13 @@ impl CommitLog {
         let b = self.bounds();
         let Some(next) = b.next else { return Ok(()) };
         let cut = match after {
-            Some(a) if a + 1 < b.first => {
+            Some(a) if a.saturating_add(1) < b.first => {
                 return Err(LogError::BelowPurged {
                     after: a,
                     purged: b.first.saturating_sub(1),
                 });
             }
-            Some(a) => a + 1,
+            Some(a) => a.saturating_add(1),
             None => b.first,
         };
         if cut >= next {
@@ -51,17 +51,17 @@ impl CommitLog {
             let off = u64::from(s.offsets[(cut - s.base) as usize]);
             (s.file.clone(), s.path.clone(), (off, s.end - off), pos)
         };
-        let r = segment::erase_at(&file, &path, offset.0, offset.1);
-        self.poison_on_err(r)?;
-        let doomed = self.forget_from(cut, pos)?;
-        self.unlink(&doomed)?;
+        // From the erase on, a failure leaves disk and index disagreeing: poison.
+        let r = segment::erase_at(&file, &path, offset.0, offset.1)
+            .and_then(|()| self.forget_from(cut, pos))
+            .and_then(|doomed| self.unlink_truncated(&doomed).map(|()| doomed));
+        let doomed = self.poison_on_err(r)?;
         tracing::info!(after = ?after, removed = next - cut, segments_removed = doomed.len(), "truncated log");
         Ok(())
     }
 
     /// Drops index entries from `cut` on; returns the segment files to delete.
     fn forget_from(&self, cut: u64, pos: usize) -> Result<Vec<PathBuf>> {
-        let max = self.inner.config.max_record_size;
         let mut ix = self.inner.index.write().unwrap_or_else(|p| p.into_inner());
         // The segment holding the cut goes too if nothing readable stays in it.
         let only_purged = ix.purged.is_some_and(|p| p.index + 1 >= cut);
@@ -75,7 +75,7 @@ impl CommitLog {
             && s.next_index() > cut
         {
             s.forget_from(cut);
-            let m = s.read_meta(cut - 1, max)?;
+            let m = s.read_meta(cut - 1)?;
             s.last = Some((m.term, m.leader));
         }
         Ok(doomed)
@@ -99,12 +99,30 @@ impl CommitLog {
             let n = ix.purgeable(upto.index);
             ix.segments.drain(..n).map(|s| s.path).collect()
         };
-        self.unlink(&doomed)?;
+        self.unlink_purged(&doomed)?;
         tracing::debug!(upto = upto.index, segments_removed = doomed.len(), "purged log");
         Ok(())
     }
 
-    fn unlink(&self, paths: &[PathBuf]) -> Result<()> {
+    /// Deletes segment files after a truncation: the last first, each deletion made
+    /// durable before the next, so a crash leaves a prefix of them whose first is erased
+    /// (or ends before the cut), which stops the next open's scan. Any failure is an error.
+    fn unlink_truncated(&self, paths: &[PathBuf]) -> Result<()> {
+        let dir = &self.inner.dir;
+        for p in paths.iter().rev() {
+            match std::fs::remove_file(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(LogError::io("delete truncated segment", p, e));
+                }
+                _ => fsutil::sync_dir(dir).map_err(|e| LogError::io("fsync directory", dir, e))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes segments wholly behind the purge point. One left behind is harmless: the
+    /// next open skips segments below the purge point without reading them.
+    fn unlink_purged(&self, paths: &[PathBuf]) -> Result<()> {
         if paths.is_empty() {
             return Ok(());
         }
@@ -112,8 +130,7 @@ impl CommitLog {
             if let Err(e) = std::fs::remove_file(p)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
-                // Left for the next open to clean up: it lies behind the cut or purge point.
-                tracing::warn!(path = %p.display(), error = %e, "could not delete segment");
+                tracing::warn!(path = %p.display(), error = %e, "could not delete purged segment");
             }
         }
         let r = fsutil::sync_dir(&self.inner.dir)

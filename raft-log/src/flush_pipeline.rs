@@ -106,14 +106,19 @@ pub(crate) fn sync_loop(shared: &Shared) {
             .counters
             .appends
             .fetch_add(callbacks as u64, Ordering::Relaxed);
-        for cb in groups.into_iter().flat_map(|g| g.callbacks) {
-            cb(match &result {
-                Ok(()) => Ok(()),
-                Err(_) => shared.poison.check(),
-            });
-        }
+        // Durable (or failed) from here on: a drain need not wait for the callbacks, and a
+        // callback that calls back into the log must not wait for this thread.
         lock(&shared.queue).syncing = false;
         shared.drained.notify_all();
+        for cb in groups.into_iter().flat_map(|g| g.callbacks) {
+            let r = match &result {
+                Ok(()) => Ok(()),
+                Err(_) => shared.poison.check(),
+            };
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(r))).is_err() {
+                tracing::error!("a flush callback panicked; continuing with the next");
+            }
+        }
     }
 }
 

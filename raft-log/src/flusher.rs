@@ -30,6 +30,7 @@ use crate::flush_pipeline;
 const STAGE_CAPACITY: usize = 2 << 20;
 
 /// Called once the appended entries are durable, or with the error that poisoned the log.
+/// Runs on the log's sync thread: keep it short; it may call back into the log.
 pub type FlushCallback = Box<dyn FnOnce(Result<(), LogError>) + Send>;
 
 /// Set once by the first failed write or fsync; the log refuses all work afterwards.
@@ -248,7 +249,10 @@ impl Drop for Flusher {
         self.shared.work.notify_one();
         // The write thread exits first, then the sync thread once it has synced the rest.
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            // The last handle may be dropped inside a callback, on the sync thread itself.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde::Serialize;
 
 use crate::config::LogConfig;
+use crate::error::Corruption;
 use crate::error::LogError;
 use crate::error::Result;
 use crate::flusher::FlushCallback;
@@ -168,6 +169,12 @@ impl CommitLog {
                     got: m.index,
                 });
             }
+            if m.index == u64::MAX {
+                return Err(LogError::OutOfOrder {
+                    expected: next.unwrap_or(0),
+                    got: m.index,
+                });
+            }
             if m.term < last_term {
                 return Err(LogError::TermRegression {
                     index: m.index,
@@ -265,7 +272,6 @@ impl CommitLog {
     fn read_once(&self, from: u64, to: u64) -> Result<Vec<StoredEntry>> {
         let chunks = self.locate(from, to)?;
         let mut out = Vec::with_capacity((to - from) as usize);
-        let max = self.inner.config.max_record_size;
         for c in chunks {
             // Staged bytes first: they leave the staging only once they are in the file.
             let patches = self.inner.flusher.overlay(&c.file, c.start, c.end);
@@ -275,7 +281,7 @@ impl CommitLog {
                 let at = (p.offset - c.start) as usize;
                 buf[at..at + p.bytes.len()].copy_from_slice(&p.bytes);
             }
-            parse_chunk(Bytes::from(buf), c.first, max, &c.path, &mut out)?;
+            parse_chunk(Bytes::from(buf), c.first, &c.path, &mut out)?;
         }
         Ok(out)
     }
@@ -320,8 +326,11 @@ impl CommitLog {
 
     /// Reads slot `slot` of the normal entry at `index` (e.g. one message of a batch).
     pub fn read_slot(&self, index: u64, slot: u32) -> Result<Bytes> {
+        let end = index
+            .checked_add(1)
+            .ok_or(LogError::NotFound { index, last: None })?;
         let entry = self
-            .read(index, index + 1)?
+            .read(index, end)?
             .pop()
             .ok_or(LogError::NotFound { index, last: None })?;
         if entry.meta.kind != EntryKind::Normal {
@@ -361,34 +370,39 @@ fn read_upto(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Splits a chunk of consecutive records starting at index `first`, verifying each.
-fn parse_chunk(
-    buf: Bytes,
-    first: u64,
-    max: u32,
-    path: &std::path::Path,
-    out: &mut Vec<StoredEntry>,
-) -> Result<()> {
+/// Splits a chunk of consecutive records starting at index `first`, verifying each: its
+/// checksum, its index, and that terms do not decrease (a read racing a truncation and a
+/// re-append could otherwise mix two incarnations of the tail).
+fn parse_chunk(buf: Bytes, first: u64, path: &std::path::Path, out: &mut Vec<StoredEntry>) -> Result<()> {
     let mut at = 0usize;
     let mut index = first;
+    let mut prev_term = 0;
     while at < buf.len() {
         let corrupt = |what| LogError::Corrupt {
             index,
             path: path.to_path_buf(),
             what,
         };
-        let h = match record::decode_header(&buf[at..], max) {
+        let room = (buf.len() - at).saturating_sub(HEADER_LEN).min(u32::MAX as usize) as u32;
+        let h = match record::decode_header(&buf[at..], room) {
             Ok(h) => h,
             Err(record::HeaderError::Corrupt(c)) => return Err(corrupt(c)),
-            Err(record::HeaderError::Zeroed) => return Err(corrupt(crate::error::Corruption::BadMagic)),
+            Err(record::HeaderError::Zeroed) => return Err(corrupt(Corruption::BadMagic)),
         };
         record::verify(&h, &buf[at..]).map_err(corrupt)?;
         if h.meta.index != index {
-            return Err(corrupt(crate::error::Corruption::IndexGap {
+            return Err(corrupt(Corruption::IndexGap {
                 expected: index,
                 found: h.meta.index,
             }));
         }
+        if h.meta.term < prev_term {
+            return Err(corrupt(Corruption::TermDecrease {
+                prev: prev_term,
+                found: h.meta.term,
+            }));
+        }
+        prev_term = h.meta.term;
         let payload = buf.slice(at + HEADER_LEN..at + h.record_len());
         out.push(StoredEntry {
             meta: h.meta,

@@ -75,7 +75,7 @@ impl CommitLog {
         let (committed_file, committed) = MetaFile::open(&dir.join("committed"), false)?;
 
         let mut report = RecoveryReport::default();
-        let (segments, max_epoch) = scan_all(&dir, &config, state.purged, &mut report)?;
+        let (segments, max_epoch) = scan_all(&dir, state.purged, &mut report)?;
         for p in &report.dropped_segments {
             std::fs::remove_file(p).map_err(|e| LogError::io("delete dropped segment", p, e))?;
         }
@@ -169,18 +169,29 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 /// Scans segments in order and keeps the valid, gap-free prefix above the purge point.
 fn scan_all(
     dir: &Path,
-    config: &LogConfig,
     purged: Option<LogPos>,
     report: &mut RecoveryReport,
 ) -> Result<(VecDeque<Segment>, u64)> {
+    let mut files = list_segments(dir)?;
+    // Segments followed by one that starts at or below the purge point hold only purged
+    // entries: they are dropped unscanned, so that damage in them, or a leftover file
+    // whose deletion failed, cannot cut the retained log.
+    if let Some(p) = purged {
+        let first_needed = files
+            .iter()
+            .rposition(|(base, _)| *base <= p.index + 1)
+            .unwrap_or(0);
+        report
+            .dropped_segments
+            .extend(files.drain(..first_needed).map(|(_, path)| path));
+    }
     let mut kept: VecDeque<Segment> = VecDeque::new();
     let mut cx = ScanContext {
         prev_term: 0,
         prev_epoch: 0,
-        max_payload: config.max_record_size,
     };
     let mut stopped = false;
-    for (base, path) in list_segments(dir)? {
+    for (base, path) in files {
         let expected = kept.back().map(|s| s.next_index());
         if stopped || expected.is_some_and(|e| e != base) {
             if !stopped {
@@ -193,31 +204,20 @@ fn scan_all(
         let scanned = segment::open_and_scan(&path, base, cx)?;
         let seg = scanned.segment;
         if let ScanEnd::Damaged { offset, what } = scanned.end {
-            let index = seg.next_index();
-            tracing::warn!(
-                path = %path.display(), offset, index, reason = %what,
-                "invalid record; cutting the log here and dropping everything after it"
-            );
-            report.damage = Some(Damage {
-                path: path.clone(),
-                offset,
-                index,
-                what,
-            });
+            cut_damage(&seg, &path, offset, what, report)?;
             stopped = true;
-            if !seg.is_empty() {
-                let len = seg
-                    .file
-                    .metadata()
-                    .map_err(|e| LogError::io("stat segment", &path, e))?
-                    .len();
-                segment::erase_at(&seg.file, &path, offset, len.saturating_sub(offset))?;
-            }
         }
         if seg.is_empty() {
+            // Nothing valid here, so nothing after it can continue the log either.
+            stopped = true;
             report.dropped_segments.push(path);
             continue;
         }
+        // What is kept may so far live only in the page cache (a killed process's
+        // writes survive it); make it durable before anyone is told it exists.
+        seg.file
+            .sync_data()
+            .map_err(|e| LogError::io("fsync kept segment", &path, e))?;
         if let Some((term, _)) = seg.last {
             cx.prev_term = term;
         }
@@ -227,6 +227,36 @@ fn scan_all(
     let max_epoch = cx.prev_epoch;
     drop_purged(&mut kept, purged, report);
     Ok((kept, max_epoch))
+}
+
+/// Logs and reports the first invalid record and zeroes the rest of its segment.
+fn cut_damage(
+    seg: &Segment,
+    path: &Path,
+    offset: u64,
+    what: Corruption,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let index = seg.next_index();
+    tracing::warn!(
+        path = %path.display(), offset, index, reason = %what,
+        "invalid record; cutting the log here and dropping everything after it"
+    );
+    report.damage = Some(Damage {
+        path: path.to_path_buf(),
+        offset,
+        index,
+        what,
+    });
+    if !seg.is_empty() {
+        let len = seg
+            .file
+            .metadata()
+            .map_err(|e| LogError::io("stat segment", path, e))?
+            .len();
+        segment::erase_at(&seg.file, path, offset, len.saturating_sub(offset))?;
+    }
+    Ok(())
 }
 
 /// Removes segments wholly at or below the purge point, and everything if the retained

@@ -127,7 +127,7 @@ impl Segment {
     }
 
     /// Reads the identity of the stored record `index` (header only, no payload check).
-    pub fn read_meta(&self, index: u64, max_payload: u32) -> Result<RecordMeta> {
+    pub fn read_meta(&self, index: u64) -> Result<RecordMeta> {
         let off = u64::from(self.offsets[(index - self.base) as usize]);
         let mut h = [0u8; HEADER_LEN];
         self.file
@@ -138,7 +138,7 @@ impl Segment {
             path: self.path.clone(),
             what,
         };
-        match record::decode_header(&h, max_payload) {
+        match record::decode_header(&h, u32::MAX) {
             Ok(h) => Ok(h.meta),
             Err(HeaderError::Corrupt(c)) => Err(corrupt(c)),
             Err(HeaderError::Zeroed) => Err(corrupt(Corruption::BadMagic)),
@@ -169,7 +169,6 @@ pub(crate) enum ScanEnd {
 pub(crate) struct ScanContext {
     pub prev_term: u64,
     pub prev_epoch: u64,
-    pub max_payload: u32,
 }
 
 /// Result of scanning one segment file.
@@ -223,7 +222,13 @@ pub(crate) fn open_and_scan(path: &Path, base: u64, cx: ScanContext) -> Result<S
         if segment.end + HEADER_LEN as u64 > file_len {
             break ScanEnd::Clean;
         }
-        match scan.next(&mut reader, segment.next_index()) {
+        // A length field may not point past the end of the file.
+        let room = file_len - segment.end - HEADER_LEN as u64;
+        match scan.next(
+            &mut reader,
+            segment.next_index(),
+            room.min(u64::from(u32::MAX)) as u32,
+        ) {
             Ok((meta, len)) => {
                 segment.push_records(&[len], (meta.term, meta.leader));
                 scan.cx.prev_term = meta.term;
@@ -252,10 +257,15 @@ struct Scan {
 
 impl Scan {
     /// Reads and checks the next record. `Err(None)` is a clean end.
-    fn next(&mut self, r: &mut impl Read, expected: u64) -> Result<(RecordMeta, u32), Option<Corruption>> {
+    fn next(
+        &mut self,
+        r: &mut impl Read,
+        expected: u64,
+        room: u32,
+    ) -> Result<(RecordMeta, u32), Option<Corruption>> {
         self.buf.resize(HEADER_LEN, 0);
         r.read_exact(&mut self.buf).map_err(|_| None)?;
-        let h = match record::decode_header(&self.buf, self.cx.max_payload) {
+        let h = match record::decode_header(&self.buf, room) {
             Ok(h) => h,
             Err(HeaderError::Zeroed) => return Err(None),
             Err(HeaderError::Corrupt(c)) => return Err(Some(c)),
