@@ -1,0 +1,40 @@
+//! Generates the Rust code for the `apache.rocketmq.v2` protocol with tonic-prost-build,
+//! using the protoc binary shipped in the `protoc-bin-vendored` crate so that nothing
+//! needs to be installed on the build machine.
+
+use std::path::PathBuf;
+
+const PROTOS: &[&str] = &[
+    "apache/rocketmq/v2/definition.proto",
+    "apache/rocketmq/v2/service.proto",
+    "apache/rocketmq/v2/admin.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // google/protobuf/{timestamp,duration}.proto come with the vendored protoc.
+    let wkt_include = protoc_bin_vendored::include_path()?;
+
+    // The protoc path goes through prost-build's Config, so no environment variable
+    // (and no `unsafe` `set_var`) is needed.
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(&protoc);
+
+    let protos: Vec<PathBuf> = PROTOS.iter().map(|p| manifest_dir.join(p)).collect();
+    let includes = vec![manifest_dir.clone(), wkt_include];
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .file_descriptor_set_path(out_dir.join("apache.rocketmq.v2.bin"))
+        .compile_with_config(config, &protos, &includes)?;
+
+    for p in PROTOS {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    println!("cargo:rerun-if-changed=build.rs");
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! Wire types and gRPC stubs of the RocketMQ 5 gRPC protocol (`apache.rocketmq.v2`),
+//! generated from raftmq's own .proto files under `proto/apache/rocketmq/v2/`.
+//!
+//! The generated module keeps the protocol's package path:
+//! [`rocketmq::v2`] holds the messages and enums, `rocketmq::v2::messaging_service_server`
+//! the server trait and `rocketmq::v2::messaging_service_client` the client, so gRPC paths
+//! are `/apache.rocketmq.v2.MessagingService/<Method>` exactly as the official clients
+//! expect. Well-known types (`Timestamp`, `Duration`) are [`prost_types`].
+
+pub use prost;
+pub use prost_types;
+pub use tonic;
+
+/// The `apache.*` protobuf package tree.
+pub mod apache {
+    /// The `apache.rocketmq.*` packages.
+    pub mod rocketmq {
+        /// Generated code for package `apache.rocketmq.v2`.
+        #[allow(
+            clippy::all,
+            clippy::pedantic,
+            clippy::nursery,
+            missing_debug_implementations,
+            missing_docs,
+            rustdoc::all
+        )]
+        pub mod v2 {
+            include!(concat!(env!("OUT_DIR"), "/apache.rocketmq.v2.rs"));
+        }
+    }
+}
+
+/// Short path to the generated `apache.rocketmq.v2` package.
+pub use apache::rocketmq;
+
+/// Encoded `FileDescriptorSet` of the `apache.rocketmq.v2` files (for gRPC reflection or
+/// descriptor-level checks).
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/apache.rocketmq.v2.bin"));
+
+#[cfg(test)]
+mod tests;
