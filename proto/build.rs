@@ -1,6 +1,7 @@
-//! Generates the Rust code for the `apache.rocketmq.v2` protocol with tonic-prost-build,
-//! using the protoc binary shipped in the `protoc-bin-vendored` crate so that nothing
-//! needs to be installed on the build machine.
+//! Generates the Rust code for the `apache.rocketmq.v2` protocol and for raftmq's internal
+//! Raft service (`raftmq.raft.v1`) with tonic-prost-build, using the protoc binary shipped
+//! in the `protoc-bin-vendored` crate so that nothing needs to be installed on the build
+//! machine.
 
 use std::path::PathBuf;
 
@@ -9,6 +10,10 @@ const PROTOS: &[&str] = &[
     "apache/rocketmq/v2/service.proto",
     "apache/rocketmq/v2/admin.proto",
 ];
+
+/// raftmq's internal services. Compiled separately so that their descriptors never end up
+/// in the client protocol's descriptor set (which gRPC reflection on the client port serves).
+const INTERNAL_PROTOS: &[&str] = &["raftmq/raft/v1/raft.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
@@ -32,7 +37,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("apache.rocketmq.v2.bin"))
         .compile_with_config(config, &protos, &includes)?;
 
-    for p in PROTOS {
+    // The Raft payloads are opaque `bytes`; generate them as `bytes::Bytes` so that a
+    // replicated batch of messages is not copied on its way in and out of protobuf.
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(&protoc);
+    let internal: Vec<PathBuf> = INTERNAL_PROTOS.iter().map(|p| manifest_dir.join(p)).collect();
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .bytes(".raftmq")
+        .file_descriptor_set_path(out_dir.join("raftmq.internal.bin"))
+        .compile_with_config(config, &internal, &includes)?;
+
+    for p in PROTOS.iter().chain(INTERNAL_PROTOS) {
         println!("cargo:rerun-if-changed={p}");
     }
     println!("cargo:rerun-if-changed=build.rs");

@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the build or the tests need (none yet for the commit log alone).
-APT_PACKAGES=()
+# System packages the build or the tests need: RocksDB's bindings are generated with
+# libclang.
+APT_PACKAGES=(libclang-dev)
 
 ensure_apt() {
     local missing=()

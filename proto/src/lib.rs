@@ -6,6 +6,9 @@
 //! the server trait and `rocketmq::v2::messaging_service_client` the client, so gRPC paths
 //! are `/apache.rocketmq.v2.MessagingService/<Method>` exactly as the official clients
 //! expect. Well-known types (`Timestamp`, `Duration`) are [`prost_types`].
+//!
+//! raftmq's internal services live under [`raftmq`]: [`raftmq::raft::v1`] is the Raft
+//! service between the members of a broker group (its payloads are `bytes::Bytes`).
 
 pub use prost;
 pub use prost_types;
@@ -30,12 +33,37 @@ pub mod apache {
     }
 }
 
+/// raftmq's own protobuf packages (internal services).
+pub mod raftmq {
+    /// The `raftmq.raft.*` packages: Raft traffic inside a broker group.
+    pub mod raft {
+        /// Generated code for package `raftmq.raft.v1`: `raft_service_server`,
+        /// `raft_service_client` and the request/response messages.
+        #[allow(
+            clippy::all,
+            clippy::pedantic,
+            clippy::nursery,
+            missing_debug_implementations,
+            missing_docs,
+            rustdoc::all
+        )]
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/raftmq.raft.v1.rs"));
+        }
+    }
+}
+
 /// Short path to the generated `apache.rocketmq.v2` package.
 pub use apache::rocketmq;
 
 /// Encoded `FileDescriptorSet` of the `apache.rocketmq.v2` files (for gRPC reflection or
 /// descriptor-level checks).
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/apache.rocketmq.v2.bin"));
+
+/// Encoded `FileDescriptorSet` of raftmq's internal services (`raftmq.raft.v1`); kept apart
+/// from [`FILE_DESCRIPTOR_SET`] so that the client port never advertises them.
+pub const INTERNAL_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/raftmq.internal.bin"));
 
 #[cfg(test)]
 mod tests;

@@ -192,3 +192,45 @@ fn grpc_paths_and_descriptor_set_are_as_the_clients_expect() {
         .expect("Telemetry");
     assert!(telemetry.client_streaming() && telemetry.server_streaming());
 }
+
+#[test]
+fn raft_service_shape() {
+    use crate::raftmq::raft::v1 as raft;
+    assert_eq!(
+        raft::raft_service_server::SERVICE_NAME,
+        "raftmq.raft.v1.RaftService"
+    );
+    let fds = prost_types::FileDescriptorSet::decode(crate::INTERNAL_FILE_DESCRIPTOR_SET).expect("fds");
+    let service = fds
+        .file
+        .iter()
+        .flat_map(|f| f.service.iter())
+        .find(|s| s.name() == "RaftService")
+        .expect("RaftService in the internal descriptor set");
+    let method = |name: &str| {
+        service
+            .method
+            .iter()
+            .find(|m| m.name() == name)
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    let append = method("Append");
+    assert!(append.client_streaming() && append.server_streaming());
+    let snapshot = method("InstallSnapshot");
+    assert!(snapshot.client_streaming() && !snapshot.server_streaming());
+    for unary in ["AppendEntries", "Vote", "PreVote", "TransferLeader"] {
+        let m = method(unary);
+        assert!(
+            !m.client_streaming() && !m.server_streaming(),
+            "{unary} must be unary"
+        );
+    }
+    // The client protocol's descriptor set must not advertise the internal service.
+    let public = prost_types::FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET).expect("fds");
+    assert!(public.file.iter().all(|f| !f.package().starts_with("raftmq")));
+    // Payloads are zero-copy `Bytes`.
+    let req = raft::AppendRequest {
+        payload: prost::bytes::Bytes::from_static(b"x"),
+    };
+    assert_eq!(req.payload.len(), 1);
+}

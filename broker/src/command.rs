@@ -1,0 +1,299 @@
+//! What one Raft entry of a broker group carries, and what applying it returns.
+//!
+//! An entry is a [`Command`]: a header plus, for sends, the message records. In the commit
+//! log it is stored as slots ([`raft_log::SlottedPayload`]): slot 0 holds the encoded
+//! header, slot `i + 1` message record `i`. The consume queue points at (log index, slot),
+//! so a consumer's read fetches one record without decoding the rest of the batch, and
+//! applying an entry needs only the header.
+
+use bytes::Bytes;
+use raft_log::SlottedPayload;
+use serde::Deserialize;
+use serde::Deserializer;
+use serde::Serialize;
+use serde::Serializer;
+
+/// Who may use a topic's queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Permission {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+/// The kind of messages a topic accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageKind {
+    Normal,
+    Fifo,
+    Delay,
+    Transaction,
+}
+
+/// Configuration of a topic; changes only through Raft.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    pub name: String,
+    /// Number of queues (RocketMQ's default is 8).
+    pub queues: u32,
+    pub permission: Permission,
+    pub kind: MessageKind,
+}
+
+/// Index facts of one message, kept in the entry header so that applying needs no record parse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageMeta {
+    pub topic: String,
+    pub queue_id: u32,
+    /// Hash of the message's tag, for tag filtering without reading the record.
+    pub tag_hash: u64,
+    /// The client-generated message id (echoed and indexed).
+    pub msg_id: String,
+    pub keys: Vec<String>,
+}
+
+/// The part of a command the state machine interprets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Header {
+    /// Store messages; record `i` of the command belongs to `messages[i]`. The leader
+    /// stamps the store time, so every replica indexes the same value.
+    Send {
+        store_time_ms: u64,
+        messages: Vec<MessageMeta>,
+    },
+    CreateTopic(TopicConfig),
+    UpdateTopic(TopicConfig),
+    DeleteTopic {
+        name: String,
+    },
+    /// A consumer group's committed offset on one queue.
+    CommitOffset {
+        group: String,
+        topic: String,
+        queue_id: u32,
+        offset: u64,
+    },
+}
+
+/// Why a command could not be built or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("a send of {metas} messages carries {records} records")]
+    RecordCountMismatch { metas: usize, records: usize },
+    #[error("records only belong to sends")]
+    UnexpectedRecords,
+    #[error("cannot encode command header: {0}")]
+    Encode(String),
+    #[error("cannot decode command header: {0}")]
+    Decode(String),
+}
+
+/// A header with its encoding (slot 0) and the message records (slots 1..).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    header: Header,
+    encoded_header: Bytes,
+    records: Vec<Bytes>,
+}
+
+impl Command {
+    /// Builds a command; a send needs exactly one record per message meta, others none.
+    pub fn new(header: Header, records: Vec<Bytes>) -> Result<Self, CommandError> {
+        check_records(&header, records.len())?;
+        let encoded = postcard::to_stdvec(&header).map_err(|e| CommandError::Encode(e.to_string()))?;
+        Ok(Self {
+            header,
+            encoded_header: Bytes::from(encoded),
+            records,
+        })
+    }
+
+    /// A command without records (topic and offset changes).
+    pub fn control(header: Header) -> Result<Self, CommandError> {
+        Self::new(header, Vec::new())
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub fn records(&self) -> &[Bytes] {
+        &self.records
+    }
+
+    /// The slot of record `i` in the entry.
+    pub fn slot_of_record(i: usize) -> u32 {
+        i as u32 + 1
+    }
+}
+
+/// A send needs exactly one record per message meta; other commands none.
+fn check_records(header: &Header, records: usize) -> Result<(), CommandError> {
+    match header {
+        Header::Send { messages, .. } if messages.len() != records => {
+            Err(CommandError::RecordCountMismatch {
+                metas: messages.len(),
+                records,
+            })
+        }
+        Header::Send { .. } => Ok(()),
+        _ if records != 0 => Err(CommandError::UnexpectedRecords),
+        _ => Ok(()),
+    }
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.header {
+            Header::Send { messages, .. } => write!(f, "Send({} messages)", messages.len()),
+            Header::CreateTopic(t) => write!(f, "CreateTopic({})", t.name),
+            Header::UpdateTopic(t) => write!(f, "UpdateTopic({})", t.name),
+            Header::DeleteTopic { name } => write!(f, "DeleteTopic({name})"),
+            Header::CommitOffset {
+                group,
+                topic,
+                queue_id,
+                offset,
+            } => {
+                write!(f, "CommitOffset({group} {topic}:{queue_id}={offset})")
+            }
+        }
+    }
+}
+
+impl SlottedPayload for Command {
+    fn slot_count(&self) -> usize {
+        1 + self.records.len()
+    }
+
+    fn slot(&self, i: usize) -> &[u8] {
+        if i == 0 {
+            &self.encoded_header
+        } else {
+            &self.records[i - 1]
+        }
+    }
+
+    fn from_slots(mut slots: Vec<Bytes>) -> Result<Self, String> {
+        if slots.is_empty() {
+            return Err("command without header slot".into());
+        }
+        let records = slots.split_off(1);
+        let encoded_header = slots.swap_remove(0);
+        let header: Header = postcard::from_bytes(&encoded_header).map_err(|e| e.to_string())?;
+        check_records(&header, records.len()).map_err(|e| e.to_string())?;
+        Ok(Self {
+            header,
+            encoded_header,
+            records,
+        })
+    }
+}
+
+/// On the wire (Raft replication) a command travels as its slots.
+impl Serialize for Command {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (&self.encoded_header, &self.records).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (header, records): (Bytes, Vec<Bytes>) = Deserialize::deserialize(d)?;
+        let mut slots = Vec::with_capacity(1 + records.len());
+        slots.push(header);
+        slots.extend(records);
+        Self::from_slots(slots).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where a stored message landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePosition {
+    pub queue_id: u32,
+    /// Offset in the queue, assigned at apply time (deterministic on every replica).
+    pub offset: u64,
+}
+
+/// A deterministic refusal at apply time (every replica refuses the same way).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("topic {0} does not exist")]
+    UnknownTopic(String),
+    #[error("topic {0} already exists")]
+    TopicExists(String),
+    #[error("topic {topic} has no queue {queue_id}")]
+    NoSuchQueue { topic: String, queue_id: u32 },
+    #[error("topic {0} is not writable")]
+    NotWritable(String),
+    #[error("invalid topic config: {0}")]
+    InvalidTopic(String),
+    #[error("invalid group name: {0}")]
+    InvalidGroup(String),
+    #[error("malformed command: {0}")]
+    Malformed(String),
+}
+
+/// What applying a command returns to the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// Per message of a send, in order.
+    Sent(Vec<QueuePosition>),
+    Done,
+    Rejected(Rejection),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send() -> Command {
+        let meta = MessageMeta {
+            topic: "t".into(),
+            queue_id: 3,
+            tag_hash: 7,
+            msg_id: "id-1".into(),
+            keys: vec!["k".into()],
+        };
+        let header = Header::Send {
+            store_time_ms: 42,
+            messages: vec![meta],
+        };
+        Command::new(header, vec![Bytes::from_static(b"record")]).expect("valid send")
+    }
+
+    #[test]
+    fn slots_roundtrip() {
+        let c = send();
+        assert_eq!(c.slot_count(), 2);
+        assert_eq!(c.slot(1), b"record");
+        let slots = (0..c.slot_count())
+            .map(|i| Bytes::copy_from_slice(c.slot(i)))
+            .collect();
+        assert_eq!(Command::from_slots(slots).expect("decode"), c);
+    }
+
+    #[test]
+    fn serde_roundtrip_through_postcard() {
+        let c = send();
+        let bytes = postcard::to_stdvec(&c).expect("encode");
+        let back: Command = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn malformed_commands_are_refused() {
+        let header = Header::Send {
+            store_time_ms: 1,
+            messages: vec![],
+        };
+        assert!(Command::new(header, vec![Bytes::new()]).is_err());
+        let del = Header::DeleteTopic { name: "t".into() };
+        assert_eq!(
+            Command::new(del, vec![Bytes::new()]),
+            Err(CommandError::UnexpectedRecords)
+        );
+        assert!(Command::from_slots(vec![]).is_err());
+        assert!(Command::from_slots(vec![Bytes::from_static(b"\xff\xff\xff")]).is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! The broker group's Raft: types, configuration, and the gRPC network between members
+//! (`raftmq.raft.v1.RaftService`, served on the node's own Raft port).
+
+pub mod config;
+pub mod network;
+pub mod server;
+pub mod types;
+pub mod wire;
+
+pub use config::RaftConfig;
+pub use network::NetworkConfig;
+pub use network::NetworkFactory;
+pub use network::NetworkStats;
+pub use server::RaftGrpcService;

@@ -1,0 +1,322 @@
+//! Deterministic application of commands.
+//!
+//! [`Pending`] applies commands on top of a read-only [`StateView`] (RocksDB in production,
+//! a map in tests) and records the resulting changes as [`Op`]s, which the caller writes in
+//! one batch. It also overlays its own changes, so later commands of the same batch see
+//! earlier ones (a topic created at index 5 accepts the send at index 6; two sends to one
+//! queue get consecutive offsets). The result depends only on the view and the commands,
+//! so every replica computes the same results and the same changes.
+//!
+//! A command that cannot be applied is refused as a whole with a
+//! [`Rejection`](crate::command::Rejection) and changes nothing.
+
+use std::collections::BTreeSet;
+use std::collections::HashMap;
+use std::collections::HashSet;
+
+use super::error::SmError;
+use super::error::SmResult;
+use super::keys;
+use super::records::CqEntry;
+use super::records::MsgLocation;
+use super::records::OffsetRecord;
+use super::records::TopicRecord;
+use crate::command::Command;
+use crate::command::CommandResult;
+use crate::command::Header;
+use crate::command::MessageMeta;
+use crate::command::Permission;
+use crate::command::QueuePosition;
+use crate::command::Rejection;
+use crate::command::TopicConfig;
+
+/// Most queues a topic may have.
+pub const MAX_QUEUES: u32 = 1024;
+
+/// The reads applying a command depends on.
+pub trait StateView {
+    /// A topic's stored record.
+    fn topic(&self, name: &str) -> SmResult<Option<TopicRecord>>;
+    /// The offset the next message of a queue gets (0 for a queue never written).
+    fn next_offset(&self, topic: &str, queue_id: u32) -> SmResult<u64>;
+}
+
+/// One change to the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    PutTopic(TopicRecord),
+    /// Remove a topic's config, queue counters and consume queues.
+    DeleteTopic(String),
+    SetNextOffset {
+        topic: String,
+        queue_id: u32,
+        next: u64,
+    },
+    PutCq {
+        topic: String,
+        queue_id: u32,
+        offset: u64,
+        entry: CqEntry,
+    },
+    PutMsgId {
+        msg_id: String,
+        location: MsgLocation,
+    },
+    PutOffset {
+        group: String,
+        topic: String,
+        queue_id: u32,
+        record: OffsetRecord,
+    },
+}
+
+/// Commands applied on top of a base view, not yet written.
+#[derive(Debug)]
+pub struct Pending<'a, V> {
+    base: &'a V,
+    topics: HashMap<String, Option<TopicRecord>>,
+    counters: HashMap<(String, u32), u64>,
+    /// Topics deleted in this batch: their counters restart at 0, whatever the base says.
+    deleted: HashSet<String>,
+    ops: Vec<Op>,
+}
+
+impl<V: StateView> StateView for Pending<'_, V> {
+    fn topic(&self, name: &str) -> SmResult<Option<TopicRecord>> {
+        match self.topics.get(name) {
+            Some(t) => Ok(t.clone()),
+            None => self.base.topic(name),
+        }
+    }
+
+    fn next_offset(&self, topic: &str, queue_id: u32) -> SmResult<u64> {
+        if let Some(next) = self.counters.get(&(topic.to_owned(), queue_id)) {
+            return Ok(*next);
+        }
+        if self.deleted.contains(topic) {
+            return Ok(0);
+        }
+        self.base.next_offset(topic, queue_id)
+    }
+}
+
+type Applied = SmResult<CommandResult>;
+
+fn rejected(r: Rejection) -> Applied {
+    Ok(CommandResult::Rejected(r))
+}
+
+impl<'a, V: StateView> Pending<'a, V> {
+    pub fn new(base: &'a V) -> Self {
+        Self {
+            base,
+            topics: HashMap::new(),
+            counters: HashMap::new(),
+            deleted: HashSet::new(),
+            ops: Vec::new(),
+        }
+    }
+
+    /// The changes of every command applied so far, in order.
+    pub fn into_ops(self) -> Vec<Op> {
+        self.ops
+    }
+
+    /// Applies the command of log entry `log_index`.
+    pub fn apply(&mut self, log_index: u64, cmd: &Command) -> Applied {
+        match cmd.header() {
+            Header::Send {
+                store_time_ms,
+                messages,
+            } => self.send(log_index, *store_time_ms, messages, cmd.records()),
+            Header::CreateTopic(config) => self.create_topic(log_index, config),
+            Header::UpdateTopic(config) => self.update_topic(config),
+            Header::DeleteTopic { name } => self.delete_topic(name),
+            Header::CommitOffset {
+                group,
+                topic,
+                queue_id,
+                offset,
+            } => self.commit_offset(group, topic, *queue_id, *offset),
+        }
+    }
+
+    /// Why a send may not go to `meta`'s queue, if it may not.
+    fn check_target(&self, meta: &MessageMeta) -> SmResult<Option<Rejection>> {
+        let Some(topic) = self.topic(&meta.topic)? else {
+            return Ok(Some(Rejection::UnknownTopic(meta.topic.clone())));
+        };
+        if !matches!(topic.config.permission, Permission::Write | Permission::ReadWrite) {
+            return Ok(Some(Rejection::NotWritable(meta.topic.clone())));
+        }
+        if meta.queue_id >= topic.config.queues {
+            return Ok(Some(Rejection::NoSuchQueue {
+                topic: meta.topic.clone(),
+                queue_id: meta.queue_id,
+            }));
+        }
+        Ok(None)
+    }
+
+    fn send(
+        &mut self,
+        log_index: u64,
+        store_time_ms: u64,
+        messages: &[MessageMeta],
+        records: &[bytes::Bytes],
+    ) -> Applied {
+        if messages.len() != records.len() {
+            // Command::new refuses this; an entry decoded from elsewhere is refused here, alike on
+            // every replica.
+            let detail = format!(
+                "malformed send: {} messages, {} records",
+                messages.len(),
+                records.len()
+            );
+            return rejected(Rejection::Malformed(detail));
+        }
+        for meta in messages {
+            if let Some(r) = self.check_target(meta)? {
+                return rejected(r);
+            }
+        }
+        let mut positions = Vec::with_capacity(messages.len());
+        let mut touched = BTreeSet::new();
+        for (i, (meta, record)) in messages.iter().zip(records).enumerate() {
+            let offset = self.next_offset(&meta.topic, meta.queue_id)?;
+            let next = offset
+                .checked_add(1)
+                .ok_or_else(|| SmError::corrupt("queue counter", "overflow"))?;
+            self.counters.insert((meta.topic.clone(), meta.queue_id), next);
+            touched.insert((meta.topic.clone(), meta.queue_id));
+            let slot = Command::slot_of_record(i);
+            let size =
+                u32::try_from(record.len()).map_err(|_| SmError::corrupt("record", "longer than 4 GiB"))?;
+            let entry = CqEntry {
+                log_index,
+                slot,
+                size,
+                tag_hash: meta.tag_hash,
+                store_time_ms,
+            };
+            let (topic, queue_id) = (meta.topic.clone(), meta.queue_id);
+            self.ops.push(Op::PutCq {
+                topic: topic.clone(),
+                queue_id,
+                offset,
+                entry,
+            });
+            if !meta.msg_id.is_empty() {
+                let location = MsgLocation {
+                    topic,
+                    queue_id,
+                    offset,
+                    log_index,
+                    slot,
+                };
+                self.ops.push(Op::PutMsgId {
+                    msg_id: meta.msg_id.clone(),
+                    location,
+                });
+            }
+            positions.push(QueuePosition { queue_id, offset });
+        }
+        for (topic, queue_id) in touched {
+            let next = self.next_offset(&topic, queue_id)?;
+            self.ops.push(Op::SetNextOffset {
+                topic,
+                queue_id,
+                next,
+            });
+        }
+        Ok(CommandResult::Sent(positions))
+    }
+
+    fn create_topic(&mut self, log_index: u64, config: &TopicConfig) -> Applied {
+        if let Err(r) = validate_config(config) {
+            return rejected(r);
+        }
+        if self.topic(&config.name)?.is_some() {
+            return rejected(Rejection::TopicExists(config.name.clone()));
+        }
+        self.put_topic(TopicRecord {
+            config: config.clone(),
+            created_at: log_index,
+        });
+        Ok(CommandResult::Done)
+    }
+
+    fn update_topic(&mut self, config: &TopicConfig) -> Applied {
+        if let Err(r) = validate_config(config) {
+            return rejected(r);
+        }
+        let Some(existing) = self.topic(&config.name)? else {
+            return rejected(Rejection::UnknownTopic(config.name.clone()));
+        };
+        self.put_topic(TopicRecord {
+            config: config.clone(),
+            created_at: existing.created_at,
+        });
+        Ok(CommandResult::Done)
+    }
+
+    fn put_topic(&mut self, record: TopicRecord) {
+        self.topics
+            .insert(record.config.name.clone(), Some(record.clone()));
+        self.ops.push(Op::PutTopic(record));
+    }
+
+    fn delete_topic(&mut self, name: &str) -> Applied {
+        if self.topic(name)?.is_none() {
+            return rejected(Rejection::UnknownTopic(name.to_owned()));
+        }
+        self.topics.insert(name.to_owned(), None);
+        self.counters.retain(|(topic, _), _| topic != name);
+        self.deleted.insert(name.to_owned());
+        self.ops.push(Op::DeleteTopic(name.to_owned()));
+        Ok(CommandResult::Done)
+    }
+
+    fn commit_offset(&mut self, group: &str, topic: &str, queue_id: u32, offset: u64) -> Applied {
+        if let Err(e) = keys::validate_group_name(group) {
+            return rejected(Rejection::InvalidGroup(e));
+        }
+        let Some(record) = self.topic(topic)? else {
+            return rejected(Rejection::UnknownTopic(topic.to_owned()));
+        };
+        if queue_id >= record.config.queues {
+            return rejected(Rejection::NoSuchQueue {
+                topic: topic.to_owned(),
+                queue_id,
+            });
+        }
+        let record = OffsetRecord {
+            offset,
+            topic_created_at: record.created_at,
+        };
+        self.ops.push(Op::PutOffset {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            queue_id,
+            record,
+        });
+        Ok(CommandResult::Done)
+    }
+}
+
+/// Checks a topic config for create and update.
+fn validate_config(config: &TopicConfig) -> Result<(), Rejection> {
+    keys::validate_topic_name(&config.name).map_err(Rejection::InvalidTopic)?;
+    if config.queues == 0 || config.queues > MAX_QUEUES {
+        let detail = format!(
+            "topic {} has {} queues, allowed 1..={MAX_QUEUES}",
+            config.name, config.queues
+        );
+        return Err(Rejection::InvalidTopic(detail));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "apply_tests.rs"]
+mod tests;

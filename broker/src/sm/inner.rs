@@ -1,0 +1,142 @@
+//! The shared core of a [`StateMachine`](super::StateMachine) handle: the open database, the
+//! locks that order writers, and applying a batch of entries.
+//!
+//! Locks, always taken in this order:
+//! - `writer` serializes everything that changes the database (apply, checkpoint, install);
+//! - `live` holds the open database: readers and apply share it, install replaces it;
+//! - `snapshot` guards the current snapshot file and its meta.
+
+use std::sync::Mutex;
+use std::sync::MutexGuard;
+use std::sync::RwLock;
+use std::sync::RwLockReadGuard;
+use std::sync::RwLockWriteGuard;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+
+use openraft::EntryPayload;
+
+use super::Entry;
+use super::apply::Pending;
+use super::archive;
+use super::archive::SnapshotMeta;
+use super::error::SmError;
+use super::error::SmResult;
+use super::layout::Layout;
+use super::store::SmConfig;
+use super::store::Store;
+use super::store::StoredMembership;
+use crate::command::CommandResult;
+
+#[derive(Debug)]
+pub(super) struct Inner {
+    pub layout: Layout,
+    pub cfg: SmConfig,
+    writer: Mutex<()>,
+    /// The open database; `None` only after a failed snapshot install.
+    live: RwLock<Option<Store>>,
+    /// The generation (directory) `CURRENT_DB` names.
+    generation: AtomicU64,
+    snapshot: Mutex<Option<SnapshotMeta>>,
+    seq: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    pub fn open(layout: Layout, generation: u64, cfg: SmConfig) -> SmResult<Self> {
+        let store = Store::open(&layout.db_dir(generation), &cfg)?;
+        let snapshot = current_snapshot_meta(&layout)?;
+        Ok(Self {
+            layout,
+            cfg,
+            writer: Mutex::new(()),
+            live: RwLock::new(Some(store)),
+            generation: AtomicU64::new(generation),
+            snapshot: Mutex::new(snapshot),
+            seq: AtomicU64::new(0),
+        })
+    }
+
+    /// A fresh number for temporary names.
+    pub fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn writer(&self) -> MutexGuard<'_, ()> {
+        lock(&self.writer)
+    }
+
+    pub fn snapshot(&self) -> MutexGuard<'_, Option<SnapshotMeta>> {
+        lock(&self.snapshot)
+    }
+
+    pub fn live_mut(&self) -> RwLockWriteGuard<'_, Option<Store>> {
+        self.live.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    pub fn set_generation(&self, generation: u64) {
+        self.generation.store(generation, Ordering::SeqCst);
+    }
+
+    /// Runs `f` on the open database (sharing it with other readers).
+    pub fn with_store<T>(&self, f: impl FnOnce(&Store) -> SmResult<T>) -> SmResult<T> {
+        let guard: RwLockReadGuard<'_, Option<Store>> = self.live.read().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(store) => f(store),
+            None => Err(SmError::Task(
+                "the state machine database is closed after a failed snapshot install".into(),
+            )),
+        }
+    }
+
+    /// Applies entries in order and writes all their changes and the applied state in one
+    /// batch; returns one result per entry (`Done` for blank and membership entries).
+    pub fn apply_entries(&self, entries: &[Entry]) -> SmResult<Vec<CommandResult>> {
+        let _writer = self.writer();
+        self.with_store(|store| {
+            let mut pending = Pending::new(store);
+            let mut results = Vec::with_capacity(entries.len());
+            let mut membership = None;
+            for entry in entries {
+                let result = match &entry.payload {
+                    EntryPayload::Blank => CommandResult::Done,
+                    EntryPayload::Normal(cmd) => pending.apply(entry.log_id.index, cmd)?,
+                    EntryPayload::Membership(m) => {
+                        membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
+                        CommandResult::Done
+                    }
+                };
+                results.push(result);
+            }
+            let applied = entries.last().map(|e| e.log_id);
+            store.write(&pending.into_ops(), applied.as_ref(), membership.as_ref())?;
+            Ok(results)
+        })
+    }
+}
+
+/// The meta of the snapshot kept in the directory, if there is a readable one. An unreadable
+/// one is removed: it is derived data, and openraft builds a new snapshot when it needs one.
+fn current_snapshot_meta(layout: &Layout) -> SmResult<Option<SnapshotMeta>> {
+    let path = layout.snapshot_file();
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(SmError::io("open", path, e)),
+    };
+    match archive::read_meta(&mut file) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "removing an unreadable snapshot");
+            super::fsutil::remove_path(&path)?;
+            Ok(None)
+        }
+    }
+}

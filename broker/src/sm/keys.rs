@@ -1,0 +1,224 @@
+//! Key encodings of the state machine's column families.
+//!
+//! Every key is built so that RocksDB's bytewise order is the order we scan in: names are
+//! followed by a `0x00` separator and integers are big-endian. Names never contain `0x00`
+//! (they are validated into [`TopicName`] / [`GroupName`] first), so the separator ends a
+//! name unambiguously: all keys of topic `a` start with `a\0`, and no key of another topic
+//! does, which also makes `[a\0, a\x01)` exactly topic `a`'s range.
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `meta` | [`META_APPLIED`], [`META_MEMBERSHIP`], [`META_FORMAT`] | postcard |
+//! | `topics` | topic | [`TopicRecord`](super::records::TopicRecord) |
+//! | `queues` | topic `0x00` queue id (u32) | next offset (u64) |
+//! | `cq` | topic `0x00` queue id (u32) offset (u64) | [`CqEntry`](super::records::CqEntry) |
+//! | `offsets` | group `0x00` topic `0x00` queue id (u32) | [`OffsetRecord`](super::records::OffsetRecord) |
+//! | `msgid` | message id | [`MsgLocation`](super::records::MsgLocation) |
+
+/// Longest topic name RocketMQ accepts.
+pub const TOPIC_MAX_LEN: usize = 127;
+/// Longest consumer group name RocketMQ accepts.
+pub const GROUP_MAX_LEN: usize = 255;
+
+/// `meta` key: the last applied log id.
+pub const META_APPLIED: &[u8] = b"applied";
+/// `meta` key: the last applied membership.
+pub const META_MEMBERSHIP: &[u8] = b"membership";
+/// `meta` key: the on-disk format version of this database.
+pub const META_FORMAT: &[u8] = b"format";
+
+/// RocketMQ's name alphabet: `[A-Za-z0-9_%|-]`.
+fn valid_name_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'_' | b'%' | b'|' | b'-')
+}
+
+fn validate_name(kind: &str, name: &str, max: usize) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{kind} name is empty"));
+    }
+    if name.len() > max {
+        return Err(format!(
+            "{kind} name is {} bytes long, at most {max} allowed",
+            name.len()
+        ));
+    }
+    match name.bytes().find(|c| !valid_name_char(*c)) {
+        Some(c) => Err(format!(
+            "{kind} name {name:?} contains {:?}; allowed: A-Z a-z 0-9 _ % | -",
+            c as char
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks a topic name against RocketMQ's rules (`[A-Za-z0-9_%|-]`, 1..=127 bytes).
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    validate_name("topic", name, TOPIC_MAX_LEN)
+}
+
+/// Checks a consumer group name against RocketMQ's rules (`[A-Za-z0-9_%|-]`, 1..=255 bytes).
+pub fn validate_group_name(name: &str) -> Result<(), String> {
+    validate_name("group", name, GROUP_MAX_LEN)
+}
+
+/// A validated topic name: safe to use as a key component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicName<'a>(&'a str);
+
+impl<'a> TopicName<'a> {
+    pub fn new(name: &'a str) -> Result<Self, String> {
+        validate_topic_name(name).map(|()| Self(name))
+    }
+
+    pub fn as_str(&self) -> &'a str {
+        self.0
+    }
+}
+
+/// A validated consumer group name: safe to use as a key component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupName<'a>(&'a str);
+
+impl<'a> GroupName<'a> {
+    pub fn new(name: &'a str) -> Result<Self, String> {
+        validate_group_name(name).map(|()| Self(name))
+    }
+
+    pub fn as_str(&self) -> &'a str {
+        self.0
+    }
+}
+
+/// `topics` key.
+pub fn topic_key(topic: TopicName<'_>) -> Vec<u8> {
+    topic.0.as_bytes().to_vec()
+}
+
+/// The prefix of all `queues` and `cq` keys of a topic: topic `0x00`.
+pub fn topic_prefix(topic: TopicName<'_>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.0.len() + 1);
+    k.extend_from_slice(topic.0.as_bytes());
+    k.push(0);
+    k
+}
+
+/// `[start, end)` covering exactly the `queues` and `cq` keys of a topic.
+pub fn topic_range(topic: TopicName<'_>) -> (Vec<u8>, Vec<u8>) {
+    let start = topic_prefix(topic);
+    let mut end = start.clone();
+    if let Some(last) = end.last_mut() {
+        *last = 1;
+    }
+    (start, end)
+}
+
+/// `queues` key: topic `0x00` queue id.
+pub fn queue_key(topic: TopicName<'_>, queue_id: u32) -> Vec<u8> {
+    let mut k = topic_prefix(topic);
+    k.extend_from_slice(&queue_id.to_be_bytes());
+    k
+}
+
+/// `cq` key: topic `0x00` queue id, offset.
+pub fn cq_key(topic: TopicName<'_>, queue_id: u32, offset: u64) -> Vec<u8> {
+    let mut k = queue_key(topic, queue_id);
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+/// The queue offset of a `cq` key of the queue whose `queue_key` is `queue_prefix`, or
+/// `None` if the key belongs to another queue.
+pub fn cq_key_offset(queue_prefix: &[u8], key: &[u8]) -> Option<u64> {
+    let rest = key.strip_prefix(queue_prefix)?;
+    let bytes: [u8; 8] = rest.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// `offsets` key: group `0x00` topic `0x00` queue id.
+pub fn offset_key(group: GroupName<'_>, topic: TopicName<'_>, queue_id: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(group.0.len() + topic.0.len() + 6);
+    k.extend_from_slice(group.0.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&queue_key(topic, queue_id));
+    k
+}
+
+/// `msgid` key: the message id's bytes (the key is the whole id, so any bytes are fine).
+pub fn msgid_key(msg_id: &str) -> &[u8] {
+    msg_id.as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str) -> TopicName<'_> {
+        TopicName::new(name).expect("valid topic")
+    }
+
+    #[test]
+    fn topic_names_follow_rocketmq_rules() {
+        assert!(validate_topic_name("TopicTest_1%RETRY%|a-b").is_ok());
+        assert!(validate_topic_name(&"a".repeat(127)).is_ok());
+        assert!(validate_topic_name(&"a".repeat(128)).is_err());
+        assert!(validate_topic_name("").is_err());
+        for bad in ["a\0", "a\0b", "a b", "a/b", "a.b", "é", "a:b"] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?} must be refused");
+            assert!(TopicName::new(bad).is_err());
+        }
+        assert!(validate_group_name(&"g".repeat(255)).is_ok());
+        assert!(validate_group_name(&"g".repeat(256)).is_err());
+        assert!(GroupName::new("g\0").is_err());
+    }
+
+    #[test]
+    fn integers_are_big_endian_so_keys_sort_numerically() {
+        let mut keys: Vec<Vec<u8>> = [(1, 256), (0, 1), (1, 2), (0, u64::MAX), (2, 0), (256, 0)]
+            .iter()
+            .map(|&(q, o)| cq_key(t("a"), q, o))
+            .collect();
+        keys.sort();
+        let decoded: Vec<(u32, u64)> = keys
+            .iter()
+            .map(|k| {
+                let q = u32::from_be_bytes(k[2..6].try_into().expect("4 bytes"));
+                (q, cq_key_offset(&queue_key(t("a"), q), k).expect("same queue"))
+            })
+            .collect();
+        assert_eq!(
+            decoded,
+            vec![(0, 1), (0, u64::MAX), (1, 2), (1, 256), (2, 0), (256, 0)]
+        );
+    }
+
+    #[test]
+    fn a_topic_range_holds_exactly_that_topic() {
+        let (start, end) = topic_range(t("a"));
+        let inside = |k: &[u8]| k >= start.as_slice() && k < end.as_slice();
+        assert!(inside(&cq_key(t("a"), 0, 0)));
+        assert!(inside(&cq_key(t("a"), u32::MAX, u64::MAX)));
+        assert!(inside(&queue_key(t("a"), 7)));
+        for other in ["ab", "a-", "a%", "A", "b", "a_b"] {
+            assert!(!inside(&cq_key(t(other), 0, 0)), "{other}");
+            assert!(!inside(&queue_key(t(other), u32::MAX)), "{other}");
+        }
+    }
+
+    #[test]
+    fn keys_of_distinct_names_never_collide() {
+        // With names free of 0x00, the separator fixes where the name ends.
+        assert_ne!(queue_key(t("a"), 0x6200_0000), queue_key(t("ab"), 0));
+        assert!(!cq_key(t("ab"), 0, 0).starts_with(&topic_prefix(t("a"))));
+        let g = |s| GroupName::new(s).expect("valid group");
+        assert_ne!(offset_key(g("g"), t("ab"), 1), offset_key(g("g-a"), t("b"), 1));
+        assert_ne!(offset_key(g("g"), t("a"), 1), offset_key(g("ga"), t("a"), 1));
+    }
+
+    #[test]
+    fn cq_key_offset_refuses_other_queues() {
+        let prefix = queue_key(t("a"), 1);
+        assert_eq!(cq_key_offset(&prefix, &cq_key(t("a"), 1, 42)), Some(42));
+        assert_eq!(cq_key_offset(&prefix, &cq_key(t("a"), 2, 42)), None);
+        assert_eq!(cq_key_offset(&prefix, &queue_key(t("a"), 1)), None);
+    }
+}

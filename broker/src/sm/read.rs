@@ -1,0 +1,114 @@
+//! Reads of the state machine's database: what the broker's handlers and the apply logic
+//! look up. Names that are not valid topic or group names are never stored, so reads for
+//! them answer "not found" without touching the database.
+
+use super::apply::StateView;
+use super::error::SmResult;
+use super::keys;
+use super::keys::GroupName;
+use super::keys::TopicName;
+use super::records;
+use super::records::CqEntry;
+use super::records::MsgLocation;
+use super::records::OffsetRecord;
+use super::records::TopicRecord;
+use super::store::CF_CQ;
+use super::store::CF_MSGID;
+use super::store::CF_OFFSETS;
+use super::store::CF_QUEUES;
+use super::store::CF_TOPICS;
+use super::store::Store;
+use crate::command::TopicConfig;
+
+impl StateView for Store {
+    fn topic(&self, name: &str) -> SmResult<Option<TopicRecord>> {
+        let Ok(t) = TopicName::new(name) else {
+            return Ok(None);
+        };
+        match self.get(CF_TOPICS, &keys::topic_key(t))? {
+            Some(v) => Ok(Some(records::from_postcard("topic", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn next_offset(&self, topic: &str, queue_id: u32) -> SmResult<u64> {
+        let Ok(t) = TopicName::new(topic) else {
+            return Ok(0);
+        };
+        match self.get(CF_QUEUES, &keys::queue_key(t, queue_id))? {
+            Some(v) => records::decode_counter(&v),
+            None => Ok(0),
+        }
+    }
+}
+
+impl Store {
+    /// All topics, ordered by name.
+    pub fn topics(&self) -> SmResult<Vec<TopicConfig>> {
+        let mut it = self.db().raw_iterator_cf(self.cf(CF_TOPICS)?);
+        it.seek_to_first();
+        let mut out = Vec::new();
+        while let Some(v) = it.value() {
+            let r: TopicRecord = records::from_postcard("topic", v)?;
+            out.push(r.config);
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// Consume-queue entries of offsets `from, from + 1, …`: at most `max`, ending early at
+    /// the end of the queue (or at the first missing offset).
+    pub fn read_cq(&self, topic: &str, queue_id: u32, from: u64, max: usize) -> SmResult<Vec<CqEntry>> {
+        let Ok(t) = TopicName::new(topic) else {
+            return Ok(Vec::new());
+        };
+        let prefix = keys::queue_key(t, queue_id);
+        let mut it = self.db().raw_iterator_cf(self.cf(CF_CQ)?);
+        it.seek(keys::cq_key(t, queue_id, from));
+        let mut out = Vec::with_capacity(max.min(1024));
+        let mut expected = from;
+        while out.len() < max {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if keys::cq_key_offset(&prefix, k) != Some(expected) {
+                break;
+            }
+            out.push(CqEntry::decode(v)?);
+            expected = match expected.checked_add(1) {
+                Some(e) => e,
+                None => break,
+            };
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// A consumer group's committed offset on a queue of the topic as it exists now (an
+    /// offset committed for a deleted earlier incarnation of the topic does not count).
+    pub fn committed_offset(&self, group: &str, topic: &str, queue_id: u32) -> SmResult<Option<u64>> {
+        let (Ok(g), Ok(t)) = (GroupName::new(group), TopicName::new(topic)) else {
+            return Ok(None);
+        };
+        let Some(v) = self.get(CF_OFFSETS, &keys::offset_key(g, t, queue_id))? else {
+            return Ok(None);
+        };
+        let record = OffsetRecord::decode(&v)?;
+        let current = self.topic(topic)?;
+        Ok(current
+            .filter(|c| c.created_at == record.topic_created_at)
+            .map(|_| record.offset))
+    }
+
+    /// Where the message with this id is stored, if its topic still holds it.
+    pub fn lookup_msg_id(&self, msg_id: &str) -> SmResult<Option<MsgLocation>> {
+        let Some(v) = self.get(CF_MSGID, keys::msgid_key(msg_id))? else {
+            return Ok(None);
+        };
+        let loc: MsgLocation = records::from_postcard("msg id", &v)?;
+        let current = self.topic(&loc.topic)?;
+        Ok(current.filter(|c| c.created_at <= loc.log_index).map(|_| loc))
+    }
+}

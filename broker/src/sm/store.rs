@@ -1,0 +1,295 @@
+//! The state machine's RocksDB database: opening it, writing applied batches, checkpoints.
+//!
+//! Writes skip RocksDB's write-ahead log. The Raft log is the durable source of every
+//! change, and each batch carries the applied log id together with the data it produced,
+//! so whatever RocksDB has on disk after a crash is the state at *some* applied log id, and
+//! openraft re-applies the entries after it. Two things make that hold:
+//!
+//! - **atomic flush**: all column families are flushed together, so SST files never mix
+//!   one column family's newer state with another's older one (without a WAL there is
+//!   nothing else to reconcile them);
+//! - **snapshots flush**: a snapshot is a checkpoint, which flushes the memtables, so the
+//!   state on disk is never older than the last snapshot, and openraft only purges log
+//!   entries the last snapshot covers. The entries to re-apply are therefore still in the log.
+
+use std::path::Path;
+use std::path::PathBuf;
+
+use rocksdb::BlockBasedOptions;
+use rocksdb::Cache;
+use rocksdb::ColumnFamily;
+use rocksdb::ColumnFamilyDescriptor;
+use rocksdb::DB;
+use rocksdb::DBCompressionType;
+use rocksdb::FlushOptions;
+use rocksdb::Options;
+use rocksdb::WriteBatch;
+use rocksdb::WriteOptions;
+
+use super::apply::Op;
+use super::error::SmError;
+use super::error::SmResult;
+use super::keys;
+use super::keys::GroupName;
+use super::keys::TopicName;
+use super::records;
+use crate::raft::types::TypeConfig;
+use openraft::type_config::alias::LogIdOf;
+use openraft::type_config::alias::StoredMembershipOf;
+
+pub const CF_META: &str = "meta";
+pub const CF_TOPICS: &str = "topics";
+pub const CF_QUEUES: &str = "queues";
+pub const CF_CQ: &str = "cq";
+pub const CF_OFFSETS: &str = "offsets";
+pub const CF_MSGID: &str = "msgid";
+/// Every column family we use (RocksDB's `default` is opened too, and stays empty).
+pub const COLUMN_FAMILIES: [&str; 6] = [CF_META, CF_TOPICS, CF_QUEUES, CF_CQ, CF_OFFSETS, CF_MSGID];
+
+/// On-disk format of the database; bumped on incompatible changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub type LogId = LogIdOf<TypeConfig>;
+pub type StoredMembership = StoredMembershipOf<TypeConfig>;
+
+/// Tuning of the state machine's RocksDB.
+#[derive(Debug, Clone)]
+pub struct SmConfig {
+    /// Block cache shared by all column families.
+    pub block_cache_bytes: usize,
+    /// Memtable size of one column family.
+    pub write_buffer_bytes: usize,
+    /// Memtable budget over all column families.
+    pub total_write_buffer_bytes: usize,
+    /// Open table files kept (bounded so a large state does not exhaust descriptors).
+    pub max_open_files: i32,
+    /// Background flush and compaction threads.
+    pub background_jobs: i32,
+}
+
+impl Default for SmConfig {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            block_cache_bytes: 64 << 20,
+            write_buffer_bytes: 16 << 20,
+            total_write_buffer_bytes: 64 << 20,
+            max_open_files: 1024,
+            background_jobs: cpus.clamp(2, 4) as i32,
+        }
+    }
+}
+
+/// An open state machine database.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// A topic name inside a change: apply only produces changes for valid names.
+fn topic(name: &str) -> SmResult<TopicName<'_>> {
+    TopicName::new(name).map_err(|e| SmError::corrupt("topic name in change", e))
+}
+
+fn db_options(cfg: &SmConfig) -> Options {
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    o.create_missing_column_families(true);
+    o.set_atomic_flush(true);
+    o.set_max_open_files(cfg.max_open_files);
+    o.set_max_background_jobs(cfg.background_jobs);
+    o.set_db_write_buffer_size(cfg.total_write_buffer_bytes);
+    o.set_keep_log_file_num(4);
+    o.set_max_log_file_size(8 << 20);
+    o
+}
+
+fn cf_options(cfg: &SmConfig, cache: &Cache) -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    let mut o = Options::default();
+    o.set_block_based_table_factory(&table);
+    o.set_write_buffer_size(cfg.write_buffer_bytes);
+    o.set_compression_type(DBCompressionType::Lz4);
+    o.set_bottommost_compression_type(DBCompressionType::Lz4);
+    o.set_level_compaction_dynamic_level_bytes(true);
+    o
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `path`.
+    pub fn open(path: &Path, cfg: &SmConfig) -> SmResult<Self> {
+        let cache = Cache::new_lru_cache(cfg.block_cache_bytes);
+        let cfs = COLUMN_FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(cfg, &cache)));
+        let db = DB::open_cf_descriptors(&db_options(cfg), path, cfs)?;
+        let store = Self {
+            db,
+            path: path.to_path_buf(),
+        };
+        store.check_format()?;
+        Ok(store)
+    }
+
+    /// Refuses a database of another format; stamps a new one.
+    fn check_format(&self) -> SmResult<()> {
+        match self.get(CF_META, keys::META_FORMAT)? {
+            Some(v) => {
+                let version: u32 = records::from_postcard("format version", &v)?;
+                if version != FORMAT_VERSION {
+                    let detail = format!("version {version}, this build reads {FORMAT_VERSION}");
+                    return Err(SmError::corrupt("state machine format", detail));
+                }
+                Ok(())
+            }
+            None => {
+                let v = records::to_postcard("format version", &FORMAT_VERSION)?;
+                let mut batch = WriteBatch::default();
+                batch.put_cf(self.cf(CF_META)?, keys::META_FORMAT, v);
+                self.write_batch(batch)?;
+                self.flush()
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(super) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub(super) fn cf(&self, name: &'static str) -> SmResult<&ColumnFamily> {
+        self.db.cf_handle(name).ok_or(SmError::MissingColumnFamily(name))
+    }
+
+    pub(super) fn get(&self, cf: &'static str, key: &[u8]) -> SmResult<Option<Vec<u8>>> {
+        Ok(self.db.get_pinned_cf(self.cf(cf)?, key)?.map(|v| v.to_vec()))
+    }
+
+    /// The last applied log id and membership (both empty for a new database).
+    pub fn applied_state(&self) -> SmResult<(Option<LogId>, StoredMembership)> {
+        let applied = match self.get(CF_META, keys::META_APPLIED)? {
+            Some(v) => records::from_postcard("applied log id", &v)?,
+            None => None,
+        };
+        let membership = match self.get(CF_META, keys::META_MEMBERSHIP)? {
+            Some(v) => records::from_postcard("membership", &v)?,
+            None => StoredMembership::default(),
+        };
+        Ok((applied, membership))
+    }
+
+    /// Writes the changes of applied entries together with the applied state, atomically.
+    pub fn write(
+        &self,
+        ops: &[Op],
+        applied: Option<&LogId>,
+        membership: Option<&StoredMembership>,
+    ) -> SmResult<()> {
+        let mut batch = WriteBatch::default();
+        for op in ops {
+            self.add_op(&mut batch, op)?;
+        }
+        if let Some(applied) = applied {
+            let v = records::to_postcard("applied log id", &Some(applied))?;
+            batch.put_cf(self.cf(CF_META)?, keys::META_APPLIED, v);
+        }
+        if let Some(m) = membership {
+            batch.put_cf(
+                self.cf(CF_META)?,
+                keys::META_MEMBERSHIP,
+                records::to_postcard("membership", m)?,
+            );
+        }
+        self.write_batch(batch)
+    }
+
+    fn write_batch(&self, batch: WriteBatch) -> SmResult<()> {
+        let mut opts = WriteOptions::default();
+        opts.disable_wal(true);
+        Ok(self.db.write_opt(batch, &opts)?)
+    }
+
+    fn add_op(&self, batch: &mut WriteBatch, op: &Op) -> SmResult<()> {
+        match op {
+            Op::PutTopic(r) => {
+                let key = keys::topic_key(topic(&r.config.name)?);
+                batch.put_cf(self.cf(CF_TOPICS)?, key, records::to_postcard("topic", r)?);
+            }
+            Op::DeleteTopic(name) => {
+                let t = topic(name)?;
+                batch.delete_cf(self.cf(CF_TOPICS)?, keys::topic_key(t));
+                let (start, end) = keys::topic_range(t);
+                batch.delete_range_cf(self.cf(CF_QUEUES)?, &start, &end);
+                batch.delete_range_cf(self.cf(CF_CQ)?, &start, &end);
+            }
+            Op::SetNextOffset {
+                topic: name,
+                queue_id,
+                next,
+            } => {
+                let key = keys::queue_key(topic(name)?, *queue_id);
+                batch.put_cf(self.cf(CF_QUEUES)?, key, records::encode_counter(*next));
+            }
+            Op::PutCq {
+                topic: name,
+                queue_id,
+                offset,
+                entry,
+            } => {
+                let key = keys::cq_key(topic(name)?, *queue_id, *offset);
+                batch.put_cf(self.cf(CF_CQ)?, key, entry.encode());
+            }
+            Op::PutMsgId { msg_id, location } => {
+                batch.put_cf(
+                    self.cf(CF_MSGID)?,
+                    keys::msgid_key(msg_id),
+                    records::to_postcard("msg id", location)?,
+                );
+            }
+            Op::PutOffset {
+                group,
+                topic: name,
+                queue_id,
+                record,
+            } => {
+                let g = GroupName::new(group).map_err(|e| SmError::corrupt("group name in change", e))?;
+                let key = keys::offset_key(g, topic(name)?, *queue_id);
+                batch.put_cf(self.cf(CF_OFFSETS)?, key, record.encode());
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes every column family's memtable to SST files (atomically, see the module docs).
+    pub fn flush(&self) -> SmResult<()> {
+        let mut cfs = Vec::with_capacity(COLUMN_FAMILIES.len() + 1);
+        for name in COLUMN_FAMILIES {
+            cfs.push(self.cf(name)?);
+        }
+        let default = self.db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME);
+        cfs.extend(default);
+        let mut opts = FlushOptions::default();
+        opts.set_wait(true);
+        Ok(self.db.flush_cfs_opt(&cfs, &opts)?)
+    }
+
+    /// Writes a checkpoint (hard links and copies of a flushed state) into `dir`, which must
+    /// not exist yet and must be on the same file system.
+    pub fn checkpoint(&self, dir: &Path) -> SmResult<()> {
+        let cp = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
+        cp.create_checkpoint(dir)?;
+        Ok(())
+    }
+}
