@@ -1,0 +1,281 @@
+//! The pipelined replication stream behind `PeerClient::stream_append`: a `Pump` task
+//! sends openraft's requests (cut into pieces, bounded by the in-flight window) while
+//! `Answers` reads the follower's answers back, one openraft answer per request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::Stream;
+use futures_util::StreamExt;
+use openraft::OptionalSend;
+use openraft::RPCTypes;
+use openraft::base::BoxStream;
+use openraft::error::NetworkError;
+use openraft::error::RPCError;
+use openraft::network::RPCOption;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::StreamAppendResult;
+use openraft::type_config::alias::LogIdOf;
+use raftmq_proto::raftmq::raft::v1 as pb;
+use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
+
+use super::C;
+use super::NetworkConfig;
+use super::PeerClient;
+use super::Shared;
+use super::errors::ErrorContext;
+use super::stats::Counters;
+use crate::raft::types::NodeId;
+use crate::raft::wire;
+
+/// Messages queued for the outbound half of a replication stream.
+const OUTBOUND_QUEUE: usize = 16;
+
+/// openraft's side of a replication stream: one answer per request sent.
+type AnswerStream = BoxStream<'static, Result<StreamAppendResult<C>, RPCError<C>>>;
+
+impl PeerClient {
+    /// The pipelined replication stream (see the module docs).
+    pub(super) async fn open_append_stream<S>(
+        &self,
+        mut input: S,
+        option: RPCOption,
+    ) -> Result<AnswerStream, RPCError<C>>
+    where
+        S: Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
+    {
+        // Take the first request before dialling: openraft applies its backoff after an
+        // `Unreachable` while producing the next request, so connecting first would retry
+        // a dead peer in a tight loop. And an empty input needs no stream at all.
+        let Some(first) = input.next().await else {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        };
+        let input = futures_util::stream::iter([first]).chain(input);
+        let (outbound, inbound) = self.open_append_call(option.soft_ttl()).await?;
+        Ok(self.pump_and_answer(input, outbound, inbound, option))
+    }
+
+    /// Opens the `Append` call: the sender feeds its outbound half, the returned stream
+    /// reads its answers.
+    async fn open_append_call(
+        &self,
+        setup_ttl: Duration,
+    ) -> Result<
+        (
+            mpsc::Sender<pb::AppendRequest>,
+            tonic::Streaming<pb::AppendResponse>,
+        ),
+        RPCError<C>,
+    > {
+        let (tx, mut rx) = mpsc::channel::<pb::AppendRequest>(OUTBOUND_QUEUE);
+        let outbound = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let mut request = tonic::Request::new(outbound);
+        self.stamp(request.metadata_mut());
+        let mut client = self.grpc(&self.channels()?.data);
+        let inbound = self
+            .unary(RPCTypes::AppendEntries, setup_ttl, client.append(request))
+            .await?;
+        Counters::add(&self.shared.counters.append_streams, 1);
+        Ok((tx, inbound))
+    }
+
+    /// Spawns the `Pump` that sends `input` down an open `Append` call and returns the
+    /// call's answers as openraft's stream.
+    fn pump_and_answer<S>(
+        &self,
+        input: S,
+        outbound: mpsc::Sender<pb::AppendRequest>,
+        inbound: tonic::Streaming<pb::AppendResponse>,
+        option: RPCOption,
+    ) -> AnswerStream
+    where
+        S: Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
+    {
+        let cfg = self.cfg().clone();
+        let window = Arc::new(Semaphore::new(cfg.max_inflight_bytes));
+        let (pending_tx, pending_rx) = mpsc::unbounded_channel();
+        let pump = Pump {
+            shared: self.shared.clone(),
+            target: self.target,
+            outbound,
+            pending: pending_tx,
+            window: window.clone(),
+        };
+        let pump = AbortOnDrop(tokio::spawn(pump.run(input)));
+
+        let answers = Answers {
+            inbound,
+            pending: pending_rx,
+            window,
+            wait: option
+                .soft_ttl()
+                .max(Duration::from_millis(cfg.stream_response_timeout_floor_ms)),
+            cfg,
+            ctx: self.ctx(),
+            done: false,
+            _pump: pump,
+        };
+        let out = futures_util::stream::unfold(answers, |mut a| async move {
+            let item = a.next_answer().await?;
+            Some((item, a))
+        });
+        Box::pin(out)
+    }
+}
+
+/// Aborts a spawned task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What the answer side of a replication stream expects for one openraft request.
+#[derive(Debug)]
+enum Pending {
+    Request(Vec<PieceInFlight>),
+    /// The request could not be sent; reported in its place.
+    Failed(RPCError<C>),
+}
+
+#[derive(Debug)]
+struct PieceInFlight {
+    last: Option<LogIdOf<C>>,
+    wire_size: usize,
+    permits: u32,
+}
+
+/// Sends openraft's requests down a replication stream without waiting for answers.
+struct Pump {
+    shared: Arc<Shared>,
+    target: NodeId,
+    outbound: mpsc::Sender<pb::AppendRequest>,
+    pending: mpsc::UnboundedSender<Pending>,
+    window: Arc<Semaphore>,
+}
+
+impl Pump {
+    async fn run<S>(self, mut input: S)
+    where
+        S: Stream<Item = AppendEntriesRequest<C>> + Unpin,
+    {
+        let cfg = &self.shared.cfg;
+        let window_cap = cfg.max_inflight_bytes;
+        while let Some(req) = input.next().await {
+            let pieces = match wire::split_append(req, cfg.append_piece_budget, cfg.max_message_size) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(target_node = self.target, error = %e, "cannot send AppendEntries");
+                    let _ = self
+                        .pending
+                        .send(Pending::Failed(RPCError::Network(NetworkError::new(&e))));
+                    return;
+                }
+            };
+            self.shared.counters.count_request(pieces.len());
+            let mut in_flight = Vec::with_capacity(pieces.len());
+            let mut payloads = Vec::with_capacity(pieces.len());
+            for p in pieces {
+                let wire_size = p.wire_size();
+                in_flight.push(PieceInFlight {
+                    last: p.last,
+                    wire_size,
+                    permits: wire_size.min(window_cap) as u32,
+                });
+                payloads.push(p.payload);
+            }
+            let permits: Vec<u32> = in_flight.iter().map(|p| p.permits).collect();
+            // Announce before sending, so that the answer side always knows what comes.
+            if self.pending.send(Pending::Request(in_flight)).is_err() {
+                return;
+            }
+            for (payload, n) in payloads.into_iter().zip(permits) {
+                let Ok(permit) = self.window.clone().acquire_many_owned(n).await else {
+                    return;
+                };
+                // Given back by the answer side when this piece is answered.
+                permit.forget();
+                if self.outbound.send(pb::AppendRequest { payload }).await.is_err() {
+                    return;
+                }
+            }
+        }
+        // Input exhausted: dropping the sender half-closes the call; the follower answers
+        // what is outstanding and ends its side.
+    }
+}
+
+/// Reads a replication stream's answers, one openraft answer per openraft request.
+struct Answers {
+    inbound: tonic::Streaming<pb::AppendResponse>,
+    pending: mpsc::UnboundedReceiver<Pending>,
+    window: Arc<Semaphore>,
+    wait: Duration,
+    cfg: NetworkConfig,
+    ctx: ErrorContext,
+    done: bool,
+    _pump: AbortOnDrop,
+}
+
+impl Answers {
+    /// The answer to the next request, or `None` when the stream is over (input
+    /// exhausted, or after an answer that ends it).
+    async fn next_answer(&mut self) -> Option<Result<StreamAppendResult<C>, RPCError<C>>> {
+        if self.done {
+            return None;
+        }
+        let pieces = match self.pending.recv().await? {
+            Pending::Failed(e) => return Some(self.finish(Err(e))),
+            Pending::Request(p) => p,
+        };
+        let n = pieces.len();
+        for (i, piece) in pieces.into_iter().enumerate() {
+            let wait = self.wait + self.cfg.transfer_allowance(piece.wire_size);
+            let got = tokio::time::timeout(wait, self.inbound.message()).await;
+            self.window.add_permits(piece.permits as usize);
+            let msg = match got {
+                Err(_) => return Some(self.finish(Err(self.ctx.timeout(RPCTypes::AppendEntries, wait)))),
+                Ok(Err(status)) => {
+                    let e = self.ctx.status(RPCTypes::AppendEntries, wait, status);
+                    return Some(self.finish(Err(e)));
+                }
+                Ok(Ok(None)) => {
+                    let e = NetworkError::from_string(format!(
+                        "node {} ended the replication stream with requests unanswered",
+                        self.ctx.target
+                    ));
+                    return Some(self.finish(Err(RPCError::Network(e))));
+                }
+                Ok(Ok(Some(msg))) => msg,
+            };
+            let res: StreamAppendResult<C> = match wire::decode(&msg.payload) {
+                Ok(r) => r,
+                Err(e) => return Some(self.finish(Err(self.ctx.malformed("StreamAppendResult", e)))),
+            };
+            match res {
+                // A piece fully accepted: on to the next one, or done with this request.
+                Ok(matched) if matched == piece.last => {
+                    if i + 1 == n {
+                        return Some(Ok(Ok(matched)));
+                    }
+                }
+                // Partly accepted or refused: report it for the whole request and stop,
+                // as the follower's own stream does.
+                other => return Some(self.finish(Ok(other))),
+            }
+        }
+        None
+    }
+
+    fn finish(
+        &mut self,
+        item: Result<StreamAppendResult<C>, RPCError<C>>,
+    ) -> Result<StreamAppendResult<C>, RPCError<C>> {
+        self.done = true;
+        item
+    }
+}
