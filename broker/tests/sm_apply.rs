@@ -270,14 +270,21 @@ async fn deleting_a_topic_drops_its_queues_and_a_new_one_starts_fresh() -> anyho
     Ok(())
 }
 
-#[tokio::test]
-async fn a_snapshot_installed_elsewhere_reads_the_same() -> anyhow::Result<()> {
+/// Machine `a` with the common history, machine `b` with a different, shorter one.
+async fn two_machines() -> anyhow::Result<(tempfile::TempDir, tempfile::TempDir, StateMachine, StateMachine)>
+{
     let (a_dir, b_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
-    let mut a = StateMachine::open(a_dir.path(), config())?;
-    let mut b = StateMachine::open(b_dir.path(), config())?;
+    let a = StateMachine::open(a_dir.path(), config())?;
+    let b = StateMachine::open(b_dir.path(), config())?;
     a.apply_entries(history()).await?;
     b.apply_entries(vec![membership(1), normal(2, create("other", 1))])
         .await?;
+    Ok((a_dir, b_dir, a, b))
+}
+
+#[tokio::test]
+async fn a_snapshot_installed_elsewhere_reads_the_same() -> anyhow::Result<()> {
+    let (_a_dir, b_dir, mut a, mut b) = two_machines().await?;
     let snap = a.get_snapshot_builder().await.build_snapshot().await?;
     assert_eq!(snap.meta.last_log_id, Some(log_id(10)));
     // Entries after the snapshot must not leak into it.
@@ -333,12 +340,7 @@ async fn reopening_keeps_applied_state_data_and_the_current_snapshot() -> anyhow
 
 #[tokio::test]
 async fn a_damaged_snapshot_is_refused_and_the_state_kept() -> anyhow::Result<()> {
-    let (a_dir, b_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
-    let mut a = StateMachine::open(a_dir.path(), config())?;
-    let mut b = StateMachine::open(b_dir.path(), config())?;
-    a.apply_entries(history()).await?;
-    b.apply_entries(vec![membership(1), normal(2, create("other", 1))])
-        .await?;
+    let (a_dir, _b_dir, mut a, mut b) = two_machines().await?;
     let snap = a.get_snapshot_builder().await.build_snapshot().await?;
     let mut bytes = std::fs::read(a_dir.path().join("snapshot"))?;
     let mid = bytes.len() / 2;

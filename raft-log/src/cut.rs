@@ -3,10 +3,11 @@
 //!
 //! Truncation is crash-safe in this order: (1) a new write epoch is persisted, (2) the
 //! removed records of the segment holding the cut are zeroed and fsynced, so a scan stops
-//! there, (3)
-//! later segments are unlinked and the directory fsynced. A crash after (2) leaves later
-//! segments behind a gap, which recovery drops; stale records after the cut inside the
-//! segment carry an older epoch than anything appended later, so they never come back.
+//! there, (3) later segments are unlinked last-first, the directory fsynced after each. A
+//! crash during (3) leaves a prefix of them that recovery drops (an erased first record or
+//! an index gap stops the scan); stale records after the cut inside the segment carry an
+//! older epoch than anything appended later, so they never come back. Any failure after
+//! (2) poisons the log.
 
 use std::path::PathBuf;
 

@@ -109,3 +109,34 @@ impl From<LogError> for io::Error {
 }
 
 pub type Result<T, E = LogError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fatal_errors_are_those_of_the_log_not_of_the_request() {
+        let io = || std::io::Error::other("disk");
+        assert!(LogError::Poisoned("x".into()).is_fatal());
+        assert!(LogError::io("write", "/d", io()).is_fatal());
+        let corrupt = LogError::Corrupt {
+            index: 1,
+            path: "/d".into(),
+            what: Corruption::Checksum,
+        };
+        assert!(corrupt.is_fatal());
+        assert!(!LogError::Purged { index: 1, first: 5 }.is_fatal());
+        assert!(
+            !LogError::NotFound {
+                index: 9,
+                last: Some(3)
+            }
+            .is_fatal()
+        );
+        assert!(!LogError::OutOfOrder { expected: 2, got: 5 }.is_fatal());
+        assert_eq!(
+            std::io::Error::from(LogError::Purged { index: 1, first: 5 }).kind(),
+            std::io::ErrorKind::NotFound
+        );
+    }
+}

@@ -5,57 +5,27 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::path::PathBuf;
-use std::sync::mpsc;
 
 use raft_log::CommitLog;
 use raft_log::Corruption;
-use raft_log::EntryKind;
-use raft_log::LogConfig;
 use raft_log::LogError;
-use raft_log::RecordMeta;
 use raft_log::record;
+
+mod common;
+use common::config;
+use common::meta;
+use common::segments;
 
 const SEGMENT_HEADER: u64 = 64;
 const PAYLOAD: usize = 100;
 const RECORD: u64 = (record::HEADER_LEN + PAYLOAD) as u64;
-
-fn config() -> LogConfig {
-    LogConfig {
-        segment_size: 64 * 1024,
-        ..LogConfig::default()
-    }
-}
-
-fn meta(index: u64, term: u64) -> RecordMeta {
-    RecordMeta {
-        index,
-        term,
-        leader: 1,
-        kind: EntryKind::Normal,
-    }
-}
 
 fn body(index: u64) -> Vec<u8> {
     vec![(index % 251) as u8; PAYLOAD]
 }
 
 fn append(log: &CommitLog, from: u64, to: u64, term: u64) {
-    let batch: Vec<_> = (from..to).map(|i| (meta(i, term), body(i))).collect();
-    let (tx, rx) = mpsc::channel();
-    log.append(batch, Box::new(move |r| drop(tx.send(r))))
-        .expect("append");
-    rx.recv().expect("callback").expect("durable");
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("read dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    v.sort();
-    v
+    common::append_with(log, from, to, term, body);
 }
 
 fn write_at(path: &Path, offset: u64, bytes: &[u8]) {

@@ -52,6 +52,7 @@ fn say(line: String) {
 
 /// Child mode: append and truncate until killed.
 #[test]
+#[ignore = "child process of the crash test; the parent runs it with --ignored"]
 fn crash_child() {
     let Ok(dir) = std::env::var("RAFTLOG_CRASH_CHILD") else {
         return;
@@ -171,7 +172,13 @@ impl Expect {
 fn run_child(dir: &Path, seed: u64, kill_after: Duration, expect: &mut Expect) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
-        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "crash_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("RAFTLOG_CRASH_CHILD", dir)
         .env("RAFTLOG_CRASH_SEED", seed.to_string())
         .env("RAFTLOG_CRASH_TERM", (expect.max_term + 1).to_string())

@@ -10,45 +10,16 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use raft_log::CommitLog;
-use raft_log::EntryKind;
 use raft_log::LogConfig;
 use raft_log::LogPos;
-use raft_log::RecordMeta;
 
-fn config() -> LogConfig {
-    LogConfig {
-        segment_size: 64 * 1024,
-        ..LogConfig::default()
-    }
-}
-
-fn meta(index: u64, term: u64) -> RecordMeta {
-    RecordMeta {
-        index,
-        term,
-        leader: 1,
-        kind: EntryKind::Normal,
-    }
-}
+mod common;
+use common::config;
+use common::meta;
+use common::segments;
 
 fn append(log: &CommitLog, from: u64, to: u64, term: u64) {
-    let batch: Vec<_> = (from..to)
-        .map(|i| (meta(i, term), vec![(i % 200) as u8; 1000]))
-        .collect();
-    let (tx, rx) = mpsc::channel();
-    log.append(batch, Box::new(move |r| drop(tx.send(r))))
-        .expect("append");
-    rx.recv().expect("callback").expect("durable");
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("read dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    v.sort();
-    v
+    common::append_with(log, from, to, term, |i| vec![(i % 200) as u8; 1000]);
 }
 
 /// A closed log with entries 1..=300 over several 64 KiB segments, and copies of its
