@@ -73,6 +73,79 @@ pub enum Header {
         queue_id: u32,
         offset: u64,
     },
+    /// Pop-style receive: hand out up to `max` messages of `topic` to `group`, trying the
+    /// queues in `queue_ids` order, and make them invisible until `now_ms + invisible_ms`.
+    /// The leader stamps `now_ms`, so every replica decides alike.
+    Pop(PopRequest),
+    /// Acknowledge popped messages: each leaves the group's in-flight set if its receipt
+    /// is current.
+    Ack {
+        group: String,
+        topic: String,
+        receipts: Vec<Receipt>,
+    },
+    /// Move the time a popped message becomes visible again to `now_ms + invisible_ms`.
+    ChangeInvisible {
+        group: String,
+        topic: String,
+        receipt: Receipt,
+        invisible_ms: u64,
+        now_ms: u64,
+    },
+}
+
+/// Which tags a consumer wants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TagFilter {
+    All,
+    /// Messages whose tag hashes to one of these (see [`tag_hash`]).
+    Hashes(Vec<u64>),
+}
+
+impl TagFilter {
+    pub fn matches(&self, hash: u64) -> bool {
+        match self {
+            Self::All => true,
+            Self::Hashes(h) => h.contains(&hash),
+        }
+    }
+}
+
+/// A pop (see [`Header::Pop`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PopRequest {
+    pub group: String,
+    pub topic: String,
+    /// Queues in the order to take messages from.
+    pub queue_ids: Vec<u32>,
+    pub max: u32,
+    pub invisible_ms: u64,
+    pub now_ms: u64,
+    pub filter: TagFilter,
+    /// FIFO consumption: a queue with a message in flight hands out nothing new until that
+    /// message is acknowledged (or redelivered).
+    pub fifo: bool,
+    /// Deliveries after which an unacknowledged message goes to the group's dead-letter
+    /// topic instead of being delivered again.
+    pub max_attempts: u32,
+}
+
+/// Identifies one delivery of a popped message: the message and its delivery attempt. A
+/// receipt of an earlier attempt no longer acknowledges the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Receipt {
+    pub queue_id: u32,
+    pub offset: u64,
+    pub attempt: u32,
+}
+
+/// The hash of a message tag stored in consume-queue entries (64-bit FNV-1a; a message
+/// without a tag hashes the empty string). Stable across versions: it is persisted.
+pub fn tag_hash(tag: &str) -> u64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    tag.bytes()
+        .fold(OFFSET_BASIS, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME))
 }
 
 /// Why a command could not be built or decoded.
@@ -157,6 +230,15 @@ impl std::fmt::Display for Command {
             } => {
                 write!(f, "CommitOffset({group} {topic}:{queue_id}={offset})")
             }
+            Header::Pop(p) => write!(f, "Pop({} {} max={})", p.group, p.topic, p.max),
+            Header::Ack {
+                group,
+                topic,
+                receipts,
+            } => {
+                write!(f, "Ack({group} {topic} {} receipts)", receipts.len())
+            }
+            Header::ChangeInvisible { group, topic, .. } => write!(f, "ChangeInvisible({group} {topic})"),
         }
     }
 }
@@ -226,12 +308,26 @@ pub enum Rejection {
     NoSuchQueue { topic: String, queue_id: u32 },
     #[error("topic {0} is not writable")]
     NotWritable(String),
+    #[error("topic {0} is not readable")]
+    NotReadable(String),
     #[error("invalid topic config: {0}")]
     InvalidTopic(String),
     #[error("invalid group name: {0}")]
     InvalidGroup(String),
     #[error("malformed command: {0}")]
     Malformed(String),
+}
+
+/// A message handed out by a pop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Popped {
+    pub receipt: Receipt,
+    /// Where its record is: log index and slot.
+    pub log_index: u64,
+    pub slot: u32,
+    pub store_time_ms: u64,
+    /// When it becomes visible again unless acknowledged.
+    pub visible_at_ms: u64,
 }
 
 /// What applying a command returns to the proposer.
@@ -241,6 +337,10 @@ pub enum CommandResult {
     Sent(Vec<QueuePosition>),
     Done,
     Rejected(Rejection),
+    Popped(Vec<Popped>),
+    /// Per receipt of an ack (or the one of a change of invisibility): whether it was
+    /// current (`false`: the message was delivered again since, or already acknowledged).
+    Acked(Vec<bool>),
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! A command that cannot be applied is refused as a whole with a
 //! [`Rejection`](crate::command::Rejection) and changes nothing.
 
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -20,6 +21,7 @@ use super::keys;
 use super::records::CqEntry;
 use super::records::MsgLocation;
 use super::records::OffsetRecord;
+use super::records::PopState;
 use super::records::TopicRecord;
 use crate::command::Command;
 use crate::command::CommandResult;
@@ -39,7 +41,17 @@ pub trait StateView {
     fn topic(&self, name: &str) -> SmResult<Option<TopicRecord>>;
     /// The offset the next message of a queue gets (0 for a queue never written).
     fn next_offset(&self, topic: &str, queue_id: u32) -> SmResult<u64>;
+    /// Consume-queue entries from offset `from` on: at most `max`, ending at the first
+    /// missing offset.
+    fn cq_entries(&self, topic: &str, queue_id: u32, from: u64, max: usize) -> SmResult<Vec<CqEntry>>;
+    /// A group's stored offset record of a queue (of whatever incarnation of the topic).
+    fn offset_record(&self, group: &str, topic: &str, queue_id: u32) -> SmResult<Option<OffsetRecord>>;
+    /// A group's stored pop state of a queue (of whatever incarnation of the topic).
+    fn pop_state(&self, group: &str, topic: &str, queue_id: u32) -> SmResult<Option<PopState>>;
 }
+
+/// (group, topic, queue id).
+type GroupQueue = (String, String, u32);
 
 /// One change to the state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +80,12 @@ pub enum Op {
         queue_id: u32,
         record: OffsetRecord,
     },
+    PutPop {
+        group: String,
+        topic: String,
+        queue_id: u32,
+        state: PopState,
+    },
 }
 
 /// Commands applied on top of a base view, not yet written.
@@ -78,6 +96,10 @@ pub struct Pending<'a, V> {
     counters: HashMap<(String, u32), u64>,
     /// Topics deleted in this batch: their counters restart at 0, whatever the base says.
     deleted: HashSet<String>,
+    /// Consume-queue entries written in this batch.
+    cq: BTreeMap<(String, u32, u64), CqEntry>,
+    offsets: HashMap<GroupQueue, OffsetRecord>,
+    pops: HashMap<GroupQueue, PopState>,
     ops: Vec<Op>,
 }
 
@@ -98,6 +120,39 @@ impl<V: StateView> StateView for Pending<'_, V> {
         }
         self.base.next_offset(topic, queue_id)
     }
+
+    fn cq_entries(&self, topic: &str, queue_id: u32, from: u64, max: usize) -> SmResult<Vec<CqEntry>> {
+        let mut out = if self.deleted.contains(topic) {
+            Vec::new()
+        } else {
+            self.base.cq_entries(topic, queue_id, from, max)?
+        };
+        // Entries of this batch continue the base's (sends only append).
+        let mut expected = from + out.len() as u64;
+        let key = |o: u64| (topic.to_owned(), queue_id, o);
+        for (&(_, _, offset), entry) in self.cq.range(key(expected)..=key(u64::MAX)) {
+            if out.len() >= max || offset != expected {
+                break;
+            }
+            out.push(*entry);
+            expected += 1;
+        }
+        Ok(out)
+    }
+
+    fn offset_record(&self, group: &str, topic: &str, queue_id: u32) -> SmResult<Option<OffsetRecord>> {
+        match self.offsets.get(&(group.to_owned(), topic.to_owned(), queue_id)) {
+            Some(r) => Ok(Some(*r)),
+            None => self.base.offset_record(group, topic, queue_id),
+        }
+    }
+
+    fn pop_state(&self, group: &str, topic: &str, queue_id: u32) -> SmResult<Option<PopState>> {
+        match self.pops.get(&(group.to_owned(), topic.to_owned(), queue_id)) {
+            Some(p) => Ok(Some(p.clone())),
+            None => self.base.pop_state(group, topic, queue_id),
+        }
+    }
 }
 
 type Applied = SmResult<CommandResult>;
@@ -113,6 +168,9 @@ impl<'a, V: StateView> Pending<'a, V> {
             topics: HashMap::new(),
             counters: HashMap::new(),
             deleted: HashSet::new(),
+            cq: BTreeMap::new(),
+            offsets: HashMap::new(),
+            pops: HashMap::new(),
             ops: Vec::new(),
         }
     }
@@ -138,6 +196,19 @@ impl<'a, V: StateView> Pending<'a, V> {
                 queue_id,
                 offset,
             } => self.commit_offset(group, topic, *queue_id, *offset),
+            Header::Pop(req) => self.pop(log_index, req),
+            Header::Ack {
+                group,
+                topic,
+                receipts,
+            } => self.ack(group, topic, receipts),
+            Header::ChangeInvisible {
+                group,
+                topic,
+                receipt,
+                invisible_ms,
+                now_ms,
+            } => self.change_invisible(group, topic, *receipt, now_ms.saturating_add(*invisible_ms)),
         }
     }
 
@@ -200,6 +271,7 @@ impl<'a, V: StateView> Pending<'a, V> {
                 store_time_ms,
             };
             let (topic, queue_id) = (meta.topic.clone(), meta.queue_id);
+            self.cq.insert((topic.clone(), queue_id, offset), entry);
             self.ops.push(Op::PutCq {
                 topic: topic.clone(),
                 queue_id,
@@ -272,6 +344,7 @@ impl<'a, V: StateView> Pending<'a, V> {
         }
         self.topics.insert(name.to_owned(), None);
         self.counters.retain(|(topic, _), _| topic != name);
+        self.cq.retain(|(topic, _, _), _| topic != name);
         self.deleted.insert(name.to_owned());
         self.ops.push(Op::DeleteTopic(name.to_owned()));
         Ok(CommandResult::Done)
@@ -294,13 +367,19 @@ impl<'a, V: StateView> Pending<'a, V> {
             offset,
             topic_created_at: record.created_at,
         };
+        self.put_offset(group, topic, queue_id, record);
+        Ok(CommandResult::Done)
+    }
+
+    fn put_offset(&mut self, group: &str, topic: &str, queue_id: u32, record: OffsetRecord) {
+        self.offsets
+            .insert((group.to_owned(), topic.to_owned(), queue_id), record);
         self.ops.push(Op::PutOffset {
             group: group.to_owned(),
             topic: topic.to_owned(),
             queue_id,
             record,
         });
-        Ok(CommandResult::Done)
     }
 }
 
@@ -316,6 +395,9 @@ fn validate_config(config: &TopicConfig) -> Result<(), Rejection> {
     }
     Ok(())
 }
+
+#[path = "pop.rs"]
+pub mod pop;
 
 #[cfg(test)]
 #[path = "apply_tests.rs"]

@@ -15,6 +15,7 @@ struct Mem {
     cq: BTreeMap<(String, u32, u64), CqEntry>,
     msg_ids: BTreeMap<String, MsgLocation>,
     offsets: BTreeMap<(String, String, u32), OffsetRecord>,
+    pops: BTreeMap<(String, String, u32), PopState>,
 }
 
 impl StateView for Mem {
@@ -28,6 +29,33 @@ impl StateView for Mem {
             .get(&(topic.to_owned(), queue_id))
             .copied()
             .unwrap_or(0))
+    }
+
+    fn cq_entries(&self, topic: &str, queue_id: u32, from: u64, max: usize) -> SmResult<Vec<CqEntry>> {
+        let mut out = Vec::new();
+        let mut o = from;
+        while out.len() < max {
+            match self.cq.get(&(topic.to_owned(), queue_id, o)) {
+                Some(e) => out.push(*e),
+                None => break,
+            }
+            o += 1;
+        }
+        Ok(out)
+    }
+
+    fn offset_record(&self, group: &str, topic: &str, queue_id: u32) -> SmResult<Option<OffsetRecord>> {
+        Ok(self
+            .offsets
+            .get(&(group.to_owned(), topic.to_owned(), queue_id))
+            .copied())
+    }
+
+    fn pop_state(&self, group: &str, topic: &str, queue_id: u32) -> SmResult<Option<PopState>> {
+        Ok(self
+            .pops
+            .get(&(group.to_owned(), topic.to_owned(), queue_id))
+            .cloned())
     }
 }
 
@@ -68,6 +96,14 @@ impl Mem {
                     record,
                 } => {
                     self.offsets.insert((group, topic, queue_id), record);
+                }
+                Op::PutPop {
+                    group,
+                    topic,
+                    queue_id,
+                    state,
+                } => {
+                    self.pops.insert((group, topic, queue_id), state);
                 }
             }
         }
@@ -336,3 +372,6 @@ fn mismatched_records_are_refused_when_decoding() {
     let decoded = <Command as raft_log::SlottedPayload>::from_slots(vec![encoded]);
     assert!(decoded.is_err(), "a send without its record must not decode");
 }
+
+#[path = "pop_tests.rs"]
+mod pop_tests;

@@ -14,6 +14,7 @@
 //! | `cq` | topic `0x00` queue id (u32) offset (u64) | [`CqEntry`](super::records::CqEntry) |
 //! | `offsets` | group `0x00` topic `0x00` queue id (u32) | [`OffsetRecord`](super::records::OffsetRecord) |
 //! | `msgid` | message id | [`MsgLocation`](super::records::MsgLocation) |
+//! | `pop` | group `0x00` topic `0x00` queue id (u32) | [`PopState`](super::records::PopState) |
 
 /// Longest topic name RocketMQ accepts.
 pub const TOPIC_MAX_LEN: usize = 127;
@@ -141,6 +142,11 @@ pub fn offset_key(group: GroupName<'_>, topic: TopicName<'_>, queue_id: u32) -> 
     k.push(0);
     k.extend_from_slice(&queue_key(topic, queue_id));
     k
+}
+
+/// `pop` key: group `0x00` topic `0x00` queue id (the same shape as an `offsets` key).
+pub fn pop_key(group: GroupName<'_>, topic: TopicName<'_>, queue_id: u32) -> Vec<u8> {
+    offset_key(group, topic, queue_id)
 }
 
 /// `msgid` key: the message id's bytes (the key is the whole id, so any bytes are fine).

@@ -46,6 +46,7 @@ use self::inner::Inner;
 use self::layout::Layout;
 pub use self::records::CqEntry;
 pub use self::records::MsgLocation;
+pub use self::records::PopState;
 pub use self::snapshot::Snapshot;
 pub use self::store::LogId;
 pub use self::store::SmConfig;
@@ -133,6 +134,12 @@ impl StateMachine {
     pub fn committed_offset(&self, group: &str, topic: &str, queue_id: u32) -> SmResult<Option<u64>> {
         self.inner
             .with_store(|s| s.committed_offset(group, topic, queue_id))
+    }
+
+    /// A consumer group's pop state (next offset, in-flight messages) on a queue.
+    pub fn pop_state(&self, group: &str, topic: &str, queue_id: u32) -> SmResult<Option<PopState>> {
+        self.inner
+            .with_store(|s| s.current_pop_state(group, topic, queue_id))
     }
 
     /// Where the message with a client-generated id is stored.

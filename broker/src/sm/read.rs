@@ -11,10 +11,12 @@ use super::records;
 use super::records::CqEntry;
 use super::records::MsgLocation;
 use super::records::OffsetRecord;
+use super::records::PopState;
 use super::records::TopicRecord;
 use super::store::CF_CQ;
 use super::store::CF_MSGID;
 use super::store::CF_OFFSETS;
+use super::store::CF_POP;
 use super::store::CF_QUEUES;
 use super::store::CF_TOPICS;
 use super::store::Store;
@@ -38,6 +40,30 @@ impl StateView for Store {
         match self.get(CF_QUEUES, &keys::queue_key(t, queue_id))? {
             Some(v) => records::decode_counter(&v),
             None => Ok(0),
+        }
+    }
+
+    fn cq_entries(&self, topic: &str, queue_id: u32, from: u64, max: usize) -> SmResult<Vec<CqEntry>> {
+        self.read_cq(topic, queue_id, from, max)
+    }
+
+    fn offset_record(&self, group: &str, topic: &str, queue_id: u32) -> SmResult<Option<OffsetRecord>> {
+        let (Ok(g), Ok(t)) = (GroupName::new(group), TopicName::new(topic)) else {
+            return Ok(None);
+        };
+        match self.get(CF_OFFSETS, &keys::offset_key(g, t, queue_id))? {
+            Some(v) => Ok(Some(OffsetRecord::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn pop_state(&self, group: &str, topic: &str, queue_id: u32) -> SmResult<Option<PopState>> {
+        let (Ok(g), Ok(t)) = (GroupName::new(group), TopicName::new(topic)) else {
+            return Ok(None);
+        };
+        match self.get(CF_POP, &keys::pop_key(g, t, queue_id))? {
+            Some(v) => Ok(Some(records::from_postcard("pop state", &v)?)),
+            None => Ok(None),
         }
     }
 }
@@ -89,13 +115,9 @@ impl Store {
     /// A consumer group's committed offset on a queue of the topic as it exists now (an
     /// offset committed for a deleted earlier incarnation of the topic does not count).
     pub fn committed_offset(&self, group: &str, topic: &str, queue_id: u32) -> SmResult<Option<u64>> {
-        let (Ok(g), Ok(t)) = (GroupName::new(group), TopicName::new(topic)) else {
+        let Some(record) = self.offset_record(group, topic, queue_id)? else {
             return Ok(None);
         };
-        let Some(v) = self.get(CF_OFFSETS, &keys::offset_key(g, t, queue_id))? else {
-            return Ok(None);
-        };
-        let record = OffsetRecord::decode(&v)?;
         let current = self.topic(topic)?;
         Ok(current
             .filter(|c| c.created_at == record.topic_created_at)
@@ -110,5 +132,18 @@ impl Store {
         let loc: MsgLocation = records::from_postcard("msg id", &v)?;
         let current = self.topic(&loc.topic)?;
         Ok(current.filter(|c| c.created_at <= loc.log_index).map(|_| loc))
+    }
+}
+
+impl Store {
+    /// A group's pop state on a queue of the topic as it exists now.
+    pub fn current_pop_state(&self, group: &str, topic: &str, queue_id: u32) -> SmResult<Option<PopState>> {
+        let Some(state) = self.pop_state(group, topic, queue_id)? else {
+            return Ok(None);
+        };
+        let current = self.topic(topic)?;
+        Ok(current
+            .filter(|c| c.created_at == state.topic_created_at)
+            .map(|_| state))
     }
 }

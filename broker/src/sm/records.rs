@@ -126,6 +126,33 @@ pub struct MsgLocation {
     pub slot: u32,
 }
 
+/// One popped, not yet acknowledged message of a consumer group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inflight {
+    /// When it becomes visible (deliverable) again, ms since the Unix epoch.
+    pub visible_at_ms: u64,
+    /// How many times it has been delivered (1 on the first delivery).
+    pub attempt: u32,
+}
+
+/// A consumer group's pop progress on one queue: the next offset never handed out, and the
+/// messages handed out but not acknowledged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PopState {
+    /// Incarnation of the topic this state belongs to (see [`TopicRecord::created_at`]).
+    pub topic_created_at: u64,
+    pub next: u64,
+    pub inflight: std::collections::BTreeMap<u64, Inflight>,
+}
+
+impl PopState {
+    /// Every offset below this is acknowledged (or skipped by a filter): the group's
+    /// committed offset.
+    pub fn committed(&self) -> u64 {
+        self.inflight.keys().next().copied().unwrap_or(self.next)
+    }
+}
+
 /// Encodes a value with postcard.
 pub fn to_postcard<T: Serialize>(what: &'static str, v: &T) -> SmResult<Vec<u8>> {
     postcard::to_stdvec(v).map_err(|e| SmError::encode(what, e))

@@ -43,8 +43,9 @@ pub const CF_QUEUES: &str = "queues";
 pub const CF_CQ: &str = "cq";
 pub const CF_OFFSETS: &str = "offsets";
 pub const CF_MSGID: &str = "msgid";
+pub const CF_POP: &str = "pop";
 /// Every column family we use (RocksDB's `default` is opened too, and stays empty).
-pub const COLUMN_FAMILIES: [&str; 6] = [CF_META, CF_TOPICS, CF_QUEUES, CF_CQ, CF_OFFSETS, CF_MSGID];
+pub const COLUMN_FAMILIES: [&str; 7] = [CF_META, CF_TOPICS, CF_QUEUES, CF_CQ, CF_OFFSETS, CF_MSGID, CF_POP];
 
 /// On-disk format of the database; bumped on incompatible changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -267,6 +268,16 @@ impl Store {
                 let g = GroupName::new(group).map_err(|e| SmError::corrupt("group name in change", e))?;
                 let key = keys::offset_key(g, topic(name)?, *queue_id);
                 batch.put_cf(self.cf(CF_OFFSETS)?, key, record.encode());
+            }
+            Op::PutPop {
+                group,
+                topic: name,
+                queue_id,
+                state,
+            } => {
+                let g = GroupName::new(group).map_err(|e| SmError::corrupt("group name in change", e))?;
+                let key = keys::pop_key(g, topic(name)?, *queue_id);
+                batch.put_cf(self.cf(CF_POP)?, key, records::to_postcard("pop state", state)?);
             }
         }
         Ok(())
