@@ -39,6 +39,9 @@ pub(super) struct Inner {
     generation: AtomicU64,
     snapshot: Mutex<Option<SnapshotMeta>>,
     seq: AtomicU64,
+    /// Bumped after every applied batch that changed consumable state (sends, acks, topic
+    /// changes): long-polling receivers wait on it.
+    pub changes: tokio::sync::watch::Sender<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -57,6 +60,7 @@ impl Inner {
             generation: AtomicU64::new(generation),
             snapshot: Mutex::new(snapshot),
             seq: AtomicU64::new(0),
+            changes: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -117,6 +121,13 @@ impl Inner {
             }
             let applied = entries.last().map(|e| e.log_id);
             store.write(&pending.into_ops(), applied.as_ref(), membership.as_ref())?;
+            let consumable = entries.iter().any(|e| match &e.payload {
+                EntryPayload::Normal(cmd) => !matches!(cmd.header(), crate::command::Header::Pop(_)),
+                _ => false,
+            });
+            if consumable {
+                self.changes.send_modify(|n| *n = n.wrapping_add(1));
+            }
             Ok(results)
         })
     }

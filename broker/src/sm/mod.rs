@@ -136,6 +136,12 @@ impl StateMachine {
             .with_store(|s| s.committed_offset(group, topic, queue_id))
     }
 
+    /// A receiver that changes after every applied batch that changed consumable state
+    /// (sends, acks, topic changes; not pops). Long polls wait on it.
+    pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
     /// A consumer group's pop state (next offset, in-flight messages) on a queue.
     pub fn pop_state(&self, group: &str, topic: &str, queue_id: u32) -> SmResult<Option<PopState>> {
         self.inner

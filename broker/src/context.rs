@@ -1,0 +1,135 @@
+//! What every request handler of a node shares: the Raft handle, the state machine, the
+//! commit log, the registry of connected clients and the node's configuration.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use std::time::Instant;
+
+use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::ClientWriteError;
+use openraft::errors::ForwardReason;
+use openraft::errors::RaftError;
+use raft_log::CommitLog;
+
+use crate::clients::ClientRegistry;
+use crate::command::Command;
+use crate::command::CommandResult;
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::error::BrokerResult;
+use crate::forward::Forwarder;
+use crate::message::StoredMessage;
+use crate::raft::types::BrokerNode;
+use crate::raft::types::NodeId;
+use crate::raft::types::TypeConfig;
+use crate::sm::StateMachine;
+
+/// The broker group's Raft as a node runs it.
+pub type BrokerRaft = openraft::Raft<TypeConfig, StateMachine>;
+
+/// How long a write waits for a freshly elected leader to be confirmed by a quorum before it
+/// gives up with `Unavailable`.
+const LEADER_CONFIRM_WAIT: Duration = Duration::from_secs(3);
+
+/// Shared state of a node's request handlers.
+#[derive(Debug)]
+pub struct Broker {
+    pub id: NodeId,
+    pub config: Arc<BrokerConfig>,
+    pub raft: BrokerRaft,
+    pub sm: StateMachine,
+    pub log: CommitLog,
+    pub clients: ClientRegistry,
+    pub forwarder: Forwarder,
+    /// Round-robin position for choosing queues.
+    next_queue: AtomicU64,
+}
+
+/// Milliseconds since the Unix epoch by this machine's clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Broker {
+    pub fn new(config: Arc<BrokerConfig>, raft: BrokerRaft, sm: StateMachine, log: CommitLog) -> Self {
+        let forwarder = Forwarder::new(config.forward_timeout());
+        Self {
+            id: config.node_id,
+            clients: ClientRegistry::new(config.max_clients),
+            forwarder,
+            config,
+            raft,
+            sm,
+            log,
+            next_queue: AtomicU64::new(0),
+        }
+    }
+
+    /// The leader as this node knows it (itself included).
+    pub fn leader(&self) -> Option<(NodeId, BrokerNode)> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// Whether this node is the leader right now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().state == ServerState::Leader
+    }
+
+    /// The address clients use to reach this node.
+    pub fn client_addr(&self) -> &str {
+        &self.config.client_addr
+    }
+
+    /// Proposes a command and waits until it is committed and applied here (leader only).
+    /// A leader not yet confirmed by a quorum is waited for briefly.
+    pub async fn write(&self, cmd: Command) -> BrokerResult<CommandResult> {
+        let deadline = Instant::now() + LEADER_CONFIRM_WAIT;
+        let mut delay = Duration::from_millis(5);
+        loop {
+            match self.raft.client_write(cmd.clone()).await {
+                Ok(resp) => return Ok(resp.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
+                    if f.reason == ForwardReason::LeaseExpired && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(100));
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    if f.reason == ForwardReason::LeaseExpired {
+                        return Err(BrokerError::Unavailable(
+                            "the leader is not yet confirmed by a quorum".into(),
+                        ));
+                    }
+                    let leader = f.leader_id.zip(f.leader_node);
+                    return Err(BrokerError::NotLeader { leader });
+                }
+                Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
+                    return Err(BrokerError::Timeout(
+                        "leadership changed while the write was in flight; its outcome is unknown".into(),
+                    ));
+                }
+                Err(RaftError::APIError(e)) => return Err(BrokerError::Internal(e.to_string())),
+                Err(RaftError::Fatal(e)) => return Err(BrokerError::Unavailable(format!("raft stopped: {e}"))),
+            }
+        }
+    }
+
+    /// Reads the message stored at (log index, slot).
+    pub fn read_message(&self, log_index: u64, slot: u32) -> BrokerResult<StoredMessage> {
+        let record = self.log.read_slot(log_index, slot)?;
+        StoredMessage::decode(&record)
+    }
+
+    /// The next round-robin position (callers take it modulo their queue count).
+    pub fn next_round_robin(&self) -> u64 {
+        self.next_queue.fetch_add(1, Ordering::Relaxed)
+    }
+}

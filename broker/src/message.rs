@@ -1,0 +1,355 @@
+//! A message as stored in the commit log (one record per message, in a send's slots), its
+//! validation on the way in and its conversion to the wire on the way out.
+//!
+//! The record is a version byte followed by the postcard encoding of [`StoredMessage`].
+//! Integrity is the commit log's job (every record carries a CRC32C).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use md5::Digest as _;
+use raftmq_proto::prost_types;
+use raftmq_proto::rocketmq::v2 as pb;
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::error::BrokerError;
+use crate::error::BrokerResult;
+use crate::error::InvalidCode;
+use crate::sm::keys;
+
+/// Version byte of the record format.
+const RECORD_V1: u8 = 1;
+/// Longest message id accepted.
+pub const MAX_MESSAGE_ID_LEN: usize = 128;
+/// Longest tag, key or message group accepted.
+pub const MAX_NAME_LEN: usize = 1024;
+/// Most bytes of user properties (keys and values) in one message (RocketMQ: 16 KiB).
+pub const MAX_PROPERTIES_BYTES: usize = 16 * 1024;
+
+/// What kind of message it is (the protocol's `MessageType`, without UNSPECIFIED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredKind {
+    Normal,
+    Fifo,
+    Delay,
+    Transaction,
+}
+
+/// A message as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub msg_id: String,
+    pub topic: String,
+    pub tag: Option<String>,
+    pub keys: Vec<String>,
+    pub message_group: Option<String>,
+    pub properties: BTreeMap<String, String>,
+    pub kind: StoredKind,
+    pub born_timestamp_ms: u64,
+    pub born_host: String,
+    pub body: Bytes,
+}
+
+impl StoredMessage {
+    /// Encodes the record stored in the commit log.
+    pub fn encode(&self) -> BrokerResult<Bytes> {
+        let mut out = vec![RECORD_V1];
+        let encoded = postcard::to_stdvec(self).map_err(|e| BrokerError::Internal(e.to_string()))?;
+        out.extend_from_slice(&encoded);
+        Ok(Bytes::from(out))
+    }
+
+    /// Decodes a record read from the commit log.
+    pub fn decode(record: &[u8]) -> BrokerResult<Self> {
+        match record.split_first() {
+            Some((&RECORD_V1, rest)) => postcard::from_bytes(rest)
+                .map_err(|e| BrokerError::Storage(format!("undecodable message record: {e}"))),
+            Some((v, _)) => Err(BrokerError::Storage(format!(
+                "message record of unknown version {v}"
+            ))),
+            None => Err(BrokerError::Storage("empty message record".into())),
+        }
+    }
+
+    /// Validates a message a producer sent and converts it; `max_body` is the body limit.
+    pub fn from_wire(m: pb::Message, max_body: usize) -> BrokerResult<Self> {
+        let topic = m.topic.map(|r| r.name).unwrap_or_default();
+        keys::validate_topic_name(&topic).map_err(|e| BrokerError::invalid(InvalidCode::IllegalTopic, e))?;
+        let sys = m
+            .system_properties
+            .ok_or_else(|| BrokerError::invalid(InvalidCode::BadRequest, "message without system properties"))?;
+        check_message_id(&sys.message_id)?;
+        if let Some(tag) = &sys.tag {
+            check_name(InvalidCode::IllegalTag, "tag", tag)?;
+            if tag.contains('|') {
+                return Err(BrokerError::invalid(InvalidCode::IllegalTag, "a tag may not contain '|'"));
+            }
+        }
+        for key in &sys.keys {
+            check_name(InvalidCode::IllegalKey, "key", key)?;
+        }
+        if let Some(g) = &sys.message_group {
+            check_name(InvalidCode::IllegalMessageGroup, "message group", g)?;
+        }
+        check_properties(&m.user_properties)?;
+        check_body(&m.body, max_body)?;
+        let kind = kind_of(&sys)?;
+        Ok(Self {
+            msg_id: sys.message_id,
+            topic,
+            tag: sys.tag,
+            keys: sys.keys,
+            message_group: sys.message_group,
+            properties: m.user_properties.into_iter().collect(),
+            kind,
+            born_timestamp_ms: sys.born_timestamp.map_or(0, |t| timestamp_ms(&t)),
+            born_host: sys.born_host,
+            body: Bytes::from(m.body),
+        })
+    }
+
+    /// The tag's hash as indexed in consume queues.
+    pub fn tag_hash(&self) -> u64 {
+        crate::command::tag_hash(self.tag.as_deref().unwrap_or(""))
+    }
+
+    /// The message as delivered to a consumer.
+    pub fn to_wire(&self, d: &Delivery) -> pb::Message {
+        let kind = match self.kind {
+            StoredKind::Normal => pb::MessageType::Normal,
+            StoredKind::Fifo => pb::MessageType::Fifo,
+            StoredKind::Delay => pb::MessageType::Delay,
+            StoredKind::Transaction => pb::MessageType::Transaction,
+        };
+        let sys = pb::SystemProperties {
+            tag: self.tag.clone(),
+            keys: self.keys.clone(),
+            message_id: self.msg_id.clone(),
+            body_digest: Some(pb::Digest {
+                r#type: pb::DigestType::Md5 as i32,
+                checksum: md5_upper_hex(&self.body),
+            }),
+            body_encoding: pb::Encoding::Identity as i32,
+            message_type: kind as i32,
+            born_timestamp: Some(timestamp(self.born_timestamp_ms)),
+            born_host: self.born_host.clone(),
+            store_timestamp: Some(timestamp(d.store_time_ms)),
+            store_host: d.store_host.clone(),
+            receipt_handle: d.receipt_handle.clone(),
+            queue_id: d.queue_id as i32,
+            queue_offset: Some(d.queue_offset as i64),
+            invisible_duration: d.invisible_ms.map(duration),
+            delivery_attempt: d.attempt.map(|a| a as i32),
+            message_group: self.message_group.clone(),
+            ..Default::default()
+        };
+        pb::Message {
+            topic: Some(pb::Resource {
+                resource_namespace: String::new(),
+                name: self.topic.clone(),
+            }),
+            user_properties: self.properties.clone().into_iter().collect(),
+            system_properties: Some(sys),
+            body: self.body.to_vec(),
+        }
+    }
+}
+
+/// Where and how a message is delivered.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    pub queue_id: u32,
+    pub queue_offset: u64,
+    pub store_time_ms: u64,
+    pub store_host: String,
+    pub receipt_handle: Option<String>,
+    pub invisible_ms: Option<u64>,
+    pub attempt: Option<u32>,
+}
+
+fn kind_of(sys: &pb::SystemProperties) -> BrokerResult<StoredKind> {
+    if sys.delivery_timestamp.is_some() {
+        return Err(BrokerError::invalid(
+            InvalidCode::Unsupported,
+            "delay messages (delivery_timestamp) are not supported yet",
+        ));
+    }
+    match pb::MessageType::try_from(sys.message_type) {
+        Ok(pb::MessageType::Transaction) => Err(BrokerError::invalid(
+            InvalidCode::Unsupported,
+            "transaction messages are not supported yet",
+        )),
+        Ok(pb::MessageType::Delay) => Err(BrokerError::invalid(
+            InvalidCode::Unsupported,
+            "delay messages are not supported yet",
+        )),
+        _ if sys.message_group.is_some() => Ok(StoredKind::Fifo),
+        Ok(pb::MessageType::Fifo) => Err(BrokerError::invalid(
+            InvalidCode::IllegalMessageGroup,
+            "a FIFO message needs a message group",
+        )),
+        _ => Ok(StoredKind::Normal),
+    }
+}
+
+fn check_message_id(id: &str) -> BrokerResult<()> {
+    if id.is_empty() || id.len() > MAX_MESSAGE_ID_LEN || id.chars().any(char::is_control) {
+        return Err(BrokerError::invalid(
+            InvalidCode::IllegalMessageId,
+            format!("message id must be 1..={MAX_MESSAGE_ID_LEN} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_name(code: InvalidCode, what: &str, v: &str) -> BrokerResult<()> {
+    if v.trim().is_empty() {
+        return Err(BrokerError::invalid(code, format!("{what} is blank")));
+    }
+    if v.len() > MAX_NAME_LEN || v.chars().any(char::is_control) {
+        return Err(BrokerError::invalid(
+            code,
+            format!("{what} must be at most {MAX_NAME_LEN} bytes without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_properties(props: &std::collections::HashMap<String, String>) -> BrokerResult<()> {
+    let mut total = 0;
+    for (k, v) in props {
+        if k.is_empty() || k.chars().any(char::is_control) {
+            return Err(BrokerError::invalid(
+                InvalidCode::IllegalPropertyKey,
+                format!("property key {k:?} is empty or has control characters"),
+            ));
+        }
+        total += k.len() + v.len();
+    }
+    if total > MAX_PROPERTIES_BYTES {
+        return Err(BrokerError::invalid(
+            InvalidCode::PropertiesTooLarge,
+            format!("user properties take {total} bytes, at most {MAX_PROPERTIES_BYTES} allowed"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_body(body: &[u8], max_body: usize) -> BrokerResult<()> {
+    if body.is_empty() {
+        return Err(BrokerError::invalid(InvalidCode::BodyEmpty, "message body is empty"));
+    }
+    if body.len() > max_body {
+        return Err(BrokerError::invalid(
+            InvalidCode::BodyTooLarge,
+            format!("message body is {} bytes, at most {max_body} allowed", body.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// MD5 of `body` as upper-case hex (what clients verify `body_digest` against).
+pub fn md5_upper_hex(body: &[u8]) -> String {
+    let digest = md5::Md5::digest(body);
+    digest.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+pub fn timestamp(ms: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+pub fn timestamp_ms(t: &prost_types::Timestamp) -> u64 {
+    let ms = t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000);
+    u64::try_from(ms).unwrap_or(0)
+}
+
+pub fn duration(ms: u64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+/// Milliseconds of a protobuf duration; negative durations are `None`.
+pub fn duration_ms(d: &prost_types::Duration) -> Option<u64> {
+    let ms = d.seconds.checked_mul(1000)?.checked_add(i64::from(d.nanos / 1_000_000))?;
+    u64::try_from(ms).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(body: &[u8]) -> pb::Message {
+        pb::Message {
+            topic: Some(pb::Resource {
+                resource_namespace: String::new(),
+                name: "orders".into(),
+            }),
+            user_properties: [("k".to_owned(), "v".to_owned())].into_iter().collect(),
+            system_properties: Some(pb::SystemProperties {
+                tag: Some("TagA".into()),
+                keys: vec!["key-1".into()],
+                message_id: "01ABCDEF".into(),
+                born_timestamp: Some(timestamp(1_700_000_000_123)),
+                born_host: "host".into(),
+                ..Default::default()
+            }),
+            body: body.to_vec(),
+        }
+    }
+
+    #[test]
+    fn roundtrips_through_the_record_and_the_wire() {
+        let m = StoredMessage::from_wire(wire(b"hello"), 4 << 20).expect("valid");
+        let back = StoredMessage::decode(&m.encode().expect("encode")).expect("decode");
+        assert_eq!(back, m);
+        let out = m.to_wire(&Delivery {
+            queue_id: 3,
+            queue_offset: 9,
+            store_time_ms: 5,
+            ..Default::default()
+        });
+        let sys = out.system_properties.expect("sys");
+        assert_eq!(sys.body_digest.expect("digest").checksum, "5D41402ABC4B2A76B9719D911017C592");
+        assert_eq!((sys.queue_id, sys.queue_offset), (3, Some(9)));
+        assert_eq!(sys.born_timestamp.map(|t| timestamp_ms(&t)), Some(1_700_000_000_123));
+        assert_eq!(out.body, b"hello");
+        assert_eq!(m.tag_hash(), crate::command::tag_hash("TagA"));
+    }
+
+    #[test]
+    fn bad_messages_get_their_codes() {
+        let code = |m: pb::Message, max| match StoredMessage::from_wire(m, max) {
+            Err(BrokerError::Invalid { code, .. }) => code,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert_eq!(code(wire(b"12345"), 4), InvalidCode::BodyTooLarge);
+        assert_eq!(code(wire(b""), 4), InvalidCode::BodyEmpty);
+        let mut m = wire(b"x");
+        m.topic = Some(pb::Resource {
+            resource_namespace: String::new(),
+            name: "bad topic".into(),
+        });
+        assert_eq!(code(m, 4), InvalidCode::IllegalTopic);
+        let mut m = wire(b"x");
+        if let Some(s) = m.system_properties.as_mut() {
+            s.tag = Some("a|b".into());
+        }
+        assert_eq!(code(m, 4), InvalidCode::IllegalTag);
+        let mut m = wire(b"x");
+        if let Some(s) = m.system_properties.as_mut() {
+            s.message_id.clear();
+        }
+        assert_eq!(code(m, 4), InvalidCode::IllegalMessageId);
+        let mut m = wire(b"x");
+        m.system_properties = None;
+        assert_eq!(code(m, 4), InvalidCode::BadRequest);
+        assert!(StoredMessage::decode(&[9, 1, 2]).is_err());
+        assert!(StoredMessage::decode(&[]).is_err());
+    }
+}

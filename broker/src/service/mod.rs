@@ -1,0 +1,246 @@
+//! The client protocol: `apache.rocketmq.v2.MessagingService`, one handler per file.
+//!
+//! [`Messaging`] implements the generated trait and routes each call: calls that change
+//! state (sends, receives, acks, offset updates) go to the leader — a follower relays them
+//! ([`crate::forward`]) unless they were relayed to it already — and every handler answers
+//! in the protocol's way: gRPC OK with a `Status` inside the response, whose code says what
+//! happened ([`status`]).
+
+pub mod ack_message;
+pub mod change_invisible;
+pub mod heartbeat;
+pub mod notify_termination;
+pub mod offsets;
+pub mod pull_message;
+pub mod query_route;
+pub mod receive_message;
+pub mod receipt;
+pub mod send_message;
+pub mod status;
+pub mod telemetry;
+pub mod unsupported;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use raftmq_proto::rocketmq::v2 as pb;
+use raftmq_proto::rocketmq::v2::messaging_service_server::MessagingService;
+use raftmq_proto::rocketmq::v2::messaging_service_server::MessagingServiceServer;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use crate::context::Broker;
+use crate::forward;
+
+/// A boxed response stream.
+pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The MessagingService of one node.
+#[derive(Debug, Clone)]
+pub struct Messaging {
+    broker: Arc<Broker>,
+}
+
+impl Messaging {
+    pub fn new(broker: Arc<Broker>) -> Self {
+        Self { broker }
+    }
+
+    pub fn into_server(self) -> MessagingServiceServer<Self> {
+        MessagingServiceServer::new(self)
+            .max_decoding_message_size(self_limit())
+            .max_encoding_message_size(self_limit())
+    }
+
+    /// The leader's client address when this call must be relayed there.
+    fn forward_target<T>(&self, req: &Request<T>) -> Option<String> {
+        if self.broker.is_leader() || forward::is_forwarded(req) {
+            return None;
+        }
+        match self.broker.leader() {
+            Some((id, node)) if id != self.broker.id => Some(node.client_addr),
+            _ => None,
+        }
+    }
+}
+
+/// Largest gRPC message on the client port: a full batch of maximal messages fits.
+fn self_limit() -> usize {
+    64 << 20
+}
+
+/// Relays a call to the leader, or runs the local handler.
+macro_rules! routed {
+    ($self:ident, $req:ident, $method:ident, $local:expr) => {{
+        if let Some(addr) = $self.forward_target(&$req) {
+            let timeout = $self.broker.config.forward_timeout();
+            let mut client = $self
+                .broker
+                .forwarder
+                .client(&addr)
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            tracing::debug!(leader = %addr, method = stringify!($method), "forwarding to the leader");
+            match client.$method(forward::relay($req, timeout)).await {
+                Ok(resp) => Ok(with_leader_hint(resp, &addr)),
+                Err(e) => {
+                    if e.code() == tonic::Code::Unavailable {
+                        $self.broker.forwarder.drop_channel(&addr);
+                    }
+                    Err(e)
+                }
+            }
+        } else {
+            $local
+        }
+    }};
+}
+
+/// Tells the client where the leader is, so it can go there directly.
+fn with_leader_hint<T>(mut resp: Response<T>, leader: &str) -> Response<T> {
+    if let Ok(v) = leader.parse() {
+        resp.metadata_mut().insert(forward::LEADER_HEADER, v);
+    }
+    resp
+}
+
+/// Converts a relayed stream into this service's stream type.
+fn boxed<T: Send + 'static>(resp: Response<tonic::Streaming<T>>) -> Response<BoxStream<T>> {
+    let (meta, stream, ext) = resp.into_parts();
+    Response::from_parts(meta, Box::pin(stream) as BoxStream<T>, ext)
+}
+
+#[tonic::async_trait]
+impl MessagingService for Messaging {
+    async fn query_route(
+        &self,
+        req: Request<pb::QueryRouteRequest>,
+    ) -> Result<Response<pb::QueryRouteResponse>, Status> {
+        query_route::handle(&self.broker, req).await
+    }
+
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        heartbeat::handle(&self.broker, req).await
+    }
+
+    async fn send_message(
+        &self,
+        req: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::SendMessageResponse>, Status> {
+        routed!(self, req, send_message, send_message::handle(&self.broker, req).await)
+    }
+
+    async fn query_assignment(
+        &self,
+        req: Request<pb::QueryAssignmentRequest>,
+    ) -> Result<Response<pb::QueryAssignmentResponse>, Status> {
+        unsupported::query_assignment(&self.broker, req).await
+    }
+
+    type ReceiveMessageStream = BoxStream<pb::ReceiveMessageResponse>;
+
+    async fn receive_message(
+        &self,
+        req: Request<pb::ReceiveMessageRequest>,
+    ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
+        if let Some(addr) = self.forward_target(&req) {
+            let timeout = self.broker.config.forward_timeout();
+            let mut client = self
+                .broker
+                .forwarder
+                .client(&addr)
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let resp = client.receive_message(forward::relay(req, timeout)).await?;
+            return Ok(with_leader_hint(boxed(resp), &addr));
+        }
+        receive_message::handle(&self.broker, req).await
+    }
+
+    async fn ack_message(
+        &self,
+        req: Request<pb::AckMessageRequest>,
+    ) -> Result<Response<pb::AckMessageResponse>, Status> {
+        routed!(self, req, ack_message, ack_message::handle(&self.broker, req).await)
+    }
+
+    async fn forward_message_to_dead_letter_queue(
+        &self,
+        req: Request<pb::ForwardMessageToDeadLetterQueueRequest>,
+    ) -> Result<Response<pb::ForwardMessageToDeadLetterQueueResponse>, Status> {
+        unsupported::forward_to_dlq(&self.broker, req).await
+    }
+
+    type PullMessageStream = BoxStream<pb::PullMessageResponse>;
+
+    async fn pull_message(
+        &self,
+        req: Request<pb::PullMessageRequest>,
+    ) -> Result<Response<Self::PullMessageStream>, Status> {
+        pull_message::handle(&self.broker, req).await
+    }
+
+    async fn update_offset(
+        &self,
+        req: Request<pb::UpdateOffsetRequest>,
+    ) -> Result<Response<pb::UpdateOffsetResponse>, Status> {
+        routed!(self, req, update_offset, offsets::update_offset(&self.broker, req).await)
+    }
+
+    async fn get_offset(&self, req: Request<pb::GetOffsetRequest>) -> Result<Response<pb::GetOffsetResponse>, Status> {
+        routed!(self, req, get_offset, offsets::get_offset(&self.broker, req).await)
+    }
+
+    async fn query_offset(
+        &self,
+        req: Request<pb::QueryOffsetRequest>,
+    ) -> Result<Response<pb::QueryOffsetResponse>, Status> {
+        offsets::query_offset(&self.broker, req).await
+    }
+
+    async fn end_transaction(
+        &self,
+        req: Request<pb::EndTransactionRequest>,
+    ) -> Result<Response<pb::EndTransactionResponse>, Status> {
+        unsupported::end_transaction(&self.broker, req).await
+    }
+
+    type TelemetryStream = BoxStream<pb::TelemetryCommand>;
+
+    async fn telemetry(
+        &self,
+        req: Request<tonic::Streaming<pb::TelemetryCommand>>,
+    ) -> Result<Response<Self::TelemetryStream>, Status> {
+        telemetry::handle(&self.broker, req).await
+    }
+
+    async fn notify_client_termination(
+        &self,
+        req: Request<pb::NotifyClientTerminationRequest>,
+    ) -> Result<Response<pb::NotifyClientTerminationResponse>, Status> {
+        notify_termination::handle(&self.broker, req).await
+    }
+
+    async fn change_invisible_duration(
+        &self,
+        req: Request<pb::ChangeInvisibleDurationRequest>,
+    ) -> Result<Response<pb::ChangeInvisibleDurationResponse>, Status> {
+        routed!(self, req, change_invisible_duration, {
+            change_invisible::handle(&self.broker, req).await
+        })
+    }
+
+    async fn recall_message(
+        &self,
+        req: Request<pb::RecallMessageRequest>,
+    ) -> Result<Response<pb::RecallMessageResponse>, Status> {
+        unsupported::recall_message(&self.broker, req).await
+    }
+
+    async fn sync_lite_subscription(
+        &self,
+        req: Request<pb::SyncLiteSubscriptionRequest>,
+    ) -> Result<Response<pb::SyncLiteSubscriptionResponse>, Status> {
+        unsupported::sync_lite_subscription(&self.broker, req).await
+    }
+}

@@ -1,0 +1,8 @@
+//! TODO: being written.
+
+pub async fn handle(
+    _broker: &std::sync::Arc<crate::context::Broker>,
+    _req: tonic::Request<raftmq_proto::rocketmq::v2::QueryRouteRequest>,
+) -> Result<tonic::Response<raftmq_proto::rocketmq::v2::QueryRouteResponse>, tonic::Status> {
+    Err(tonic::Status::unimplemented("handle"))
+}

@@ -1,0 +1,163 @@
+//! SendMessage: validates the messages, picks each one's queue (a FIFO message by its
+//! message group, so one group always lands on one queue; others round-robin), proposes
+//! them as one Raft entry and answers once it is committed and applied — i.e. on disk on a
+//! majority of the group.
+
+use std::sync::Arc;
+
+use raftmq_proto::rocketmq::v2 as pb;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use super::status;
+use crate::command::Command;
+use crate::command::CommandResult;
+use crate::command::Header;
+use crate::command::MessageMeta;
+use crate::command::Permission;
+use crate::context::Broker;
+use crate::context::now_ms;
+use crate::error::BrokerError;
+use crate::error::BrokerResult;
+use crate::error::InvalidCode;
+use crate::message::StoredMessage;
+
+#[tracing::instrument(name = "send_message", skip_all, fields(messages = req.get_ref().messages.len()))]
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: Request<pb::SendMessageRequest>,
+) -> Result<Response<pb::SendMessageResponse>, Status> {
+    let messages = req.into_inner().messages;
+    let ids: Vec<String> = messages
+        .iter()
+        .map(|m| m.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default())
+        .collect();
+    let resp = match send(broker, messages).await {
+        Ok(entries) => pb::SendMessageResponse {
+            status: Some(status::ok()),
+            entries,
+        },
+        Err(e) => {
+            tracing::debug!(error = %e, "send refused");
+            let st = status::from_error(&e);
+            // Never an empty entry list: one failed entry per message (at least one).
+            let mut entries: Vec<pb::SendResultEntry> = ids
+                .into_iter()
+                .map(|message_id| pb::SendResultEntry {
+                    status: Some(st.clone()),
+                    message_id,
+                    ..Default::default()
+                })
+                .collect();
+            if entries.is_empty() {
+                entries.push(pb::SendResultEntry {
+                    status: Some(st.clone()),
+                    ..Default::default()
+                });
+            }
+            pb::SendMessageResponse {
+                status: Some(st),
+                entries,
+            }
+        }
+    };
+    Ok(Response::new(resp))
+}
+
+async fn send(broker: &Broker, messages: Vec<pb::Message>) -> BrokerResult<Vec<pb::SendResultEntry>> {
+    if messages.is_empty() {
+        return Err(BrokerError::invalid(InvalidCode::BadRequest, "a send needs at least one message"));
+    }
+    let limit = broker.config.max_batch_messages;
+    if messages.len() > limit {
+        return Err(BrokerError::invalid(
+            InvalidCode::BadRequest,
+            format!("{} messages in one send, at most {limit} allowed", messages.len()),
+        ));
+    }
+    let max_body = broker.config.max_body_size;
+    let stored = messages
+        .into_iter()
+        .map(|m| StoredMessage::from_wire(m, max_body))
+        .collect::<BrokerResult<Vec<_>>>()?;
+    let total: usize = stored.iter().map(|m| m.body.len()).sum();
+    if total > max_body.saturating_mul(4) {
+        return Err(BrokerError::invalid(
+            InvalidCode::BodyTooLarge,
+            format!("a batch of {total} body bytes, at most {} allowed", max_body.saturating_mul(4)),
+        ));
+    }
+    let mut metas = Vec::with_capacity(stored.len());
+    let mut records = Vec::with_capacity(stored.len());
+    let rr = broker.next_round_robin();
+    for m in &stored {
+        let queues = writable_queues(broker, &m.topic)?;
+        let queue_id = match &m.message_group {
+            Some(g) => group_queue(g, queues),
+            None => (rr % u64::from(queues)) as u32,
+        };
+        metas.push(MessageMeta {
+            topic: m.topic.clone(),
+            queue_id,
+            tag_hash: m.tag_hash(),
+            msg_id: m.msg_id.clone(),
+            keys: m.keys.clone(),
+        });
+        records.push(m.encode()?);
+    }
+    let header = Header::Send {
+        store_time_ms: now_ms(),
+        messages: metas,
+    };
+    let cmd = Command::new(header, records).map_err(|e| BrokerError::Internal(e.to_string()))?;
+    match broker.write(cmd).await? {
+        CommandResult::Sent(positions) => Ok(stored
+            .iter()
+            .zip(positions)
+            .map(|(m, p)| pb::SendResultEntry {
+                status: Some(status::ok()),
+                message_id: m.msg_id.clone(),
+                transaction_id: String::new(),
+                offset: p.offset as i64,
+                recall_handle: String::new(),
+            })
+            .collect()),
+        CommandResult::Rejected(r) => Err(BrokerError::Rejected(r)),
+        other => Err(BrokerError::Internal(format!("unexpected send result {other:?}"))),
+    }
+}
+
+/// The queue count of a topic that accepts sends (checked again, authoritatively, at apply).
+fn writable_queues(broker: &Broker, topic: &str) -> BrokerResult<u32> {
+    let config = broker
+        .sm
+        .topic(topic)?
+        .ok_or_else(|| BrokerError::Rejected(crate::command::Rejection::UnknownTopic(topic.to_owned())))?;
+    if !matches!(config.permission, Permission::Write | Permission::ReadWrite) {
+        return Err(BrokerError::Rejected(crate::command::Rejection::NotWritable(topic.to_owned())));
+    }
+    Ok(config.queues.max(1))
+}
+
+/// The queue of a message group: a stable hash, so a group stays on one queue across
+/// leaders and restarts (as long as the topic's queue count stays).
+pub fn group_queue(group: &str, queues: u32) -> u32 {
+    (crate::command::tag_hash(group) % u64::from(queues.max(1))) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_group_always_maps_to_the_same_queue() {
+        let q = group_queue("order-42", 8);
+        assert!(q < 8);
+        for _ in 0..10 {
+            assert_eq!(group_queue("order-42", 8), q);
+        }
+        let spread: std::collections::BTreeSet<u32> = (0..200).map(|i| group_queue(&format!("g{i}"), 8)).collect();
+        assert_eq!(spread.len(), 8, "groups spread over all queues");
+    }
+}
