@@ -1,7 +1,7 @@
-//! Generates the Rust code for the `apache.rocketmq.v2` protocol and for raftmq's internal
-//! Raft service (`raftmq.raft.v1`) with tonic-prost-build, using the protoc binary shipped
-//! in the `protoc-bin-vendored` crate so that nothing needs to be installed on the build
-//! machine.
+//! Generates the Rust code for the `apache.rocketmq.v2` protocol and for raftmq's own
+//! services (`raftmq.raft.v1`, `raftmq.admin.v1`) with tonic-prost-build, using the protoc
+//! binary shipped in the `protoc-bin-vendored` crate so that nothing needs to be installed
+//! on the build machine.
 
 use std::path::PathBuf;
 
@@ -11,9 +11,10 @@ const PROTOS: &[&str] = &[
     "apache/rocketmq/v2/admin.proto",
 ];
 
-/// raftmq's internal services. Compiled separately so that their descriptors never end up
-/// in the client protocol's descriptor set (which gRPC reflection on the client port serves).
-const INTERNAL_PROTOS: &[&str] = &["raftmq/raft/v1/raft.proto"];
+/// raftmq's own services (the Raft service and the admin service). Compiled separately so
+/// that their descriptors never end up in the client protocol's descriptor set (which gRPC
+/// reflection on the client port serves).
+const INTERNAL_PROTOS: &[&str] = &["raftmq/raft/v1/raft.proto", "raftmq/admin/v1/admin.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);

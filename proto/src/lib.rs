@@ -7,8 +7,10 @@
 //! are `/apache.rocketmq.v2.MessagingService/<Method>` exactly as the official clients
 //! expect. Well-known types (`Timestamp`, `Duration`) are [`prost_types`].
 //!
-//! raftmq's internal services live under [`raftmq`]: [`raftmq::raft::v1`] is the Raft
-//! service between the members of a broker group (its payloads are `bytes::Bytes`).
+//! raftmq's own services live under [`raftmq`]: [`raftmq::raft::v1`] is the Raft
+//! service between the members of a broker group (its payloads are `bytes::Bytes`),
+//! [`raftmq::admin::v1`] the operator service (`AdminService`: topics, cluster status,
+//! consumer group progress).
 
 pub use prost;
 pub use prost_types;
@@ -33,8 +35,25 @@ pub mod apache {
     }
 }
 
-/// raftmq's own protobuf packages (internal services).
+/// raftmq's own protobuf packages (internal and admin services).
 pub mod raftmq {
+    /// The `raftmq.admin.*` packages: the operator service on the client port.
+    pub mod admin {
+        /// Generated code for package `raftmq.admin.v1`: `admin_service_server`,
+        /// `admin_service_client` and the request/response messages.
+        #[allow(
+            clippy::all,
+            clippy::pedantic,
+            clippy::nursery,
+            missing_debug_implementations,
+            missing_docs,
+            rustdoc::all
+        )]
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/raftmq.admin.v1.rs"));
+        }
+    }
+
     /// The `raftmq.raft.*` packages: Raft traffic inside a broker group.
     pub mod raft {
         /// Generated code for package `raftmq.raft.v1`: `raft_service_server`,
@@ -60,10 +79,57 @@ pub use apache::rocketmq;
 /// descriptor-level checks).
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/apache.rocketmq.v2.bin"));
 
-/// Encoded `FileDescriptorSet` of raftmq's internal services (`raftmq.raft.v1`); kept apart
-/// from [`FILE_DESCRIPTOR_SET`] so that the client port never advertises them.
+/// Encoded `FileDescriptorSet` of raftmq's own services (`raftmq.raft.v1`,
+/// `raftmq.admin.v1`); kept apart from [`FILE_DESCRIPTOR_SET`] so that the client port
+/// never advertises them.
 pub const INTERNAL_FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/raftmq.internal.bin"));
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod admin_tests {
+    use prost::Message as _;
+
+    use crate::raftmq::admin::v1 as admin;
+
+    #[test]
+    fn admin_service_is_generated_and_kept_off_the_client_descriptor_set() {
+        assert_eq!(
+            admin::admin_service_server::SERVICE_NAME,
+            "raftmq.admin.v1.AdminService"
+        );
+        let internal =
+            prost_types::FileDescriptorSet::decode(crate::INTERNAL_FILE_DESCRIPTOR_SET).expect("fds");
+        let service = internal
+            .file
+            .iter()
+            .flat_map(|f| f.service.iter())
+            .find(|s| s.name() == "AdminService")
+            .expect("AdminService in the internal descriptor set");
+        let mut methods: Vec<&str> = service.method.iter().map(|m| m.name()).collect();
+        methods.sort_unstable();
+        assert_eq!(
+            methods,
+            [
+                "ClusterStatus",
+                "CreateTopic",
+                "DeleteTopic",
+                "GroupProgress",
+                "ListTopics",
+                "UpdateTopic"
+            ]
+        );
+        let public = prost_types::FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET).expect("fds");
+        assert!(public.file.iter().all(|f| f.package() != "raftmq.admin.v1"));
+        // Optional fields keep presence: "no leader known" differs from leader 0.
+        let status = admin::ClusterStatusResponse {
+            leader_id: Some(0),
+            ..Default::default()
+        };
+        let back = admin::ClusterStatusResponse::decode(status.encode_to_vec().as_slice()).expect("decode");
+        assert_eq!(back.leader_id, Some(0));
+        assert_eq!(back.commit_index, None);
+    }
+}

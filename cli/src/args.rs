@@ -1,0 +1,302 @@
+//! The command line, as clap derive types.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// raftmq's command-line tool: administer topics, look at a broker group's Raft cluster
+/// and consumer progress, send and receive messages.
+#[derive(Debug, Parser)]
+#[command(name = "raftmq", version)]
+pub struct Cli {
+    /// Broker addresses, comma-separated; tried in order until one answers.
+    #[arg(
+        long,
+        global = true,
+        env = "RAFTMQ_SERVER",
+        default_value = "127.0.0.1:8081",
+        value_delimiter = ','
+    )]
+    pub server: Vec<String>,
+
+    /// Deadline of each call (and of each connection attempt), in seconds.
+    #[arg(long, global = true, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, update, delete and list topics.
+    #[command(subcommand)]
+    Topic(TopicCmd),
+    /// The broker group's Raft cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Consumer groups.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Send messages (RocketMQ 5 protocol).
+    Send(SendArgs),
+    /// Receive messages as a simple consumer and acknowledge them (RocketMQ 5 protocol).
+    Receive(ReceiveArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCmd {
+    /// Create a topic.
+    Create {
+        /// Topic name.
+        name: String,
+        /// Number of queues.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+        queues: u32,
+        /// Kind of messages the topic accepts.
+        #[arg(long, value_enum, default_value_t = KindArg::Normal)]
+        kind: KindArg,
+        /// Permission: rw (read-write), r (read only), w (write only).
+        #[arg(long, value_enum, default_value_t = PermArg::Rw)]
+        perm: PermArg,
+    },
+    /// Change a topic; what is not given stays as it is.
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["queues", "kind", "perm"])))]
+    Update {
+        /// Topic name.
+        name: String,
+        /// New number of queues.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        queues: Option<u32>,
+        /// New kind of messages.
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+        /// New permission: rw, r or w.
+        #[arg(long, value_enum)]
+        perm: Option<PermArg>,
+    },
+    /// Delete a topic.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+    /// List topics with their queues' max offsets.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Raft state of the broker group, as the answering node sees it.
+    Status {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCmd {
+    /// A consumer group's offsets, lag and in-flight messages per queue.
+    Progress {
+        /// Consumer group.
+        group: String,
+        /// Only this topic.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Topic to send to.
+    #[arg(long)]
+    pub topic: String,
+    /// Message tag.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Message key (repeatable).
+    #[arg(long = "key")]
+    pub keys: Vec<String>,
+    /// Message group: makes the message FIFO, ordered within its group.
+    #[arg(long)]
+    pub message_group: Option<String>,
+    /// Number of messages to send (each with the same body and its own id).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub count: u32,
+    /// Message body (UTF-8 text).
+    pub body: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// Topic to receive from.
+    #[arg(long)]
+    pub topic: String,
+    /// Consumer group.
+    #[arg(long)]
+    pub group: String,
+    /// Most messages to receive.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max: u32,
+    /// How long the broker may wait for messages (long polling), in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub wait_secs: u64,
+    /// How long received messages stay invisible to other consumers, in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub invisible_secs: u64,
+    /// Do not acknowledge the received messages (they come back after --invisible-secs).
+    #[arg(long)]
+    pub no_ack: bool,
+}
+
+/// `--kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    Normal,
+    Fifo,
+    Delay,
+    Transaction,
+}
+
+/// `--perm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PermArg {
+    #[value(alias = "read-write")]
+    Rw,
+    #[value(alias = "read")]
+    R,
+    #[value(alias = "write")]
+    W,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("raftmq").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn topic_create_defaults_and_options() {
+        let cli = parse(&["topic", "create", "orders"]).expect("parse");
+        assert_eq!(cli.timeout_secs, 10);
+        match cli.command {
+            Command::Topic(TopicCmd::Create {
+                name,
+                queues,
+                kind,
+                perm,
+            }) => {
+                assert_eq!(name, "orders");
+                assert_eq!(queues, 8);
+                assert_eq!(kind, KindArg::Normal);
+                assert_eq!(perm, PermArg::Rw);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli = parse(&[
+            "topic", "create", "t", "--queues", "3", "--kind", "fifo", "--perm", "r",
+        ])
+        .expect("parse");
+        assert!(matches!(
+            cli.command,
+            Command::Topic(TopicCmd::Create {
+                queues: 3,
+                kind: KindArg::Fifo,
+                perm: PermArg::R,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn servers_are_comma_separated_and_global() {
+        let cli = parse(&[
+            "cluster",
+            "status",
+            "--json",
+            "--server",
+            "a:1,b:2",
+            "--timeout-secs",
+            "3",
+        ])
+        .expect("parse");
+        assert_eq!(cli.server, vec!["a:1".to_string(), "b:2".to_string()]);
+        assert_eq!(cli.timeout_secs, 3);
+        assert!(matches!(
+            cli.command,
+            Command::Cluster(ClusterCmd::Status { json: true })
+        ));
+    }
+
+    #[test]
+    fn update_takes_only_what_is_given() {
+        let cli = parse(&["topic", "update", "t", "--perm", "w"]).expect("parse");
+        assert!(matches!(
+            cli.command,
+            Command::Topic(TopicCmd::Update {
+                queues: None,
+                kind: None,
+                perm: Some(PermArg::W),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn send_and_receive() {
+        let cli = parse(&[
+            "send",
+            "--topic",
+            "t",
+            "--tag",
+            "A",
+            "--key",
+            "k1",
+            "--key",
+            "k2",
+            "--message-group",
+            "g",
+            "--count",
+            "4",
+            "hello",
+        ])
+        .expect("parse");
+        let Command::Send(send) = cli.command else {
+            panic!("not send")
+        };
+        assert_eq!(send.keys, vec!["k1".to_string(), "k2".to_string()]);
+        assert_eq!(send.count, 4);
+        assert_eq!(send.message_group.as_deref(), Some("g"));
+        assert_eq!(send.body, "hello");
+
+        let cli = parse(&["receive", "--topic", "t", "--group", "g", "--no-ack"]).expect("parse");
+        let Command::Receive(recv) = cli.command else {
+            panic!("not receive")
+        };
+        assert_eq!(
+            (recv.max, recv.wait_secs, recv.invisible_secs, recv.no_ack),
+            (16, 5, 30, true)
+        );
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        assert!(parse(&["topic", "create", "t", "--queues", "0"]).is_err());
+        assert!(parse(&["topic", "create", "t", "--kind", "weird"]).is_err());
+        assert!(parse(&["send", "--topic", "t"]).is_err(), "body is required");
+        assert!(parse(&["send", "--topic", "t", "--count", "0", "x"]).is_err());
+        assert!(parse(&["receive", "--topic", "t"]).is_err(), "group is required");
+        assert!(parse(&["topic", "frobnicate"]).is_err());
+        assert!(
+            parse(&["topic", "update", "t"]).is_err(),
+            "an update must change something"
+        );
+    }
+}

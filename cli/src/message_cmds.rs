@@ -1,0 +1,414 @@
+//! `send` and `receive`: the RocketMQ 5 protocol (`apache.rocketmq.v2.MessagingService`),
+//! spoken as a producer and as a simple consumer.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, bail};
+use md5::{Digest as _, Md5};
+use raftmq_proto::prost_types;
+use raftmq_proto::raftmq::admin::v1::admin_service_client::AdminServiceClient;
+use raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
+use raftmq_proto::rocketmq::v2::{
+    AckMessageEntry, AckMessageRequest, Code, Digest, DigestType, Encoding, FilterExpression, FilterType,
+    Message, MessageQueue, MessageType, ReceiveMessageRequest, Resource, SendMessageRequest, Status,
+    SystemProperties, receive_message_response,
+};
+use tonic::transport::Channel;
+
+use crate::admin_cmds;
+use crate::args::{ReceiveArgs, SendArgs};
+use crate::connect::{Conn, host_name, request, rpc_error};
+
+/// How much longer than the long poll the client waits for a receive to end.
+const RECEIVE_GRACE: Duration = Duration::from_secs(5);
+
+/// Queue id meaning "any queue of the topic in this broker group" in a receive: the
+/// broker picks the queues, as RocketMQ's proxy does for simple consumers.
+const ANY_QUEUE: i32 = -1;
+
+pub async fn send(conn: &Conn, args: SendArgs) -> Result<()> {
+    let channel = conn.channel().await?;
+    let queues = topic_queues(conn, channel.clone(), &args.topic).await?;
+    let mut client = MessagingServiceClient::new(channel);
+    // Round robin from a random start, or the queue of the message group (FIFO).
+    let start = rand::random::<u32>() as usize;
+    let mut failed = false;
+    for i in 0..args.count as usize {
+        let queue_id = match &args.message_group {
+            Some(group) => queue_for_group(group, &queues),
+            None => queues[(start + i) % queues.len()],
+        };
+        let message = build_message(&args, queue_id);
+        let message_id = message
+            .system_properties
+            .as_ref()
+            .map(|p| p.message_id.clone())
+            .unwrap_or_default();
+        let resp = client
+            .send_message(request(
+                SendMessageRequest {
+                    messages: vec![message],
+                },
+                conn.timeout,
+            ))
+            .await
+            .map_err(rpc_error("SendMessage"))?
+            .into_inner();
+        // The entry's status is the message's outcome; the top-level one covers the call.
+        let entry = resp.entries.first();
+        let status = entry.and_then(|e| e.status.clone()).or(resp.status);
+        match status {
+            Some(s) if s.code == Code::Ok as i32 => {
+                let entry = entry.cloned().unwrap_or_default();
+                let id = if entry.message_id.is_empty() {
+                    message_id
+                } else {
+                    entry.message_id
+                };
+                println!("sent message_id={id} queue={queue_id} offset={}", entry.offset);
+            }
+            other => {
+                eprintln!(
+                    "send failed: message_id={message_id} {}",
+                    describe_status(other.as_ref())
+                );
+                failed = true;
+                break;
+            }
+        }
+    }
+    if failed {
+        bail!("send to topic {:?} failed", args.topic);
+    }
+    Ok(())
+}
+
+/// The ids of a topic's queues, read with the admin service's ListTopics. A topic the
+/// answering node does not know (yet) gets queue 0, so that the broker itself answers.
+async fn topic_queues(conn: &Conn, channel: Channel, topic: &str) -> Result<Vec<i32>> {
+    let mut admin = AdminServiceClient::new(channel);
+    let topics = admin_cmds::list(&mut admin, conn)
+        .await
+        .context("reading the topic's queues")?;
+    let Some(info) = topics
+        .topics
+        .iter()
+        .find(|t| t.spec.as_ref().is_some_and(|s| s.name == topic))
+    else {
+        return Ok(vec![0]);
+    };
+    let mut ids: Vec<i32> = info
+        .queues
+        .iter()
+        .filter_map(|q| i32::try_from(q.queue_id).ok())
+        .collect();
+    if ids.is_empty() {
+        let n = info.spec.as_ref().map_or(0, |s| s.queues);
+        ids = (0..n).filter_map(|q| i32::try_from(q).ok()).collect();
+    }
+    if ids.is_empty() {
+        ids.push(0);
+    }
+    Ok(ids)
+}
+
+/// The queue of a message group: SipHash-2-4 of the group (with the key the official
+/// RocketMQ 5 clients use) modulo the number of queues, so that the CLI and those clients
+/// put a group's messages in the same queue.
+fn queue_for_group(group: &str, queues: &[i32]) -> i32 {
+    #[allow(deprecated)] // std's SipHasher is exactly SipHash-2-4.
+    let mut h = std::hash::SipHasher::new_with_keys(0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908);
+    std::hash::Hasher::write(&mut h, group.as_bytes());
+    let hash = std::hash::Hasher::finish(&h) as i64;
+    let len = i64::try_from(queues.len().max(1)).unwrap_or(1);
+    let index = usize::try_from(hash.rem_euclid(len)).unwrap_or(0);
+    queues.get(index).copied().unwrap_or(0)
+}
+
+fn build_message(args: &SendArgs, queue_id: i32) -> Message {
+    let body = args.body.as_bytes().to_vec();
+    let message_type = if args.message_group.is_some() {
+        MessageType::Fifo
+    } else {
+        MessageType::Normal
+    };
+    Message {
+        topic: Some(resource(&args.topic)),
+        user_properties: Default::default(),
+        system_properties: Some(SystemProperties {
+            tag: args.tag.clone(),
+            keys: args.keys.clone(),
+            message_id: new_message_id(),
+            body_digest: Some(Digest {
+                r#type: DigestType::Md5 as i32,
+                checksum: md5_hex(&body),
+            }),
+            body_encoding: Encoding::Identity as i32,
+            message_type: message_type as i32,
+            born_timestamp: Some(prost_types::Timestamp::from(SystemTime::now())),
+            born_host: host_name().to_string(),
+            queue_id,
+            message_group: args.message_group.clone(),
+            ..Default::default()
+        }),
+        body,
+    }
+}
+
+fn resource(name: &str) -> Resource {
+    Resource {
+        resource_namespace: String::new(),
+        name: name.to_string(),
+    }
+}
+
+fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: 0,
+    }
+}
+
+/// Upper-case hex MD5 of `body`, the digest the protocol carries.
+fn md5_hex(body: &[u8]) -> String {
+    Md5::digest(body).iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// A new message id: 32 upper-case hex digits (16 bytes) made of a random per-process
+/// tag (6 bytes), the process id (2), the seconds since 2021-01-01 UTC (4) and a counter
+/// that starts at a random value (4). Unique across processes and within one.
+pub fn new_message_id() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    static PROCESS: std::sync::OnceLock<([u8; 6], u32)> = std::sync::OnceLock::new();
+    const EPOCH_2021: u64 = 1_609_459_200;
+    let (tag, start) = *PROCESS.get_or_init(|| (rand::random(), rand::random()));
+    let seq = COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_add(start);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs().saturating_sub(EPOCH_2021));
+    let mut bytes = Vec::with_capacity(16);
+    bytes.extend_from_slice(&tag);
+    bytes.extend_from_slice(&(std::process::id() as u16).to_be_bytes());
+    bytes.extend_from_slice(&(secs as u32).to_be_bytes());
+    bytes.extend_from_slice(&seq.to_be_bytes());
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// A RocketMQ status as `CODE_NAME (number): message`.
+fn describe_status(status: Option<&Status>) -> String {
+    let Some(s) = status else {
+        return "no status in the answer".to_string();
+    };
+    let name =
+        Code::try_from(s.code).map_or_else(|_| "UNKNOWN_CODE".to_string(), |c| c.as_str_name().to_string());
+    let message = s.message.replace(['\n', '\r'], " ");
+    if message.is_empty() {
+        format!("{name} ({})", s.code)
+    } else {
+        format!("{name} ({}): {message}", s.code)
+    }
+}
+
+pub async fn receive(conn: &Conn, args: ReceiveArgs) -> Result<()> {
+    let mut client = MessagingServiceClient::new(conn.channel().await?);
+    let wait = Duration::from_secs(args.wait_secs);
+    let req = ReceiveMessageRequest {
+        group: Some(resource(&args.group)),
+        message_queue: Some(MessageQueue {
+            topic: Some(resource(&args.topic)),
+            id: ANY_QUEUE,
+            ..Default::default()
+        }),
+        filter_expression: Some(FilterExpression {
+            r#type: FilterType::Tag as i32,
+            expression: "*".to_string(),
+        }),
+        batch_size: i32::try_from(args.max).unwrap_or(i32::MAX),
+        invisible_duration: Some(duration(Duration::from_secs(args.invisible_secs))),
+        auto_renew: false,
+        long_polling_timeout: Some(duration(wait)),
+        attempt_id: Some(format!("{:032x}", rand::random::<u128>())),
+    };
+    let deadline = (wait + RECEIVE_GRACE).max(conn.timeout);
+    let mut stream = client
+        .receive_message(request(req, deadline))
+        .await
+        .map_err(rpc_error("ReceiveMessage"))?
+        .into_inner();
+
+    let mut received: Vec<Message> = Vec::new();
+    let mut final_status: Option<Status> = None;
+    while let Some(item) = stream.message().await.map_err(rpc_error("ReceiveMessage"))? {
+        match item.content {
+            Some(receive_message_response::Content::Message(m)) => {
+                print_message(&m);
+                received.push(m);
+            }
+            Some(receive_message_response::Content::Status(s)) => final_status = Some(s),
+            Some(receive_message_response::Content::DeliveryTimestamp(_)) | None => {}
+        }
+    }
+    let status_ok = match &final_status {
+        Some(s) => s.code == Code::Ok as i32 || s.code == Code::MessageNotFound as i32,
+        None => true,
+    };
+    if received.is_empty() && status_ok {
+        println!("no messages within {}s", args.wait_secs);
+    }
+
+    let mut ack_failed = false;
+    if !args.no_ack && !received.is_empty() {
+        ack_failed = !ack(conn, &mut client, &args, &received).await?;
+    }
+    if !status_ok {
+        bail!(
+            "ReceiveMessage failed: {}",
+            describe_status(final_status.as_ref())
+        );
+    }
+    if ack_failed {
+        bail!("some acknowledgements failed");
+    }
+    Ok(())
+}
+
+/// Acknowledges `messages`; prints one line per message. True when all succeeded.
+async fn ack(
+    conn: &Conn,
+    client: &mut MessagingServiceClient<Channel>,
+    args: &ReceiveArgs,
+    messages: &[Message],
+) -> Result<bool> {
+    let entries: Vec<AckMessageEntry> = messages
+        .iter()
+        .filter_map(|m| m.system_properties.as_ref())
+        .map(|p| AckMessageEntry {
+            message_id: p.message_id.clone(),
+            receipt_handle: p.receipt_handle.clone().unwrap_or_default(),
+            lite_topic: None,
+        })
+        .collect();
+    let req = AckMessageRequest {
+        group: Some(resource(&args.group)),
+        topic: Some(resource(&args.topic)),
+        entries,
+    };
+    let resp = client
+        .ack_message(request(req, conn.timeout))
+        .await
+        .map_err(rpc_error("AckMessage"))?
+        .into_inner();
+    if resp.entries.is_empty() {
+        let ok = resp.status.as_ref().is_some_and(|s| s.code == Code::Ok as i32);
+        println!("ack: {}", describe_status(resp.status.as_ref()));
+        return Ok(ok);
+    }
+    let mut all_ok = true;
+    for e in &resp.entries {
+        let status = e.status.as_ref().or(resp.status.as_ref());
+        if status.is_some_and(|s| s.code == Code::Ok as i32) {
+            println!("acked message_id={}", e.message_id);
+        } else {
+            all_ok = false;
+            println!(
+                "ack failed message_id={} {}",
+                e.message_id,
+                describe_status(status)
+            );
+        }
+    }
+    Ok(all_ok)
+}
+
+fn print_message(m: &Message) {
+    let p = m.system_properties.clone().unwrap_or_default();
+    let offset = p.queue_offset.map_or_else(|| "-".to_string(), |o| o.to_string());
+    let mut line = format!("message_id={} queue={} offset={offset}", p.message_id, p.queue_id);
+    if let Some(tag) = &p.tag {
+        line.push_str(&format!(" tag={tag}"));
+    }
+    if !p.keys.is_empty() {
+        line.push_str(&format!(" keys={}", p.keys.join(",")));
+    }
+    if let Some(group) = &p.message_group {
+        line.push_str(&format!(" message_group={group}"));
+    }
+    if let Some(attempt) = p.delivery_attempt {
+        line.push_str(&format!(" attempt={attempt}"));
+    }
+    println!("{line}");
+    println!("  body: {}", String::from_utf8_lossy(&m.body));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn message_ids_are_32_upper_hex_and_unique() {
+        let ids: Vec<String> = (0..1000).map(|_| new_message_id()).collect();
+        for id in &ids {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(
+                id.chars().all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)),
+                "{id}"
+            );
+        }
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len());
+    }
+
+    #[test]
+    fn md5_digest_is_upper_hex() {
+        assert_eq!(md5_hex(b""), "D41D8CD98F00B204E9800998ECF8427E");
+        assert_eq!(md5_hex(b"hello"), "5D41402ABC4B2A76B9719D911017C592");
+    }
+
+    #[test]
+    fn group_queue_is_siphash_2_4_and_stable() {
+        // Reference SipHash-2-4 vector: key 00..0f, empty input.
+        #[allow(deprecated)]
+        let h = std::hash::SipHasher::new_with_keys(0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908);
+        assert_eq!(std::hash::Hasher::finish(&h), 0x726f_db47_dd0e_0e31);
+        let queues = [0, 1, 2, 3, 4, 5, 6, 7];
+        let q = queue_for_group("order-42", &queues);
+        assert!(queues.contains(&q));
+        assert_eq!(q, queue_for_group("order-42", &queues));
+        assert_eq!(queue_for_group("anything", &[5]), 5);
+    }
+
+    #[test]
+    fn built_message_carries_the_protocol_fields() {
+        let args = SendArgs {
+            topic: "t".into(),
+            tag: Some("A".into()),
+            keys: vec!["k".into()],
+            message_group: Some("g".into()),
+            count: 1,
+            body: "hello".into(),
+        };
+        let m = build_message(&args, 3);
+        let p = m.system_properties.expect("properties");
+        assert_eq!(p.message_type, MessageType::Fifo as i32);
+        assert_eq!(p.body_encoding, Encoding::Identity as i32);
+        assert_eq!(
+            p.body_digest.map(|d| d.checksum).as_deref(),
+            Some("5D41402ABC4B2A76B9719D911017C592")
+        );
+        assert_eq!(p.queue_id, 3);
+        assert!(p.born_timestamp.is_some());
+        assert_eq!(m.body, b"hello");
+    }
+
+    #[test]
+    fn statuses_are_described() {
+        let s = Status {
+            code: Code::TopicNotFound as i32,
+            message: "no topic t".into(),
+        };
+        assert_eq!(describe_status(Some(&s)), "TOPIC_NOT_FOUND (40402): no topic t");
+        assert_eq!(describe_status(None), "no status in the answer");
+    }
+}
