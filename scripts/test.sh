@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Runs every check CI runs: formatting, clippy (warnings are errors) and all tests.
-# Installs what the tests need on a fresh Debian machine when run as root.
+# Runs every check CI runs: formatting, clippy (warnings are errors), all Rust tests
+# (unit, storage conformance, crash and real-process tests) and the official RocketMQ
+# Python client's tests against real brokers. Installs what the tests need on a fresh
+# Debian machine when run as root (libclang-dev for RocksDB; python3-venv and the pinned
+# client in a venv under ~/.cache/raftmq-ci).
+#
+#   scripts/test.sh              everything
+#   scripts/test.sh --deps-only  only the system packages (used by scripts/demo.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +31,9 @@ ensure_apt() {
 }
 
 ensure_apt
+if [[ "${1:-}" == "--deps-only" ]]; then
+    exit 0
+fi
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 
 echo "== cargo fmt --check"
@@ -32,8 +41,14 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --no-fail-fast
+    cargo nextest run --workspace --locked --no-fail-fast || status=$?
 else
-    cargo test --workspace --locked --no-fail-fast
+    cargo test --workspace --locked --no-fail-fast || status=$?
 fi
+echo "== official Python client against real brokers"
+# The binaries the Rust tests just built (debug); the venv is created or reused.
+cargo build --locked -p raftmq-broker -p raftmq-cli
+tests/python/run.sh || status=$?
+exit "$status"

@@ -116,7 +116,10 @@ mod tests {
         let a = r.get("a").expect("a");
         assert!(a.fifo());
         assert_eq!(a.max_attempts(), Some(5));
-        assert_eq!(r.get("b").map(|b| (b.fifo(), b.max_attempts())), Some((false, None)));
+        assert_eq!(
+            r.get("b").map(|b| (b.fifo(), b.max_attempts())),
+            Some((false, None))
+        );
         r.update("c", pb::Settings::default());
         assert_eq!(r.len(), 2);
         assert!(r.get("a").is_none(), "the least recently seen is forgotten");

@@ -135,7 +135,8 @@ fn check_addr(what: &str, addr: &str) -> Result<(), ConfigError> {
 impl BrokerConfig {
     /// Reads a TOML file.
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
         toml::from_str(&text).map_err(|e| bad(format!("{}: {e}", path.display())))
     }
 
@@ -179,7 +180,9 @@ impl BrokerConfig {
 
     fn validate_peers(&self) -> Result<(), ConfigError> {
         if self.peers.is_empty() {
-            return Err(bad("peers is empty: list every member of the group, this node included"));
+            return Err(bad(
+                "peers is empty: list every member of the group, this node included",
+            ));
         }
         let mut ids = std::collections::BTreeSet::new();
         for p in &self.peers {
@@ -263,13 +266,37 @@ mod tests {
     #[test]
     fn mistakes_are_named() {
         let err = |c: BrokerConfig| c.validate().expect_err("invalid").0;
-        assert!(err(BrokerConfig { node_id: 7, ..three() }).contains("not among the peers"));
-        assert!(err(BrokerConfig { client_addr: "nowhere".into(), ..three() }).contains("client_addr"));
+        assert!(
+            err(BrokerConfig {
+                node_id: 7,
+                ..three()
+            })
+            .contains("not among the peers")
+        );
+        assert!(
+            err(BrokerConfig {
+                client_addr: "nowhere".into(),
+                ..three()
+            })
+            .contains("client_addr")
+        );
         let mut c = three();
         c.peers[0].id = 2;
         assert!(err(c).contains("listed twice"));
-        assert!(err(BrokerConfig { peers: vec![], ..three() }).contains("peers is empty"));
-        assert!(err(BrokerConfig { group: "a b".into(), ..three() }).contains("group"));
+        assert!(
+            err(BrokerConfig {
+                peers: vec![],
+                ..three()
+            })
+            .contains("peers is empty")
+        );
+        assert!(
+            err(BrokerConfig {
+                group: "a b".into(),
+                ..three()
+            })
+            .contains("group")
+        );
         let mut c = three();
         c.log.max_record_size = 1 << 20;
         assert!(err(c).contains("max_record_size"));

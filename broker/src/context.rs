@@ -117,7 +117,9 @@ impl Broker {
                     ));
                 }
                 Err(RaftError::APIError(e)) => return Err(BrokerError::Internal(e.to_string())),
-                Err(RaftError::Fatal(e)) => return Err(BrokerError::Unavailable(format!("raft stopped: {e}"))),
+                Err(RaftError::Fatal(e)) => {
+                    return Err(BrokerError::Unavailable(format!("raft stopped: {e}")));
+                }
             }
         }
     }

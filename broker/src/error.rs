@@ -76,7 +76,10 @@ impl BrokerError {
 
     /// Whether trying again (here or at the hinted leader) may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::NotLeader { .. } | Self::Unavailable(_) | Self::Timeout(_))
+        matches!(
+            self,
+            Self::NotLeader { .. } | Self::Unavailable(_) | Self::Timeout(_)
+        )
     }
 }
 

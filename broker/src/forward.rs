@@ -70,8 +70,12 @@ pub fn is_forwarded<T>(req: &tonic::Request<T>) -> bool {
     req.metadata().contains_key(FORWARDED_HEADER)
 }
 
-/// The request to relay: the same message and client metadata, marked as forwarded.
+/// The request to relay: the same message and client metadata, marked as forwarded. Its
+/// deadline is the client's (so a relayed long poll still ends before the client gives
+/// up), capped at `timeout`.
 pub fn relay<T>(req: tonic::Request<T>, timeout: Duration) -> tonic::Request<T> {
+    let client_deadline = crate::service::long_poll::grpc_timeout(req.metadata());
+    let timeout = client_deadline.map_or(timeout, |d| d.min(timeout));
     let (mut metadata, _, message) = req.into_parts();
     metadata.remove("grpc-timeout");
     metadata.insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));

@@ -2,13 +2,16 @@
 //! log (`raft-log`); a RocksDB state machine holds consume queues, offsets and topic
 //! configuration, all changed only by applying Raft entries.
 
+pub mod admin;
 pub mod clients;
 pub mod command;
 pub mod config;
 pub mod context;
 pub mod error;
 pub mod forward;
+pub mod leader_duties;
 pub mod message;
+pub mod node;
 pub mod raft;
 pub mod service;
 pub mod sm;

@@ -76,14 +76,17 @@ impl StoredMessage {
     pub fn from_wire(m: pb::Message, max_body: usize) -> BrokerResult<Self> {
         let topic = m.topic.map(|r| r.name).unwrap_or_default();
         keys::validate_topic_name(&topic).map_err(|e| BrokerError::invalid(InvalidCode::IllegalTopic, e))?;
-        let sys = m
-            .system_properties
-            .ok_or_else(|| BrokerError::invalid(InvalidCode::BadRequest, "message without system properties"))?;
+        let sys = m.system_properties.ok_or_else(|| {
+            BrokerError::invalid(InvalidCode::BadRequest, "message without system properties")
+        })?;
         check_message_id(&sys.message_id)?;
         if let Some(tag) = &sys.tag {
             check_name(InvalidCode::IllegalTag, "tag", tag)?;
             if tag.contains('|') {
-                return Err(BrokerError::invalid(InvalidCode::IllegalTag, "a tag may not contain '|'"));
+                return Err(BrokerError::invalid(
+                    InvalidCode::IllegalTag,
+                    "a tag may not contain '|'",
+                ));
             }
         }
         for key in &sys.keys {
@@ -238,7 +241,10 @@ fn check_properties(props: &std::collections::HashMap<String, String>) -> Broker
 
 fn check_body(body: &[u8], max_body: usize) -> BrokerResult<()> {
     if body.is_empty() {
-        return Err(BrokerError::invalid(InvalidCode::BodyEmpty, "message body is empty"));
+        return Err(BrokerError::invalid(
+            InvalidCode::BodyEmpty,
+            "message body is empty",
+        ));
     }
     if body.len() > max_body {
         return Err(BrokerError::invalid(
@@ -276,7 +282,10 @@ pub fn duration(ms: u64) -> prost_types::Duration {
 
 /// Milliseconds of a protobuf duration; negative durations are `None`.
 pub fn duration_ms(d: &prost_types::Duration) -> Option<u64> {
-    let ms = d.seconds.checked_mul(1000)?.checked_add(i64::from(d.nanos / 1_000_000))?;
+    let ms = d
+        .seconds
+        .checked_mul(1000)?
+        .checked_add(i64::from(d.nanos / 1_000_000))?;
     u64::try_from(ms).ok()
 }
 
@@ -315,9 +324,15 @@ mod tests {
             ..Default::default()
         });
         let sys = out.system_properties.expect("sys");
-        assert_eq!(sys.body_digest.expect("digest").checksum, "5D41402ABC4B2A76B9719D911017C592");
+        assert_eq!(
+            sys.body_digest.expect("digest").checksum,
+            "5D41402ABC4B2A76B9719D911017C592"
+        );
         assert_eq!((sys.queue_id, sys.queue_offset), (3, Some(9)));
-        assert_eq!(sys.born_timestamp.map(|t| timestamp_ms(&t)), Some(1_700_000_000_123));
+        assert_eq!(
+            sys.born_timestamp.map(|t| timestamp_ms(&t)),
+            Some(1_700_000_000_123)
+        );
         assert_eq!(out.body, b"hello");
         assert_eq!(m.tag_hash(), crate::command::tag_hash("TagA"));
     }

@@ -9,13 +9,15 @@
 pub mod ack_message;
 pub mod change_invisible;
 pub mod heartbeat;
+pub mod long_poll;
 pub mod notify_termination;
 pub mod offsets;
 pub mod pull_message;
 pub mod query_route;
-pub mod receive_message;
 pub mod receipt;
+pub mod receive_message;
 pub mod send_message;
+pub mod settings;
 pub mod status;
 pub mod telemetry;
 pub mod unsupported;
@@ -120,7 +122,10 @@ impl MessagingService for Messaging {
         query_route::handle(&self.broker, req).await
     }
 
-    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         heartbeat::handle(&self.broker, req).await
     }
 
@@ -128,7 +133,12 @@ impl MessagingService for Messaging {
         &self,
         req: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
-        routed!(self, req, send_message, send_message::handle(&self.broker, req).await)
+        routed!(
+            self,
+            req,
+            send_message,
+            send_message::handle(&self.broker, req).await
+        )
     }
 
     async fn query_assignment(
@@ -161,7 +171,12 @@ impl MessagingService for Messaging {
         &self,
         req: Request<pb::AckMessageRequest>,
     ) -> Result<Response<pb::AckMessageResponse>, Status> {
-        routed!(self, req, ack_message, ack_message::handle(&self.broker, req).await)
+        routed!(
+            self,
+            req,
+            ack_message,
+            ack_message::handle(&self.broker, req).await
+        )
     }
 
     async fn forward_message_to_dead_letter_queue(
@@ -184,11 +199,24 @@ impl MessagingService for Messaging {
         &self,
         req: Request<pb::UpdateOffsetRequest>,
     ) -> Result<Response<pb::UpdateOffsetResponse>, Status> {
-        routed!(self, req, update_offset, offsets::update_offset(&self.broker, req).await)
+        routed!(
+            self,
+            req,
+            update_offset,
+            offsets::update_offset(&self.broker, req).await
+        )
     }
 
-    async fn get_offset(&self, req: Request<pb::GetOffsetRequest>) -> Result<Response<pb::GetOffsetResponse>, Status> {
-        routed!(self, req, get_offset, offsets::get_offset(&self.broker, req).await)
+    async fn get_offset(
+        &self,
+        req: Request<pb::GetOffsetRequest>,
+    ) -> Result<Response<pb::GetOffsetResponse>, Status> {
+        routed!(
+            self,
+            req,
+            get_offset,
+            offsets::get_offset(&self.broker, req).await
+        )
     }
 
     async fn query_offset(

@@ -1,8 +1,494 @@
-//! TODO: being written.
+//! PullMessage: a pull consumer reads a queue from an offset it manages itself.
+//!
+//! Served by whichever node the client called, followers included: the state machine
+//! holds committed messages only, so every node's answer is committed data. The reply is a
+//! stream: a status, the messages (tag-filtered), then the offset to pull next.
+//!
+//! - messages found: `OK`, the messages, the offset after the last one looked at;
+//! - nothing (yet): the call long-polls until a message arrives or its time is up (never
+//!   past the client's gRPC deadline less `long_poll_margin_ms`), then `MESSAGE_NOT_FOUND`
+//!   and the offset to continue from (past messages the filter skipped);
+//! - an offset beyond the queue's end: `ILLEGAL_OFFSET` and the end;
+//! - an offset retention already purged ("offset moved"): `OK`, no messages, and the first
+//!   offset still held — the consumer continues there instead of looping on an error.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream;
+use raftmq_proto::rocketmq::v2 as pb;
+use raftmq_proto::rocketmq::v2::Code;
+use raftmq_proto::rocketmq::v2::pull_message_response::Content;
+use tokio::time::Instant;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+use super::BoxStream;
+use super::offsets::first_available;
+use super::offsets::group_name;
+use super::offsets::queue_of;
+use super::status;
+use crate::command::Permission;
+use crate::command::Rejection;
+use crate::command::TagFilter;
+use crate::command::tag_hash;
+use crate::context::Broker;
+use crate::error::BrokerError;
+use crate::error::BrokerResult;
+use crate::error::InvalidCode;
+use crate::message::Delivery;
+use crate::message::duration_ms;
+use crate::sm::CqEntry;
+
+/// Most messages one pull may ask for.
+pub const MAX_PULL_BATCH: i32 = 1024;
+/// About the most body bytes one pull returns (at least one message, however large).
+const MAX_PULL_BYTES: u64 = 16 << 20;
+/// Most consume-queue entries one pull looks at (tag filters may skip many).
+const SCAN_LIMIT: u64 = 16 * 1024;
+/// Consume-queue entries read at once.
+const CQ_CHUNK: u64 = 256;
+
+type Item = pb::PullMessageResponse;
+
+#[tracing::instrument(name = "pull_message", skip_all, fields(offset = req.get_ref().offset))]
 pub async fn handle(
-    _broker: &std::sync::Arc<crate::context::Broker>,
-    _req: tonic::Request<raftmq_proto::rocketmq::v2::PullMessageRequest>,
-) -> Result<tonic::Response<super::BoxStream<raftmq_proto::rocketmq::v2::PullMessageResponse>>, tonic::Status> {
-    Err(tonic::Status::unimplemented("handle"))
+    broker: &Arc<Broker>,
+    req: Request<pb::PullMessageRequest>,
+) -> Result<Response<BoxStream<Item>>, Status> {
+    let grpc_timeout = grpc_timeout(req.metadata());
+    let items = match pull(broker, &req.into_inner(), grpc_timeout).await {
+        Ok(items) => items,
+        Err(e) => {
+            tracing::debug!(error = %e, "pull refused");
+            vec![item(Content::Status(status::from_error(&e)))]
+        }
+    };
+    Ok(Response::new(Box::pin(stream::iter(items.into_iter().map(Ok)))))
+}
+
+/// A checked pull request.
+#[derive(Debug, Clone)]
+struct Pull {
+    topic: String,
+    queue_id: u32,
+    offset: u64,
+    batch: usize,
+    filter: TagFilter,
+    /// How long to wait for messages when there are none.
+    wait: Duration,
+}
+
+/// What a read of the queue found.
+#[derive(Debug)]
+enum Outcome {
+    Found {
+        messages: Vec<pb::Message>,
+        next: u64,
+    },
+    /// No message passed the filter before `next`; `at_end`: the queue ends there.
+    Nothing {
+        next: u64,
+        at_end: bool,
+    },
+    /// The offset is beyond the queue's end.
+    Beyond {
+        end: u64,
+    },
+    /// The offset was purged; the queue's first available offset is `first`.
+    Moved {
+        first: u64,
+    },
+}
+
+async fn pull(
+    broker: &Arc<Broker>,
+    req: &pb::PullMessageRequest,
+    grpc_timeout: Option<Duration>,
+) -> BrokerResult<Vec<Item>> {
+    let mut p = parse(broker, req, grpc_timeout)?;
+    let deadline = Instant::now() + p.wait;
+    let requested = p.offset;
+    let mut changes = broker.sm.subscribe_changes();
+    loop {
+        // Marked seen before reading: a change after the read wakes the wait below.
+        changes.borrow_and_update();
+        match read(broker, &p).await? {
+            Outcome::Nothing { next, at_end: true } if Instant::now() < deadline => {
+                p.offset = next;
+                let woken = tokio::time::timeout_at(deadline, changes.changed()).await;
+                if !matches!(woken, Ok(Ok(()))) {
+                    return Ok(reply(requested, Outcome::Nothing { next, at_end: true }));
+                }
+            }
+            outcome => return Ok(reply(requested, outcome)),
+        }
+    }
+}
+
+fn parse(
+    broker: &Broker,
+    req: &pb::PullMessageRequest,
+    grpc_timeout: Option<Duration>,
+) -> BrokerResult<Pull> {
+    group_name(req.group.as_ref())?;
+    let (topic, queue_id) = queue_of(broker, req.message_queue.as_ref())?;
+    if !matches!(topic.permission, Permission::Read | Permission::ReadWrite) {
+        return Err(BrokerError::Rejected(Rejection::NotReadable(topic.name)));
+    }
+    let offset = u64::try_from(req.offset).map_err(|_| {
+        BrokerError::invalid(
+            InvalidCode::IllegalOffset,
+            format!("offset {} is negative", req.offset),
+        )
+    })?;
+    if !(1..=MAX_PULL_BATCH).contains(&req.batch_size) {
+        return Err(BrokerError::invalid(
+            InvalidCode::BadRequest,
+            format!("batch_size {} is not in 1..={MAX_PULL_BATCH}", req.batch_size),
+        ));
+    }
+    let requested_ms = match &req.long_polling_timeout {
+        None => 0,
+        Some(d) => duration_ms(d).ok_or_else(|| {
+            BrokerError::invalid(
+                InvalidCode::IllegalPollingTime,
+                "long_polling_timeout is negative",
+            )
+        })?,
+    };
+    let c = &broker.config;
+    Ok(Pull {
+        topic: topic.name,
+        queue_id,
+        offset,
+        batch: req.batch_size as usize,
+        filter: tag_filter(req.filter_expression.as_ref())?,
+        wait: wait_budget(
+            requested_ms,
+            c.max_long_poll_ms,
+            c.long_poll_margin_ms,
+            grpc_timeout,
+        ),
+    })
+}
+
+/// Reads the queue on the blocking pool (consume-queue scans and commit-log reads).
+async fn read(broker: &Arc<Broker>, p: &Pull) -> BrokerResult<Outcome> {
+    let (broker, p) = (broker.clone(), p.clone());
+    tokio::task::spawn_blocking(move || read_blocking(&broker, &p))
+        .await
+        .map_err(|e| BrokerError::Internal(format!("pull task failed: {e}")))?
+}
+
+fn read_blocking(broker: &Broker, p: &Pull) -> BrokerResult<Outcome> {
+    if broker.sm.topic(&p.topic)?.is_none() {
+        return Err(BrokerError::Rejected(Rejection::UnknownTopic(p.topic.clone())));
+    }
+    let end = broker.sm.next_offset(&p.topic, p.queue_id)?;
+    if p.offset > end {
+        return Ok(Outcome::Beyond { end });
+    }
+    let Some((picked, next)) = scan(broker, p, end)? else {
+        let first = first_available(broker, &p.topic, p.queue_id, end)?;
+        return Ok(Outcome::Moved { first });
+    };
+    if picked.is_empty() {
+        return Ok(Outcome::Nothing {
+            next,
+            at_end: next >= end,
+        });
+    }
+    let mut messages = Vec::with_capacity(picked.len());
+    for (offset, e) in &picked {
+        match broker.read_message(e.log_index, e.slot) {
+            Ok(m) => messages.push(m.to_wire(&delivery(broker, p.queue_id, *offset, e))),
+            // Deliver what was read; the next pull reports the failure.
+            Err(err) if !messages.is_empty() => {
+                tracing::warn!(offset, error = %err, "cannot read a message; answering with those before it");
+                return Ok(Outcome::Found {
+                    messages,
+                    next: *offset,
+                });
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(Outcome::Found { messages, next })
+}
+
+/// Consume-queue entries a scan picked, each with its offset, and the offset after the last
+/// entry it looked at.
+type Scanned = (Vec<(u64, CqEntry)>, u64);
+
+/// Entries from `p.offset` on that pass the filter: at most `p.batch`, about
+/// [`MAX_PULL_BYTES`], looking at [`SCAN_LIMIT`] entries at most. `None` when `p.offset`
+/// itself is no longer held (purged).
+fn scan(broker: &Broker, p: &Pull, end: u64) -> BrokerResult<Option<Scanned>> {
+    let mut picked = Vec::new();
+    let mut bytes = 0u64;
+    let mut pos = p.offset;
+    while pos < end && pos - p.offset < SCAN_LIMIT {
+        let chunk = broker
+            .sm
+            .read_cq(&p.topic, p.queue_id, pos, (end - pos).min(CQ_CHUNK) as usize)?;
+        if chunk.is_empty() {
+            if pos == p.offset {
+                return Ok(None);
+            }
+            break;
+        }
+        for e in chunk {
+            let full =
+                picked.len() >= p.batch || (!picked.is_empty() && bytes + u64::from(e.size) > MAX_PULL_BYTES);
+            if full {
+                return Ok(Some((picked, pos)));
+            }
+            if p.filter.matches(e.tag_hash) {
+                bytes += u64::from(e.size);
+                picked.push((pos, e));
+            }
+            pos += 1;
+        }
+    }
+    Ok(Some((picked, pos)))
+}
+
+fn delivery(broker: &Broker, queue_id: u32, queue_offset: u64, e: &CqEntry) -> Delivery {
+    Delivery {
+        queue_id,
+        queue_offset,
+        store_time_ms: e.store_time_ms,
+        store_host: broker.client_addr().to_owned(),
+        ..Default::default()
+    }
+}
+
+fn item(content: Content) -> Item {
+    pb::PullMessageResponse {
+        content: Some(content),
+    }
+}
+
+fn next_item(offset: u64) -> Item {
+    item(Content::NextOffset(i64::try_from(offset).unwrap_or(i64::MAX)))
+}
+
+/// The reply stream's items for an outcome of a pull from `requested`.
+fn reply(requested: u64, outcome: Outcome) -> Vec<Item> {
+    let (st, messages, next) = match outcome {
+        Outcome::Found { messages, next } => (status::ok(), messages, next),
+        Outcome::Nothing { next, .. } => (
+            status::status(Code::MessageNotFound, "no new message"),
+            Vec::new(),
+            next,
+        ),
+        Outcome::Beyond { end } => (
+            status::status(
+                Code::IllegalOffset,
+                format!("offset {requested} is beyond the queue's end {end}"),
+            ),
+            Vec::new(),
+            end,
+        ),
+        Outcome::Moved { first } => (
+            status::status(
+                Code::Ok,
+                format!("offset {requested} was purged; continue at {first}"),
+            ),
+            Vec::new(),
+            first,
+        ),
+    };
+    let mut items = Vec::with_capacity(messages.len() + 2);
+    items.push(item(Content::Status(st)));
+    items.extend(messages.into_iter().map(|m| item(Content::Message(m))));
+    items.push(next_item(next));
+    items
+}
+
+/// The tag filter of a request: none, `*` or blank = every message; else tags joined by `||`.
+fn tag_filter(f: Option<&pb::FilterExpression>) -> BrokerResult<TagFilter> {
+    let Some(f) = f else {
+        return Ok(TagFilter::All);
+    };
+    match pb::FilterType::try_from(f.r#type) {
+        Ok(pb::FilterType::Tag | pb::FilterType::Unspecified) => parse_tags(&f.expression),
+        Ok(pb::FilterType::Sql) => Err(BrokerError::invalid(
+            InvalidCode::Unsupported,
+            "SQL92 filters are not supported by PullMessage yet",
+        )),
+        Err(_) => Err(BrokerError::invalid(
+            InvalidCode::IllegalFilter,
+            format!("unknown filter type {}", f.r#type),
+        )),
+    }
+}
+
+fn parse_tags(expression: &str) -> BrokerResult<TagFilter> {
+    let e = expression.trim();
+    if e.is_empty() || e == "*" {
+        return Ok(TagFilter::All);
+    }
+    let hashes: Vec<u64> = e
+        .split("||")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(tag_hash)
+        .collect();
+    if hashes.is_empty() {
+        return Err(BrokerError::invalid(
+            InvalidCode::IllegalFilter,
+            format!("tag expression {expression:?} names no tag"),
+        ));
+    }
+    Ok(TagFilter::Hashes(hashes))
+}
+
+/// How long a pull may wait for messages: what the client asked, at most `max_ms`, and
+/// ending `margin_ms` before its gRPC deadline.
+fn wait_budget(requested_ms: u64, max_ms: u64, margin_ms: u64, grpc_timeout: Option<Duration>) -> Duration {
+    let wait = Duration::from_millis(requested_ms.min(max_ms));
+    match grpc_timeout {
+        Some(t) => wait.min(t.saturating_sub(Duration::from_millis(margin_ms))),
+        None => wait,
+    }
+}
+
+/// The call's gRPC deadline (its `grpc-timeout` header), if it has one.
+fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    parse_grpc_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)
+}
+
+/// Parses a `grpc-timeout` value: at most 8 digits and a unit (`H M S m u n`).
+fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if !v.is_ascii() || !(2..=9).contains(&v.len()) {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    match unit {
+        "H" => Some(Duration::from_secs(n * 3600)),
+        "M" => Some(Duration::from_secs(n * 60)),
+        "S" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_millis(n)),
+        "u" => Some(Duration::from_micros(n)),
+        "n" => Some(Duration::from_nanos(n)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit() {
+        assert_eq!(parse_grpc_timeout("30S"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("1500m"), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            parse_grpc_timeout("99999999u"),
+            Some(Duration::from_micros(99_999_999))
+        );
+        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
+        for bad in ["", "S", "10", "10x", "-1S", "+1S", "123456789S", "1 S", "1é"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+        let mut m = MetadataMap::new();
+        assert_eq!(grpc_timeout(&m), None);
+        m.insert("grpc-timeout", tonic::metadata::MetadataValue::from_static("20S"));
+        assert_eq!(grpc_timeout(&m), Some(Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn long_polls_end_before_the_deadline() {
+        let ms = Duration::from_millis;
+        assert_eq!(wait_budget(5_000, 20_000, 2_000, None), ms(5_000));
+        assert_eq!(
+            wait_budget(60_000, 20_000, 2_000, None),
+            ms(20_000),
+            "capped by the server"
+        );
+        assert_eq!(wait_budget(15_000, 20_000, 2_000, Some(ms(10_000))), ms(8_000));
+        assert_eq!(wait_budget(15_000, 20_000, 2_000, Some(ms(1_000))), ms(0));
+        assert_eq!(wait_budget(0, 20_000, 2_000, Some(ms(30_000))), ms(0));
+    }
+
+    #[test]
+    fn tag_expressions_become_filters() {
+        let tag = |e: &str| pb::FilterExpression {
+            r#type: pb::FilterType::Tag as i32,
+            expression: e.into(),
+        };
+        assert_eq!(tag_filter(None).expect("none"), TagFilter::All);
+        assert_eq!(tag_filter(Some(&tag(" * "))).expect("star"), TagFilter::All);
+        assert_eq!(tag_filter(Some(&tag(""))).expect("blank"), TagFilter::All);
+        let f = tag_filter(Some(&tag("TagA || TagB"))).expect("two tags");
+        assert_eq!(f, TagFilter::Hashes(vec![tag_hash("TagA"), tag_hash("TagB")]));
+        assert!(f.matches(tag_hash("TagB")) && !f.matches(tag_hash("TagC")));
+        let code = |f: pb::FilterExpression| match tag_filter(Some(&f)) {
+            Err(BrokerError::Invalid { code, .. }) => code,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert_eq!(code(tag("||")), InvalidCode::IllegalFilter);
+        let sql = pb::FilterExpression {
+            r#type: pb::FilterType::Sql as i32,
+            expression: "a > 1".into(),
+        };
+        assert_eq!(code(sql), InvalidCode::Unsupported);
+        let unknown = pb::FilterExpression {
+            r#type: 99,
+            ..tag("*")
+        };
+        assert_eq!(code(unknown), InvalidCode::IllegalFilter);
+    }
+
+    fn contents(items: &[Item]) -> Vec<&Content> {
+        items.iter().filter_map(|i| i.content.as_ref()).collect()
+    }
+
+    #[test]
+    fn replies_are_a_status_the_messages_and_the_next_offset() {
+        let found = reply(
+            3,
+            Outcome::Found {
+                messages: vec![pb::Message::default(), pb::Message::default()],
+                next: 5,
+            },
+        );
+        let c = contents(&found);
+        assert_eq!(c.len(), 4);
+        assert!(matches!(c[0], Content::Status(s) if s.code == Code::Ok as i32));
+        assert!(matches!(c[1], Content::Message(_)) && matches!(c[2], Content::Message(_)));
+        assert_eq!(c[3], &Content::NextOffset(5));
+        let cases = [
+            (
+                Outcome::Nothing {
+                    next: 9,
+                    at_end: true,
+                },
+                Code::MessageNotFound,
+                9,
+            ),
+            (Outcome::Beyond { end: 4 }, Code::IllegalOffset, 4),
+            (Outcome::Moved { first: 100 }, Code::Ok, 100),
+        ];
+        for (outcome, code, next) in cases {
+            let items = reply(3, outcome);
+            let c = contents(&items);
+            assert_eq!(c.len(), 2);
+            assert!(
+                matches!(c[0], Content::Status(s) if s.code == code as i32),
+                "{code:?}"
+            );
+            assert_eq!(c[1], &Content::NextOffset(next as i64));
+        }
+    }
 }

@@ -1,8 +1,276 @@
-//! TODO: being written.
+//! QueryRoute: the queues of a topic and where to reach them.
+//!
+//! Until namesrv exists a node answers with its own group's queues: one message queue per
+//! queue id (always queue 0), on broker id 0 named after the group, with the topic's
+//! permission and the one message type the topic accepts. The endpoints list every member
+//! of the group, the leader first: official clients refresh routes only every 30 s, and a
+//! client whose route names only a dead leader would be stuck until then; with all members
+//! listed its channel fails over to a live one, which forwards to the new leader.
 
+use std::net::IpAddr;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use raftmq_proto::rocketmq::v2 as pb;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use super::status;
+use crate::command::MessageKind;
+use crate::command::Permission;
+use crate::command::Rejection;
+use crate::command::TopicConfig;
+use crate::context::Broker;
+use crate::error::BrokerError;
+use crate::error::BrokerResult;
+use crate::error::InvalidCode;
+use crate::sm::keys;
+
+#[tracing::instrument(name = "query_route", skip_all, fields(topic))]
 pub async fn handle(
-    _broker: &std::sync::Arc<crate::context::Broker>,
-    _req: tonic::Request<raftmq_proto::rocketmq::v2::QueryRouteRequest>,
-) -> Result<tonic::Response<raftmq_proto::rocketmq::v2::QueryRouteResponse>, tonic::Status> {
-    Err(tonic::Status::unimplemented("handle"))
+    broker: &Arc<Broker>,
+    req: Request<pb::QueryRouteRequest>,
+) -> Result<Response<pb::QueryRouteResponse>, Status> {
+    let req = req.into_inner();
+    let resp = match route(broker, &req) {
+        Ok(message_queues) => pb::QueryRouteResponse {
+            status: Some(status::ok()),
+            message_queues,
+        },
+        Err(e) => {
+            tracing::debug!(error = %e, "route refused");
+            pb::QueryRouteResponse {
+                status: Some(status::from_error(&e)),
+                message_queues: Vec::new(),
+            }
+        }
+    };
+    Ok(Response::new(resp))
+}
+
+fn route(broker: &Broker, req: &pb::QueryRouteRequest) -> BrokerResult<Vec<pb::MessageQueue>> {
+    let topic = req.topic.clone().unwrap_or_default();
+    tracing::Span::current().record("topic", topic.name.as_str());
+    keys::validate_topic_name(&topic.name).map_err(|e| BrokerError::invalid(InvalidCode::IllegalTopic, e))?;
+    let config = broker
+        .sm
+        .topic(&topic.name)?
+        .ok_or_else(|| BrokerError::Rejected(Rejection::UnknownTopic(topic.name.clone())))?;
+    let addrs = member_addrs(broker);
+    let endpoints = group_endpoints(&addrs, req.endpoints.as_ref())
+        .ok_or_else(|| BrokerError::Internal(format!("cannot advertise client addresses {addrs:?}")))?;
+    let target = Target {
+        topic,
+        broker_name: broker.config.group.clone(),
+        endpoints,
+    };
+    Ok(message_queues(&config, &target))
+}
+
+/// Where a topic's queues live.
+#[derive(Debug, Clone)]
+struct Target {
+    /// The topic as the client named it (namespace included).
+    topic: pb::Resource,
+    broker_name: String,
+    endpoints: pb::Endpoints,
+}
+
+/// One message queue per queue id of the topic (at least queue 0).
+fn message_queues(config: &TopicConfig, target: &Target) -> Vec<pb::MessageQueue> {
+    let broker = pb::Broker {
+        name: target.broker_name.clone(),
+        id: 0,
+        endpoints: Some(target.endpoints.clone()),
+    };
+    (0..config.queues.max(1))
+        .map(|id| pb::MessageQueue {
+            topic: Some(target.topic.clone()),
+            id: i32::try_from(id).unwrap_or(i32::MAX),
+            permission: permission(config.permission) as i32,
+            broker: Some(broker.clone()),
+            accept_message_types: vec![message_type(config.kind) as i32],
+        })
+        .collect()
+}
+
+fn permission(p: Permission) -> pb::Permission {
+    match p {
+        Permission::Read => pb::Permission::Read,
+        Permission::Write => pb::Permission::Write,
+        Permission::ReadWrite => pb::Permission::ReadWrite,
+    }
+}
+
+fn message_type(k: MessageKind) -> pb::MessageType {
+    match k {
+        MessageKind::Normal => pb::MessageType::Normal,
+        MessageKind::Fifo => pb::MessageType::Fifo,
+        MessageKind::Delay => pb::MessageType::Delay,
+        MessageKind::Transaction => pb::MessageType::Transaction,
+    }
+}
+
+/// Client addresses of the group's members: the leader (or this node) first, then the
+/// others by node id.
+fn member_addrs(broker: &Broker) -> Vec<String> {
+    let first = broker
+        .leader()
+        .map(|(_, node)| node.client_addr)
+        .unwrap_or_else(|| broker.client_addr().to_owned());
+    let mut addrs = vec![first];
+    for p in &broker.config.peers {
+        if !addrs.contains(&p.client_addr) {
+            addrs.push(p.client_addr.clone());
+        }
+    }
+    addrs
+}
+
+/// One endpoints value for several addresses: IP addresses are merged into one list (the
+/// first one first); a domain name can only stand alone, so then only the first address.
+fn group_endpoints(addrs: &[String], requested: Option<&pb::Endpoints>) -> Option<pb::Endpoints> {
+    let mut all = addrs.iter().filter_map(|a| endpoints_of(a, requested));
+    let mut first = all.next()?;
+    if first.scheme == pb::AddressScheme::DomainName as i32 {
+        return Some(first);
+    }
+    for e in all {
+        if e.scheme == first.scheme {
+            first.addresses.extend(e.addresses);
+        }
+    }
+    Some(first)
+}
+
+/// The endpoints of a `host:port` address. A node listening on every interface
+/// (`0.0.0.0`, `::`) cannot be reached there: the host the client used (`requested`) is
+/// advertised instead.
+fn endpoints_of(addr: &str, requested: Option<&pb::Endpoints>) -> Option<pb::Endpoints> {
+    let (host, port) = match addr.parse::<SocketAddr>() {
+        Ok(sa) if sa.ip().is_unspecified() => {
+            let host = requested
+                .and_then(|e| e.addresses.first())
+                .map_or_else(|| sa.ip().to_string(), |a| a.host.clone());
+            (host, sa.port())
+        }
+        Ok(sa) => (sa.ip().to_string(), sa.port()),
+        Err(_) => {
+            let (host, port) = addr.rsplit_once(':')?;
+            (host.to_owned(), port.parse().ok()?)
+        }
+    };
+    let scheme = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(_)) => pb::AddressScheme::IPv4,
+        Ok(IpAddr::V6(_)) => pb::AddressScheme::IPv6,
+        Err(_) => pb::AddressScheme::DomainName,
+    };
+    Some(pb::Endpoints {
+        scheme: scheme as i32,
+        addresses: vec![pb::Address {
+            host,
+            port: i32::from(port),
+        }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(host: &str, port: i32) -> pb::Endpoints {
+        pb::Endpoints {
+            scheme: pb::AddressScheme::DomainName as i32,
+            addresses: vec![pb::Address {
+                host: host.into(),
+                port,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_group_is_advertised_leader_first_with_every_member() {
+        let addrs = ["127.0.0.1:8082", "127.0.0.1:8081", "127.0.0.1:8083"].map(String::from);
+        let e = group_endpoints(&addrs, None).expect("endpoints");
+        let ports: Vec<i32> = e.addresses.iter().map(|a| a.port).collect();
+        assert_eq!(ports, vec![8082, 8081, 8083]);
+        assert_eq!(e.scheme, pb::AddressScheme::IPv4 as i32);
+        let named = ["broker.example:8081", "127.0.0.1:8082"].map(String::from);
+        assert_eq!(
+            group_endpoints(&named, None).expect("endpoints").addresses.len(),
+            1
+        );
+        assert!(group_endpoints(&[], None).is_none());
+    }
+
+    #[test]
+    fn addresses_become_endpoints_with_their_scheme() {
+        let e = endpoints_of("127.0.0.1:8081", None).expect("ipv4");
+        assert_eq!(e.scheme, pb::AddressScheme::IPv4 as i32);
+        assert_eq!(
+            (e.addresses[0].host.as_str(), e.addresses[0].port),
+            ("127.0.0.1", 8081)
+        );
+        let e = endpoints_of("[::1]:8081", None).expect("ipv6");
+        assert_eq!(
+            (e.scheme, e.addresses[0].host.as_str()),
+            (pb::AddressScheme::IPv6 as i32, "::1")
+        );
+        let e = endpoints_of("broker-a.local:8081", None).expect("domain");
+        assert_eq!(e.scheme, pb::AddressScheme::DomainName as i32);
+        assert_eq!(e.addresses[0].host, "broker-a.local");
+        assert!(endpoints_of("no-port", None).is_none());
+    }
+
+    #[test]
+    fn a_wildcard_address_advertises_the_host_the_client_used() {
+        let asked = endpoint("10.0.0.7", 9999);
+        let e = endpoints_of("0.0.0.0:8081", Some(&asked)).expect("endpoints");
+        assert_eq!(e.scheme, pb::AddressScheme::IPv4 as i32);
+        assert_eq!(
+            (e.addresses[0].host.as_str(), e.addresses[0].port),
+            ("10.0.0.7", 8081)
+        );
+        let e = endpoints_of("0.0.0.0:8081", Some(&endpoint("mq.example", 1))).expect("endpoints");
+        assert_eq!(e.scheme, pb::AddressScheme::DomainName as i32);
+    }
+
+    #[test]
+    fn every_queue_is_on_broker_zero_with_the_topic_permission_and_type() {
+        let config = TopicConfig {
+            name: "orders".into(),
+            queues: 4,
+            permission: Permission::ReadWrite,
+            kind: MessageKind::Fifo,
+        };
+        let target = Target {
+            topic: pb::Resource {
+                resource_namespace: "ns".into(),
+                name: "orders".into(),
+            },
+            broker_name: "broker-a".into(),
+            endpoints: endpoint("127.0.0.1", 8081),
+        };
+        let queues = message_queues(&config, &target);
+        assert_eq!(queues.iter().map(|q| q.id).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        for q in &queues {
+            assert_eq!(q.permission, pb::Permission::ReadWrite as i32);
+            assert_eq!(q.accept_message_types, [pb::MessageType::Fifo as i32]);
+            let b = q.broker.as_ref().expect("broker");
+            assert_eq!((b.name.as_str(), b.id), ("broker-a", 0));
+            assert_eq!(b.endpoints.as_ref(), Some(&target.endpoints));
+            assert_eq!(q.topic.as_ref(), Some(&target.topic));
+        }
+        let none = TopicConfig {
+            queues: 0,
+            kind: MessageKind::Normal,
+            permission: Permission::Read,
+            ..config
+        };
+        let queues = message_queues(&none, &target);
+        assert_eq!(queues.len(), 1, "queue 0 is always there");
+        assert_eq!(queues[0].accept_message_types, [pb::MessageType::Normal as i32]);
+        assert_eq!(queues[0].permission, pb::Permission::Read as i32);
+    }
 }

@@ -16,7 +16,12 @@ pub fn encode(r: &Receipt) -> String {
 
 /// Parses a handle; anything else is `INVALID_RECEIPT_HANDLE`.
 pub fn decode(handle: &str) -> Result<Receipt, BrokerError> {
-    let bad = || BrokerError::invalid(InvalidCode::InvalidReceiptHandle, format!("invalid receipt handle {handle:?}"));
+    let bad = || {
+        BrokerError::invalid(
+            InvalidCode::InvalidReceiptHandle,
+            format!("invalid receipt handle {handle:?}"),
+        )
+    };
     let mut parts = handle.split('.');
     if parts.next() != Some(PREFIX) {
         return Err(bad());
@@ -47,7 +52,15 @@ mod tests {
             attempt: 3,
         };
         assert_eq!(decode(&encode(&r)).expect("valid"), r);
-        for bad in ["", "r1", "r1.1.2", "r1.1.2.3.4", "r2.1.2.3", "r1.x.2.3", "r1.-1.2.3"] {
+        for bad in [
+            "",
+            "r1",
+            "r1.1.2",
+            "r1.1.2.3.4",
+            "r2.1.2.3",
+            "r1.x.2.3",
+            "r1.-1.2.3",
+        ] {
             assert!(decode(bad).is_err(), "{bad:?}");
         }
     }

@@ -31,7 +31,12 @@ pub async fn handle(
     let messages = req.into_inner().messages;
     let ids: Vec<String> = messages
         .iter()
-        .map(|m| m.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default())
+        .map(|m| {
+            m.system_properties
+                .as_ref()
+                .map(|s| s.message_id.clone())
+                .unwrap_or_default()
+        })
         .collect();
     let resp = match send(broker, messages).await {
         Ok(entries) => pb::SendMessageResponse {
@@ -67,7 +72,10 @@ pub async fn handle(
 
 async fn send(broker: &Broker, messages: Vec<pb::Message>) -> BrokerResult<Vec<pb::SendResultEntry>> {
     if messages.is_empty() {
-        return Err(BrokerError::invalid(InvalidCode::BadRequest, "a send needs at least one message"));
+        return Err(BrokerError::invalid(
+            InvalidCode::BadRequest,
+            "a send needs at least one message",
+        ));
     }
     let limit = broker.config.max_batch_messages;
     if messages.len() > limit {
@@ -85,7 +93,10 @@ async fn send(broker: &Broker, messages: Vec<pb::Message>) -> BrokerResult<Vec<p
     if total > max_body.saturating_mul(4) {
         return Err(BrokerError::invalid(
             InvalidCode::BodyTooLarge,
-            format!("a batch of {total} body bytes, at most {} allowed", max_body.saturating_mul(4)),
+            format!(
+                "a batch of {total} body bytes, at most {} allowed",
+                max_body.saturating_mul(4)
+            ),
         ));
     }
     let mut metas = Vec::with_capacity(stored.len());
@@ -135,7 +146,9 @@ fn writable_queues(broker: &Broker, topic: &str) -> BrokerResult<u32> {
         .topic(topic)?
         .ok_or_else(|| BrokerError::Rejected(crate::command::Rejection::UnknownTopic(topic.to_owned())))?;
     if !matches!(config.permission, Permission::Write | Permission::ReadWrite) {
-        return Err(BrokerError::Rejected(crate::command::Rejection::NotWritable(topic.to_owned())));
+        return Err(BrokerError::Rejected(crate::command::Rejection::NotWritable(
+            topic.to_owned(),
+        )));
     }
     Ok(config.queues.max(1))
 }
@@ -157,7 +170,8 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(group_queue("order-42", 8), q);
         }
-        let spread: std::collections::BTreeSet<u32> = (0..200).map(|i| group_queue(&format!("g{i}"), 8)).collect();
+        let spread: std::collections::BTreeSet<u32> =
+            (0..200).map(|i| group_queue(&format!("g{i}"), 8)).collect();
         assert_eq!(spread.len(), 8, "groups spread over all queues");
     }
 }

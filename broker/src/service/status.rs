@@ -87,7 +87,10 @@ mod tests {
         assert_eq!(code_of(&unknown), Code::TopicNotFound);
         let big = BrokerError::invalid(InvalidCode::BodyTooLarge, "too big");
         assert_eq!(from_error(&big).code, Code::MessageBodyTooLarge as i32);
-        assert_eq!(code_of(&BrokerError::NotLeader { leader: None }), Code::HaNotAvailable);
+        assert_eq!(
+            code_of(&BrokerError::NotLeader { leader: None }),
+            Code::HaNotAvailable
+        );
         assert_eq!(
             code_of(&BrokerError::Rejected(Rejection::InvalidGroup("g".into()))),
             Code::IllegalConsumerGroup

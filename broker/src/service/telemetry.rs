@@ -1,8 +1,125 @@
-//! TODO: being written.
+//! Telemetry: the bidirectional stream on which a client announces its settings (and the
+//! server could send it commands).
+//!
+//! The handler answers at once with its response stream — some clients wait for the
+//! response headers before they send anything — and a task serves the inbound stream: each
+//! Settings frame registers the client ([`crate::clients::ClientRegistry`]) and is answered
+//! with the full server settings ([`super::settings`]). Other client frames (stack traces,
+//! verify results) are logged. The stream stays open until the client closes it; the reply
+//! channel is bounded.
+
+use std::sync::Arc;
+
+use futures_util::stream;
+use raftmq_proto::rocketmq::v2 as pb;
+use raftmq_proto::rocketmq::v2::Code;
+use raftmq_proto::rocketmq::v2::telemetry_command::Command;
+use tokio::sync::mpsc;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+use tonic::Streaming;
+use tracing::Instrument;
+
+use super::BoxStream;
+use super::heartbeat::CLIENT_ID_HEADER;
+use super::heartbeat::client_id;
+use super::settings;
+use super::settings::ServerSettings;
+use super::status;
+use crate::context::Broker;
+
+/// Replies buffered for a slow client before the inbound side waits.
+const REPLY_BUFFER: usize = 16;
 
 pub async fn handle(
-    _broker: &std::sync::Arc<crate::context::Broker>,
-    _req: tonic::Request<tonic::Streaming<raftmq_proto::rocketmq::v2::TelemetryCommand>>,
-) -> Result<tonic::Response<super::BoxStream<raftmq_proto::rocketmq::v2::TelemetryCommand>>, tonic::Status> {
-    Err(tonic::Status::unimplemented("handle"))
+    broker: &Arc<Broker>,
+    req: Request<Streaming<pb::TelemetryCommand>>,
+) -> Result<Response<BoxStream<pb::TelemetryCommand>>, Status> {
+    let client = client_id(req.metadata()).map(str::to_owned);
+    let span = tracing::info_span!("telemetry", client_id = client.as_deref().unwrap_or(""));
+    let inbound = req.into_inner();
+    let (tx, rx) = mpsc::channel(REPLY_BUFFER);
+    tokio::spawn(serve(broker.clone(), client, inbound, tx).instrument(span));
+    let replies = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    Ok(Response::new(Box::pin(replies)))
+}
+
+type Reply = Result<pb::TelemetryCommand, Status>;
+
+/// Reads the client's frames until it closes the stream (or stops reading replies).
+async fn serve(
+    broker: Arc<Broker>,
+    client: Option<String>,
+    mut inbound: Streaming<pb::TelemetryCommand>,
+    tx: mpsc::Sender<Reply>,
+) {
+    tracing::debug!("telemetry stream opened");
+    loop {
+        let frame = tokio::select! {
+            frame = inbound.message() => frame,
+            () = tx.closed() => break,
+        };
+        let cmd = match frame {
+            Ok(Some(cmd)) => cmd,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "telemetry stream failed");
+                break;
+            }
+        };
+        if let Some(reply) = on_command(&broker, client.as_deref(), cmd)
+            && tx.send(Ok(reply)).await.is_err()
+        {
+            break;
+        }
+    }
+    tracing::debug!("telemetry stream closed");
+}
+
+/// What to answer a client's frame with, if anything.
+fn on_command(
+    broker: &Broker,
+    client: Option<&str>,
+    cmd: pb::TelemetryCommand,
+) -> Option<pb::TelemetryCommand> {
+    match cmd.command {
+        Some(Command::Settings(s)) => Some(on_settings(broker, client, &s)),
+        Some(Command::ThreadStackTrace(t)) => {
+            tracing::info!(nonce = %t.nonce, trace = t.thread_stack_trace.as_deref().unwrap_or(""), "client thread stacks");
+            None
+        }
+        Some(Command::VerifyMessageResult(v)) => {
+            tracing::info!(nonce = %v.nonce, status = ?cmd.status, "client verify-message result");
+            None
+        }
+        Some(_) => {
+            tracing::debug!("ignoring a server-to-client telemetry command sent by a client");
+            None
+        }
+        None => {
+            tracing::debug!(status = ?cmd.status, "empty telemetry frame");
+            None
+        }
+    }
+}
+
+/// Registers the client's settings and answers with the server's values filled in.
+fn on_settings(broker: &Broker, client: Option<&str>, s: &pb::Settings) -> pb::TelemetryCommand {
+    let Some(client) = client else {
+        return pb::TelemetryCommand {
+            status: Some(status::status(
+                Code::ClientIdRequired,
+                format!("settings need the {CLIENT_ID_HEADER} header"),
+            )),
+            command: None,
+        };
+    };
+    let reply = settings::reply(s, &ServerSettings::from_config(&broker.config));
+    broker.clients.update(client, reply.clone());
+    tracing::debug!(client_type = ?reply.client_type, "client settings registered");
+    pb::TelemetryCommand {
+        status: Some(status::ok()),
+        command: Some(Command::Settings(reply)),
+    }
 }

@@ -13,7 +13,10 @@ use super::status;
 use crate::context::Broker;
 
 fn not_implemented(what: &str) -> Option<pb::Status> {
-    Some(status::status(Code::NotImplemented, format!("{what} is not supported by raftmq yet")))
+    Some(status::status(
+        Code::NotImplemented,
+        format!("{what} is not supported by raftmq yet"),
+    ))
 }
 
 pub async fn query_assignment(

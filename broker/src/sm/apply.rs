@@ -128,14 +128,13 @@ impl<V: StateView> StateView for Pending<'_, V> {
             self.base.cq_entries(topic, queue_id, from, max)?
         };
         // Entries of this batch continue the base's (sends only append).
-        let mut expected = from + out.len() as u64;
+        let start = from + out.len() as u64;
         let key = |o: u64| (topic.to_owned(), queue_id, o);
-        for (&(_, _, offset), entry) in self.cq.range(key(expected)..=key(u64::MAX)) {
-            if out.len() >= max || offset != expected {
+        for (i, (&(_, _, offset), entry)) in self.cq.range(key(start)..=key(u64::MAX)).enumerate() {
+            if out.len() >= max || offset != start + i as u64 {
                 break;
             }
             out.push(*entry);
-            expected += 1;
         }
         Ok(out)
     }

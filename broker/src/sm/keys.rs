@@ -149,6 +149,17 @@ pub fn pop_key(group: GroupName<'_>, topic: TopicName<'_>, queue_id: u32) -> Vec
     offset_key(group, topic, queue_id)
 }
 
+/// Splits a `pop` (or `offsets`) key into group, topic and queue id.
+pub fn split_pop_key(key: &[u8]) -> Option<(String, String, u32)> {
+    let (rest, queue) = key.split_at_checked(key.len().checked_sub(4)?)?;
+    let queue_id = u32::from_be_bytes(queue.try_into().ok()?);
+    let rest = rest.strip_suffix(&[0])?;
+    let sep = rest.iter().position(|b| *b == 0)?;
+    let group = std::str::from_utf8(&rest[..sep]).ok()?;
+    let topic = std::str::from_utf8(&rest[sep + 1..]).ok()?;
+    Some((group.to_owned(), topic.to_owned(), queue_id))
+}
+
 /// `msgid` key: the message id's bytes (the key is the whole id, so any bytes are fine).
 pub fn msgid_key(msg_id: &str) -> &[u8] {
     msg_id.as_bytes()
@@ -218,6 +229,18 @@ mod tests {
         let g = |s| GroupName::new(s).expect("valid group");
         assert_ne!(offset_key(g("g"), t("ab"), 1), offset_key(g("g-a"), t("b"), 1));
         assert_ne!(offset_key(g("g"), t("a"), 1), offset_key(g("ga"), t("a"), 1));
+    }
+
+    #[test]
+    fn pop_keys_split_back_into_their_parts() {
+        let g = GroupName::new("group-1").expect("valid group");
+        let k = pop_key(g, t("topic_a"), 0x0100_0007);
+        assert_eq!(
+            split_pop_key(&k),
+            Some(("group-1".into(), "topic_a".into(), 0x0100_0007))
+        );
+        assert_eq!(split_pop_key(b"ab"), None);
+        assert_eq!(split_pop_key(b"nosep\0\0\0\0\x01"), None);
     }
 
     #[test]

@@ -20,7 +20,7 @@ mod fsutil;
 mod inner;
 pub mod keys;
 pub mod layout;
-mod read;
+pub mod read;
 pub mod records;
 pub mod snapshot;
 pub mod store;
@@ -146,6 +146,15 @@ impl StateMachine {
     pub fn pop_state(&self, group: &str, topic: &str, queue_id: u32) -> SmResult<Option<PopState>> {
         self.inner
             .with_store(|s| s.current_pop_state(group, topic, queue_id))
+    }
+
+    /// A page of pop states (see [`read::PopEntry`]); pass the returned key to continue.
+    pub fn scan_pop_states(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> SmResult<(Vec<read::PopEntry>, Option<Vec<u8>>)> {
+        self.inner.with_store(|s| s.scan_pop_states(after, limit))
     }
 
     /// Where the message with a client-generated id is stored.

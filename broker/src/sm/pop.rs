@@ -159,15 +159,18 @@ impl<V: StateView> Pending<'_, V> {
             .collect();
         let visible_at_ms = req.now_ms.saturating_add(req.invisible_ms);
         for (offset, inflight) in expired {
-            if out.len() >= max {
-                break;
+            let exhausted = req.max_attempts > 0 && inflight.attempt >= req.max_attempts;
+            // Exhausted messages are dead-lettered even when the batch is full (a pop with
+            // `max` 0 only sweeps them).
+            if out.len() >= max && !exhausted {
+                continue;
             }
             let Some(entry) = self.cq_entries(&topic.config.name, queue_id, offset, 1)?.pop() else {
                 // Purged by retention: nothing left to deliver.
                 state.inflight.remove(&offset);
                 continue;
             };
-            if req.max_attempts > 0 && inflight.attempt >= req.max_attempts {
+            if exhausted {
                 if self.dead_letter(log_index, &req.group, entry)? {
                     state.inflight.remove(&offset);
                 }

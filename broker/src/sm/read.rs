@@ -147,3 +147,56 @@ impl Store {
             .map(|_| state))
     }
 }
+
+/// A group's pop state on one queue, as found by a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PopEntry {
+    pub group: String,
+    pub topic: String,
+    pub queue_id: u32,
+    pub state: PopState,
+}
+
+impl Store {
+    /// Pop states in key order, starting after `after` (a previous page's last key), at
+    /// most `limit`; states of deleted topic incarnations are skipped.
+    pub fn scan_pop_states(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> SmResult<(Vec<PopEntry>, Option<Vec<u8>>)> {
+        let mut it = self.db().raw_iterator_cf(self.cf(CF_POP)?);
+        match after {
+            Some(k) => {
+                it.seek(k);
+                if it.key() == Some(k) {
+                    it.next();
+                }
+            }
+            None => it.seek_to_first(),
+        }
+        let mut out = Vec::new();
+        let mut last = None;
+        while out.len() < limit {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            last = Some(k.to_vec());
+            if let Some((group, topic, queue_id)) = keys::split_pop_key(k) {
+                let state: PopState = records::from_postcard("pop state", v)?;
+                let current = self.topic(&topic)?;
+                if current.is_some_and(|t| t.created_at == state.topic_created_at) {
+                    out.push(PopEntry {
+                        group,
+                        topic,
+                        queue_id,
+                        state,
+                    });
+                }
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok((out, last))
+    }
+}

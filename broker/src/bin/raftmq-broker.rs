@@ -1,0 +1,108 @@
+//! `raftmq-broker`: runs one member of a broker group until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use raftmq_broker::config::BrokerConfig;
+use raftmq_broker::config::PeerConfig;
+use raftmq_broker::node::Node;
+
+/// A raftmq broker node: one member of a Raft-replicated broker group serving the
+/// RocketMQ 5 gRPC protocol. Flags override the TOML file; `--print-config` shows the result.
+#[derive(Debug, Parser)]
+#[command(name = "raftmq-broker", version)]
+struct Args {
+    /// TOML configuration file (every key optional; see docs/OPERATIONS.md).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Raft node id of this broker (≥ 1, unique in the group).
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Broker group name.
+    #[arg(long)]
+    group: Option<String>,
+    /// Data directory (commit log and state machine).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Client address (RocketMQ 5 gRPC and admin), IP:port.
+    #[arg(long)]
+    client_addr: Option<String>,
+    /// Raft address, IP:port.
+    #[arg(long)]
+    raft_addr: Option<String>,
+    /// A group member as ID=RAFT_ADDR/CLIENT_ADDR; repeat for every member, this node included.
+    #[arg(long = "peer", value_parser = PeerConfig::parse)]
+    peers: Vec<PeerConfig>,
+    /// Name server address (repeatable).
+    #[arg(long)]
+    namesrv: Vec<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+impl Args {
+    fn into_config(self) -> anyhow::Result<(BrokerConfig, bool)> {
+        let mut c = match &self.config {
+            Some(path) => BrokerConfig::from_toml_file(path)?,
+            None => BrokerConfig::default(),
+        };
+        if let Some(v) = self.node_id {
+            c.node_id = v;
+        }
+        if let Some(v) = self.group {
+            c.group = v;
+        }
+        if let Some(v) = self.data_dir {
+            c.data_dir = v;
+        }
+        if let Some(v) = self.client_addr {
+            c.client_addr = v;
+        }
+        if let Some(v) = self.raft_addr {
+            c.raft_addr = v;
+        }
+        if !self.peers.is_empty() {
+            c.peers = self.peers;
+        }
+        if !self.namesrv.is_empty() {
+            c.namesrv = self.namesrv;
+        }
+        Ok((c, self.print_config))
+    }
+}
+
+async fn terminated() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::SignalKind;
+    use tokio::signal::unix::signal;
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let (config, print) = Args::parse().into_config()?;
+    if print {
+        println!("{}", toml::to_string_pretty(&config).context("render config")?);
+        return Ok(());
+    }
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let node = Node::start(config).await.context("broker node failed to start")?;
+    let signal = terminated().await?;
+    tracing::info!(signal, "stopping");
+    node.shutdown(grace).await;
+    Ok(())
+}

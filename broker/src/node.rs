@@ -1,0 +1,220 @@
+//! A running broker node: opens the commit log and the state machine from the data dir,
+//! starts Raft with its gRPC network, serves the client port (RocketMQ 5 protocol and the
+//! admin service) and the Raft port, initializes a fresh group once, and shuts all of it
+//! down in order.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft_log::CommitLog;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::Admin;
+use crate::config::BrokerConfig;
+use crate::context::Broker;
+use crate::context::BrokerRaft;
+use crate::leader_duties;
+use crate::raft::NetworkFactory;
+use crate::raft::RaftGrpcService;
+use crate::raft::server;
+use crate::raft::types::BrokerNode;
+use crate::raft::types::LogStore;
+use crate::service::Messaging;
+use crate::sm::SmConfig;
+use crate::sm::StateMachine;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("cannot create {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("commit log: {0}")]
+    Log(#[from] raft_log::LogError),
+    #[error("state machine: {0}")]
+    Sm(#[from] crate::sm::SmError),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A started node.
+#[derive(Debug)]
+pub struct Node {
+    broker: Arc<Broker>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
+        addr: addr.to_owned(),
+        source,
+    })
+}
+
+fn create_dir(path: &std::path::Path) -> Result<(), StartError> {
+    std::fs::create_dir_all(path).map_err(|source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+impl Node {
+    /// Starts a node; returns once both ports listen (the group may still be electing).
+    pub async fn start(config: BrokerConfig) -> Result<Self, StartError> {
+        config.validate()?;
+        let config = Arc::new(config);
+        for dir in [config.log_dir(), config.sm_dir(), config.spool_dir()] {
+            create_dir(&dir)?;
+        }
+        let raft_listener = bind(&config.raft_addr).await?;
+        let client_listener = bind(&config.client_addr).await?;
+
+        let (log, report) = {
+            let (dir, cfg) = (config.log_dir(), config.log.clone());
+            tokio::task::spawn_blocking(move || CommitLog::open(dir, cfg))
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))??
+        };
+        tracing::info!(?report, "commit log opened");
+        let sm = {
+            let dir = config.sm_dir();
+            tokio::task::spawn_blocking(move || StateMachine::open(dir, SmConfig::default()))
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))??
+        };
+        let net = NetworkFactory::new(config.node_id, &config.group, config.network.clone())
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft_config = config
+            .raft
+            .build(&config.group)
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let store: LogStore = raft_log::storage::RaftLogStore::new(log.clone());
+        let raft: BrokerRaft = openraft::Raft::new(config.node_id, raft_config, net, store, sm.clone())
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let broker = Arc::new(Broker::new(config.clone(), raft.clone(), sm, log));
+        let (stop, _) = watch::channel(false);
+        let mut node = Self {
+            broker,
+            stop,
+            tasks: Vec::new(),
+        };
+        node.spawn_raft_server(raft_listener);
+        node.spawn_client_server(client_listener);
+        node.tasks.push((
+            "leader duties",
+            tokio::spawn(leader_duties::run(node.broker.clone(), node.stop.subscribe())),
+        ));
+        node.initialize_if_fresh().await?;
+        tracing::info!(
+            node = config.node_id,
+            group = %config.group,
+            client = %config.client_addr,
+            raft = %config.raft_addr,
+            "broker node started"
+        );
+        Ok(node)
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    fn spawn_raft_server(&mut self, listener: TcpListener) {
+        let config = &self.broker.config;
+        let service = RaftGrpcService::new(self.broker.raft.clone(), config.spool_dir(), &config.network);
+        let net = config.network.clone();
+        let shutdown = self.stopped();
+        let task = tokio::spawn(async move {
+            if let Err(e) = server::serve(listener, service, &net, shutdown).await {
+                tracing::error!(error = %e, "raft server failed");
+            }
+        });
+        self.tasks.push(("raft server", task));
+    }
+
+    fn spawn_client_server(&mut self, listener: TcpListener) {
+        let messaging = Messaging::new(self.broker.clone()).into_server();
+        let admin = Admin::new(self.broker.clone()).into_server();
+        let shutdown = self.stopped();
+        let task = tokio::spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let result = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .concurrency_limit_per_connection(1024)
+                .add_service(messaging)
+                .add_service(admin)
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "client server failed");
+            }
+        });
+        self.tasks.push(("client server", task));
+    }
+
+    /// The member with the lowest id initializes a group that has never been initialized;
+    /// everyone else waits to be contacted by the leader.
+    async fn initialize_if_fresh(&self) -> Result<(), StartError> {
+        let config = &self.broker.config;
+        let initialized = self
+            .broker
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if initialized || !config.is_initializer() {
+            return Ok(());
+        }
+        let members: BTreeMap<u64, BrokerNode> = config.peers.iter().map(|p| (p.id, p.node())).collect();
+        tracing::info!(members = members.len(), "initializing a fresh broker group");
+        match self.broker.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(openraft::errors::RaftError::APIError(e)) => {
+                // Another incarnation initialized it already; nothing to do.
+                tracing::warn!(error = %e, "group initialization not needed");
+                Ok(())
+            }
+            Err(e) => Err(StartError::Raft(e.to_string())),
+        }
+    }
+
+    /// Stops serving: the client port first (open calls get `grace` to finish), then Raft
+    /// and its port, then flushes the state machine.
+    pub async fn shutdown(self, grace: Duration) {
+        tracing::info!("shutting down");
+        self.stop.send_replace(true);
+        for (name, mut task) in self.tasks {
+            if tokio::time::timeout(grace, &mut task).await.is_err() {
+                tracing::warn!(task = name, "did not stop in time; aborting it");
+                task.abort();
+            }
+        }
+        if let Err(e) = self.broker.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        let sm = self.broker.sm.clone();
+        match tokio::task::spawn_blocking(move || sm.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "state machine flush at shutdown"),
+            Err(e) => tracing::warn!(error = %e, "state machine flush task"),
+        }
+        tracing::info!("stopped");
+    }
+}

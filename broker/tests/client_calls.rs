@@ -1,0 +1,467 @@
+//! QueryRoute, Telemetry, Heartbeat, NotifyClientTermination, PullMessage and the offset
+//! calls against a real single-node broker group serving its client port on loopback
+//! (ports chosen at run time), through a gRPC client.
+
+use std::time::Duration;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use openraft::ServerState;
+use raft_log::LogConfig;
+use raftmq_broker::command::Command;
+use raftmq_broker::command::CommandResult;
+use raftmq_broker::command::Header;
+use raftmq_broker::command::MessageKind;
+use raftmq_broker::command::Permission;
+use raftmq_broker::command::TopicConfig;
+use raftmq_broker::config::BrokerConfig;
+use raftmq_broker::config::PeerConfig;
+use raftmq_broker::node::Node;
+use raftmq_proto::rocketmq::v2 as pb;
+use raftmq_proto::rocketmq::v2::Code;
+use raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
+use raftmq_proto::rocketmq::v2::pull_message_response::Content;
+use tonic::Request;
+use tonic::transport::Channel;
+
+const TOPIC: &str = "orders";
+const GROUP: &str = "GID_pull";
+const CLIENT_ID: &str = "test-client@1";
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn res(name: &str) -> pb::Resource {
+    pb::Resource {
+        resource_namespace: String::new(),
+        name: name.into(),
+    }
+}
+
+fn mq(id: i32) -> pb::MessageQueue {
+    pb::MessageQueue {
+        topic: Some(res(TOPIC)),
+        id,
+        ..Default::default()
+    }
+}
+
+fn with_client_id<T>(msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("x-mq-client-id", CLIENT_ID.parse().expect("ascii"));
+    r
+}
+
+struct Harness {
+    node: Option<Node>,
+    client: MessagingServiceClient<Channel>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let peer = PeerConfig {
+            id: 1,
+            raft_addr: format!("127.0.0.1:{}", free_port()?),
+            client_addr: format!("127.0.0.1:{}", free_port()?),
+        };
+        let config = BrokerConfig {
+            node_id: 1,
+            group: "broker-t".into(),
+            data_dir: dir.path().to_path_buf(),
+            client_addr: peer.client_addr.clone(),
+            raft_addr: peer.raft_addr.clone(),
+            peers: vec![peer.clone()],
+            log: LogConfig {
+                segment_size: 4 << 20,
+                preallocate: false,
+                ..LogConfig::default()
+            },
+            ..BrokerConfig::default()
+        };
+        let node = Node::start(config).await?;
+        node.broker()
+            .raft
+            .wait(Some(Duration::from_secs(20)))
+            .state(ServerState::Leader, "single node leads")
+            .await?;
+        let client = MessagingServiceClient::connect(format!("http://{}", peer.client_addr)).await?;
+        let h = Self {
+            node: Some(node),
+            client,
+            _dir: dir,
+        };
+        h.create_topic(TOPIC, 2, MessageKind::Normal).await?;
+        Ok(h)
+    }
+
+    /// Shuts the node down (a test that panics leaves it to `Drop`).
+    async fn stop(mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown(Duration::from_secs(2)).await;
+        }
+    }
+
+    fn node(&self) -> &Node {
+        self.node.as_ref().expect("running")
+    }
+
+    async fn create_topic(&self, name: &str, queues: u32, kind: MessageKind) -> anyhow::Result<()> {
+        let config = TopicConfig {
+            name: name.into(),
+            queues,
+            permission: Permission::ReadWrite,
+            kind,
+        };
+        let r = self
+            .node()
+            .broker()
+            .write(Command::control(Header::CreateTopic(config))?)
+            .await?;
+        anyhow::ensure!(r == CommandResult::Done, "create topic: {r:?}");
+        Ok(())
+    }
+
+    /// Sends one message with `tag` and returns its queue offset.
+    async fn send(&mut self, id: &str, tag: &str) -> anyhow::Result<i64> {
+        let m = pb::Message {
+            topic: Some(res(TOPIC)),
+            user_properties: Default::default(),
+            system_properties: Some(pb::SystemProperties {
+                tag: Some(tag.into()),
+                message_id: id.into(),
+                message_group: Some("all-on-one-queue".into()),
+                ..Default::default()
+            }),
+            body: format!("body of {id}").into_bytes(),
+        };
+        let resp = self
+            .client
+            .send_message(pb::SendMessageRequest { messages: vec![m] })
+            .await?
+            .into_inner();
+        let entry = resp.entries.first().cloned().unwrap_or_default();
+        anyhow::ensure!(
+            entry.status.map(|s| s.code) == Some(Code::Ok as i32),
+            "send failed: {resp:?}"
+        );
+        Ok(entry.offset)
+    }
+
+    fn queue_of_group(&self) -> i32 {
+        raftmq_broker::service::send_message::group_queue("all-on-one-queue", 2) as i32
+    }
+
+    async fn pull(&mut self, queue: i32, offset: i64, batch: i32, tags: &str, poll_ms: u64) -> Pulled {
+        let req = pb::PullMessageRequest {
+            group: Some(res(GROUP)),
+            message_queue: Some(mq(queue)),
+            offset,
+            batch_size: batch,
+            filter_expression: Some(pb::FilterExpression {
+                r#type: pb::FilterType::Tag as i32,
+                expression: tags.into(),
+            }),
+            long_polling_timeout: Some(raftmq_broker::message::duration(poll_ms)),
+        };
+        let mut req = Request::new(req);
+        req.set_timeout(Duration::from_secs(10));
+        let stream = self.client.pull_message(req).await.expect("pull").into_inner();
+        let mut out = Pulled::default();
+        for item in stream.collect::<Vec<_>>().await {
+            match item.expect("item").content {
+                Some(Content::Status(s)) => out.status.push(s.code),
+                Some(Content::Message(m)) => out.ids.push(m.system_properties.expect("sys").message_id),
+                Some(Content::NextOffset(n)) => out.next.push(n),
+                None => panic!("empty item"),
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.take() {
+            drop(tokio::spawn(node.shutdown(Duration::from_secs(1))));
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Pulled {
+    status: Vec<i32>,
+    ids: Vec<String>,
+    next: Vec<i64>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_list_every_queue_on_broker_zero_at_the_leader() -> anyhow::Result<()> {
+    let mut h = Harness::start().await?;
+    let req = pb::QueryRouteRequest {
+        topic: Some(res(TOPIC)),
+        endpoints: None,
+    };
+    let resp = h.client.query_route(req).await?.into_inner();
+    assert_eq!(resp.status.map(|s| s.code), Some(Code::Ok as i32));
+    assert_eq!(
+        resp.message_queues.iter().map(|q| q.id).collect::<Vec<_>>(),
+        [0, 1]
+    );
+    let q = &resp.message_queues[0];
+    assert_eq!(q.permission, pb::Permission::ReadWrite as i32);
+    assert_eq!(q.accept_message_types, [pb::MessageType::Normal as i32]);
+    let broker = q.broker.as_ref().expect("broker");
+    assert_eq!((broker.name.as_str(), broker.id), ("broker-t", 0));
+    let addr = &broker.endpoints.as_ref().expect("endpoints").addresses[0];
+    assert_eq!(
+        format!("{}:{}", addr.host, addr.port),
+        h.node().broker().client_addr()
+    );
+
+    let unknown = pb::QueryRouteRequest {
+        topic: Some(res("nope")),
+        endpoints: None,
+    };
+    let resp = h.client.query_route(unknown).await?.into_inner();
+    assert_eq!(resp.status.map(|s| s.code), Some(Code::TopicNotFound as i32));
+    let illegal = pb::QueryRouteRequest {
+        topic: Some(res("no spaces")),
+        endpoints: None,
+    };
+    let resp = h.client.query_route(illegal).await?.into_inner();
+    assert_eq!(resp.status.map(|s| s.code), Some(Code::IllegalTopic as i32));
+    h.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_answers_settings_and_registers_the_client() -> anyhow::Result<()> {
+    let mut h = Harness::start().await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::TelemetryCommand>(4);
+    let outbound = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    // The response (headers) arrives before the client sent anything.
+    let resp = tokio::time::timeout(
+        Duration::from_secs(5),
+        h.client.telemetry(with_client_id(outbound)),
+    )
+    .await??;
+    let mut replies = resp.into_inner();
+    let settings = pb::Settings {
+        client_type: Some(pb::ClientType::SimpleConsumer as i32),
+        pub_sub: Some(pb::settings::PubSub::Subscription(pb::Subscription {
+            group: Some(res(GROUP)),
+            fifo: Some(true),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    tx.send(pb::TelemetryCommand {
+        status: None,
+        command: Some(pb::telemetry_command::Command::Settings(settings)),
+    })
+    .await?;
+    let reply = tokio::time::timeout(Duration::from_secs(5), replies.message())
+        .await??
+        .expect("a reply");
+    assert_eq!(reply.status.map(|s| s.code), Some(Code::Ok as i32));
+    let Some(pb::telemetry_command::Command::Settings(s)) = reply.command else {
+        panic!("settings expected");
+    };
+    assert!(matches!(
+        s.backoff_policy.and_then(|p| p.strategy),
+        Some(pb::retry_policy::Strategy::CustomizedBackoff(_))
+    ));
+    let info = h.node().broker().clients.get(CLIENT_ID).expect("registered");
+    assert!(info.fifo());
+
+    let hb = h
+        .client
+        .heartbeat(with_client_id(pb::HeartbeatRequest::default()))
+        .await?
+        .into_inner();
+    assert_eq!(hb.status.map(|s| s.code), Some(Code::Ok as i32));
+    let hb = h
+        .client
+        .heartbeat(pb::HeartbeatRequest::default())
+        .await?
+        .into_inner();
+    assert_eq!(hb.status.map(|s| s.code), Some(Code::ClientIdRequired as i32));
+
+    let bye = pb::NotifyClientTerminationRequest {
+        group: Some(res(GROUP)),
+    };
+    let resp = h
+        .client
+        .notify_client_termination(with_client_id(bye))
+        .await?
+        .into_inner();
+    assert_eq!(resp.status.map(|s| s.code), Some(Code::Ok as i32));
+    assert!(h.node().broker().clients.get(CLIENT_ID).is_none());
+
+    drop(tx);
+    let end = tokio::time::timeout(Duration::from_secs(5), replies.message()).await?;
+    assert!(
+        matches!(end, Ok(None)),
+        "the stream ends when the client closes it: {end:?}"
+    );
+    h.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_read_filter_and_long_poll() -> anyhow::Result<()> {
+    let mut h = Harness::start().await?;
+    let q = h.queue_of_group();
+    for (i, tag) in ["a", "b", "a"].iter().enumerate() {
+        assert_eq!(h.send(&format!("m{i}"), tag).await?, i as i64);
+    }
+    let p = h.pull(q, 0, 10, "*", 0).await;
+    assert_eq!(
+        (p.status, p.ids, p.next),
+        (
+            vec![Code::Ok as i32],
+            vec!["m0".into(), "m1".into(), "m2".into()],
+            vec![3]
+        )
+    );
+    let p = h.pull(q, 0, 1, "*", 0).await;
+    assert_eq!((p.ids, p.next), (vec!["m0".to_owned()], vec![1]));
+    let p = h.pull(q, 0, 10, "a", 0).await;
+    assert_eq!((p.ids, p.next), (vec!["m0".to_owned(), "m2".to_owned()], vec![3]));
+    let p = h.pull(q, 1, 10, "c", 0).await;
+    assert_eq!(
+        (p.status, p.next),
+        (vec![Code::MessageNotFound as i32], vec![3]),
+        "skipped to the end"
+    );
+    let p = h.pull(q, 7, 10, "*", 0).await;
+    assert_eq!((p.status, p.next), (vec![Code::IllegalOffset as i32], vec![3]));
+    let p = h.pull(q, 0, 0, "*", 0).await;
+    assert_eq!(p.status, [Code::BadRequest as i32]);
+    let p = h.pull(9, 0, 1, "*", 0).await;
+    assert_eq!(p.status, [Code::BadRequest as i32]);
+
+    // A long poll at the end returns as soon as a message arrives.
+    let sender = {
+        let mut client = h.client.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let m = pb::Message {
+                topic: Some(res(TOPIC)),
+                user_properties: Default::default(),
+                system_properties: Some(pb::SystemProperties {
+                    tag: Some("a".into()),
+                    message_id: "late".into(),
+                    message_group: Some("all-on-one-queue".into()),
+                    ..Default::default()
+                }),
+                body: b"late".to_vec(),
+            };
+            client
+                .send_message(pb::SendMessageRequest { messages: vec![m] })
+                .await
+        })
+    };
+    let started = Instant::now();
+    let p = h.pull(q, 3, 10, "*", 5_000).await;
+    assert_eq!((p.ids, p.next), (vec!["late".to_owned()], vec![4]));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "woken by the send: {:?}",
+        started.elapsed()
+    );
+    sender.await??;
+
+    // A long poll with nothing arriving ends at its timeout.
+    let started = Instant::now();
+    let p = h.pull(q, 4, 10, "*", 400).await;
+    assert_eq!((p.status, p.next), (vec![Code::MessageNotFound as i32], vec![4]));
+    assert!(started.elapsed() >= Duration::from_millis(350));
+    h.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_commit_read_back_and_resolve_by_policy() -> anyhow::Result<()> {
+    let mut h = Harness::start().await?;
+    let q = h.queue_of_group();
+    let get = pb::GetOffsetRequest {
+        group: Some(res(GROUP)),
+        message_queue: Some(mq(q)),
+    };
+    let resp = h.client.get_offset(get.clone()).await?.into_inner();
+    assert_eq!(resp.status.map(|s| s.code), Some(Code::OffsetNotFound as i32));
+    let update = pb::UpdateOffsetRequest {
+        group: Some(res(GROUP)),
+        message_queue: Some(mq(q)),
+        offset: 2,
+    };
+    let resp = h.client.update_offset(update.clone()).await?.into_inner();
+    assert_eq!(resp.status.map(|s| s.code), Some(Code::Ok as i32));
+    let resp = h.client.get_offset(get).await?.into_inner();
+    assert_eq!(
+        (resp.status.map(|s| s.code), resp.offset),
+        (Some(Code::Ok as i32), 2)
+    );
+    let resp = h
+        .client
+        .update_offset(pb::UpdateOffsetRequest {
+            offset: -1,
+            ..update.clone()
+        })
+        .await?;
+    assert_eq!(
+        resp.into_inner().status.map(|s| s.code),
+        Some(Code::IllegalOffset as i32)
+    );
+    let bad_group = pb::UpdateOffsetRequest {
+        group: Some(res("bad group")),
+        ..update
+    };
+    let resp = h.client.update_offset(bad_group).await?.into_inner();
+    assert_eq!(
+        resp.status.map(|s| s.code),
+        Some(Code::IllegalConsumerGroup as i32)
+    );
+
+    h.send("x0", "a").await?;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let between = raftmq_broker::context::now_ms();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    h.send("x1", "a").await?;
+    let query = |policy: pb::QueryOffsetPolicy, ts: Option<u64>| pb::QueryOffsetRequest {
+        message_queue: Some(mq(q)),
+        query_offset_policy: policy as i32,
+        timestamp: ts.map(raftmq_broker::message::timestamp),
+    };
+    let cases = [
+        (query(pb::QueryOffsetPolicy::Beginning, None), Code::Ok, 0),
+        (query(pb::QueryOffsetPolicy::End, None), Code::Ok, 2),
+        (query(pb::QueryOffsetPolicy::Timestamp, Some(0)), Code::Ok, 0),
+        (
+            query(pb::QueryOffsetPolicy::Timestamp, Some(between)),
+            Code::Ok,
+            1,
+        ),
+        (
+            query(pb::QueryOffsetPolicy::Timestamp, Some(between + 3_600_000)),
+            Code::Ok,
+            2,
+        ),
+        (query(pb::QueryOffsetPolicy::Timestamp, None), Code::BadRequest, 0),
+    ];
+    for (req, code, offset) in cases {
+        let resp = h.client.query_offset(req.clone()).await?.into_inner();
+        assert_eq!(
+            (resp.status.map(|s| s.code), resp.offset),
+            (Some(code as i32), offset),
+            "{req:?}"
+        );
+    }
+    h.stop().await;
+    Ok(())
+}

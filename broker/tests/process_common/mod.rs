@@ -1,0 +1,364 @@
+//! Harness of the process-level tests: real `raftmq-broker` processes on loopback ports
+//! chosen at run time, data in a temporary folder, talked to over gRPC. Every process
+//! started here is killed (by its own handle) when the group is dropped.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Stdio;
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::Context;
+use raftmq_proto::raftmq::admin::v1 as admin;
+use raftmq_proto::raftmq::admin::v1::admin_service_client::AdminServiceClient;
+use raftmq_proto::rocketmq::v2 as pb;
+use raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
+use tonic::transport::Channel;
+
+/// How long any awaited condition may take.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A port the OS considers free right now.
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub id: u64,
+    pub client: String,
+    pub raft: String,
+}
+
+/// Three broker processes.
+pub struct ProcGroup {
+    pub dir: tempfile::TempDir,
+    pub nodes: BTreeMap<u64, NodeSpec>,
+    children: BTreeMap<u64, Child>,
+    extra_env: Vec<(String, String)>,
+}
+
+impl Drop for ProcGroup {
+    fn drop(&mut self) {
+        for (_, mut c) in std::mem::take(&mut self.children) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            for id in self.nodes.keys() {
+                let log = self.log_path(*id);
+                if let Ok(text) = std::fs::read_to_string(&log) {
+                    let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                    eprintln!("--- node {id} log tail ---");
+                    for l in tail.iter().rev() {
+                        eprintln!("{l}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl ProcGroup {
+    pub fn start(n: u64) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            let spec = NodeSpec {
+                id,
+                client: format!("127.0.0.1:{}", free_port()?),
+                raft: format!("127.0.0.1:{}", free_port()?),
+            };
+            nodes.insert(id, spec);
+        }
+        let mut g = Self {
+            dir,
+            nodes,
+            children: BTreeMap::new(),
+            extra_env: Vec::new(),
+        };
+        for id in 1..=n {
+            g.start_node(id)?;
+        }
+        Ok(g)
+    }
+
+    fn log_path(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node-{id}.log"))
+    }
+
+    /// Starts (or restarts) node `id` with its data dir.
+    pub fn start_node(&mut self, id: u64) -> anyhow::Result<()> {
+        let spec = self.nodes[&id].clone();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))?;
+        let config = self.dir.path().join("broker.toml");
+        // Small segments: each node preallocates its current segment.
+        std::fs::write(&config, "[log]\nsegment_size = 67108864\n")?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftmq-broker"));
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("--node-id")
+            .arg(id.to_string())
+            .arg("--group")
+            .arg("g1")
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("node-{id}")))
+            .arg("--client-addr")
+            .arg(&spec.client)
+            .arg("--raft-addr")
+            .arg(&spec.raft);
+        for p in self.nodes.values() {
+            cmd.arg("--peer").arg(format!("{}={}/{}", p.id, p.raft, p.client));
+        }
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("spawn raftmq-broker")?;
+        self.children.insert(id, child);
+        Ok(())
+    }
+
+    /// SIGKILLs node `id`.
+    pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
+        if let Some(mut c) = self.children.remove(&id) {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERMs node `id` and waits for it to exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self, id: u64) -> anyhow::Result<bool> {
+        let Some(mut c) = self.children.remove(&id) else {
+            return Ok(true);
+        };
+        let pid = c.id().to_string();
+        Command::new("kill").arg("-TERM").arg(&pid).status()?;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = c.try_wait()? {
+                return Ok(status.success());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "node {id} ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn client_addr(&self, id: u64) -> &str {
+        &self.nodes[&id].client
+    }
+
+    pub async fn messaging(&self, id: u64) -> anyhow::Result<MessagingServiceClient<Channel>> {
+        let ch = channel(self.client_addr(id))?;
+        Ok(MessagingServiceClient::new(ch))
+    }
+
+    pub async fn admin(&self, id: u64) -> anyhow::Result<AdminServiceClient<Channel>> {
+        let ch = channel(self.client_addr(id))?;
+        Ok(AdminServiceClient::new(ch))
+    }
+
+    /// Waits until some live node among `among` reports a leader in `among` that accepts
+    /// writes (a topic listing through it works); returns its id.
+    pub async fn wait_leader(&self, among: &[u64]) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            for &id in among {
+                let Ok(mut a) = self.admin(id).await else { continue };
+                let Ok(resp) = a.cluster_status(admin::ClusterStatusRequest {}).await else {
+                    continue;
+                };
+                let s = resp.into_inner();
+                if let Some(l) = s.leader_id
+                    && among.contains(&l)
+                {
+                    return Ok(l);
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no leader among {among:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Creates a topic through any node, retrying while the group elects.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        queues: u32,
+        kind: admin::MessageKind,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let leader = self
+                .wait_leader(&self.nodes.keys().copied().collect::<Vec<_>>())
+                .await?;
+            let mut a = self.admin(leader).await?;
+            let req = admin::CreateTopicRequest {
+                topic: Some(admin::TopicSpec {
+                    name: name.into(),
+                    queues,
+                    permission: admin::Permission::ReadWrite as i32,
+                    kind: kind as i32,
+                }),
+            };
+            match a.create_topic(req).await {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() < deadline && e.code() == tonic::Code::Unavailable => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => anyhow::bail!("create topic {name}: {e}"),
+            }
+        }
+    }
+}
+
+fn channel(addr: &str) -> anyhow::Result<Channel> {
+    Ok(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(30))
+        .connect_lazy())
+}
+
+/// A message as a producer sends it.
+pub fn message(topic: &str, id: &str, body: &[u8], group: Option<&str>) -> pb::Message {
+    pb::Message {
+        topic: Some(pb::Resource {
+            resource_namespace: String::new(),
+            name: topic.into(),
+        }),
+        user_properties: Default::default(),
+        system_properties: Some(pb::SystemProperties {
+            message_id: id.into(),
+            tag: Some("TagA".into()),
+            message_group: group.map(Into::into),
+            body_encoding: pb::Encoding::Identity as i32,
+            message_type: if group.is_some() {
+                pb::MessageType::Fifo as i32
+            } else {
+                pb::MessageType::Normal as i32
+            },
+            ..Default::default()
+        }),
+        body: body.to_vec(),
+    }
+}
+
+/// Sends one message; returns the top-level status code and the entry's offset.
+pub async fn send(c: &mut MessagingServiceClient<Channel>, m: pb::Message) -> anyhow::Result<(i32, i64)> {
+    let resp = c
+        .send_message(pb::SendMessageRequest { messages: vec![m] })
+        .await?
+        .into_inner();
+    let code = resp.status.map_or(0, |s| s.code);
+    let offset = resp.entries.first().map_or(-1, |e| e.offset);
+    Ok((code, offset))
+}
+
+/// One receive: (status code, messages).
+pub async fn receive(
+    c: &mut MessagingServiceClient<Channel>,
+    topic: &str,
+    group: &str,
+    batch: i32,
+    wait: Duration,
+) -> anyhow::Result<(i32, Vec<pb::Message>)> {
+    let req = pb::ReceiveMessageRequest {
+        group: Some(pb::Resource {
+            resource_namespace: String::new(),
+            name: group.into(),
+        }),
+        message_queue: Some(pb::MessageQueue {
+            topic: Some(pb::Resource {
+                resource_namespace: String::new(),
+                name: topic.into(),
+            }),
+            id: -1,
+            ..Default::default()
+        }),
+        filter_expression: Some(pb::FilterExpression {
+            r#type: pb::FilterType::Tag as i32,
+            expression: "*".into(),
+        }),
+        batch_size: batch,
+        invisible_duration: Some(raftmq_proto::prost_types::Duration {
+            seconds: 30,
+            nanos: 0,
+        }),
+        auto_renew: false,
+        long_polling_timeout: Some(raftmq_proto::prost_types::Duration {
+            seconds: wait.as_secs() as i64,
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    let mut request = tonic::Request::new(req);
+    request.set_timeout(wait + Duration::from_secs(5));
+    let mut stream = c.receive_message(request).await?.into_inner();
+    let mut code = 0;
+    let mut out = Vec::new();
+    while let Some(item) = stream.message().await? {
+        match item.content {
+            Some(pb::receive_message_response::Content::Status(s)) => code = s.code,
+            Some(pb::receive_message_response::Content::Message(m)) => out.push(m),
+            _ => {}
+        }
+    }
+    Ok((code, out))
+}
+
+/// Acks messages; returns the top-level status code.
+pub async fn ack(
+    c: &mut MessagingServiceClient<Channel>,
+    topic: &str,
+    group: &str,
+    msgs: &[pb::Message],
+) -> anyhow::Result<i32> {
+    let entries = msgs
+        .iter()
+        .filter_map(|m| {
+            let s = m.system_properties.as_ref()?;
+            Some(pb::AckMessageEntry {
+                message_id: s.message_id.clone(),
+                receipt_handle: s.receipt_handle.clone()?,
+                ..Default::default()
+            })
+        })
+        .collect();
+    let resp = c
+        .ack_message(pb::AckMessageRequest {
+            group: Some(pb::Resource {
+                resource_namespace: String::new(),
+                name: group.into(),
+            }),
+            topic: Some(pb::Resource {
+                resource_namespace: String::new(),
+                name: topic.into(),
+            }),
+            entries,
+        })
+        .await?
+        .into_inner();
+    Ok(resp.status.map_or(0, |s| s.code))
+}
+
+pub fn msg_id(m: &pb::Message) -> String {
+    m.system_properties
+        .as_ref()
+        .map(|s| s.message_id.clone())
+        .unwrap_or_default()
+}

@@ -1,0 +1,168 @@
+//! A real three-process broker group: sends and receives through leader and followers,
+//! FIFO order, failover with SIGKILL, restart and catch-up, graceful SIGTERM.
+
+mod process_common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+use std::time::Instant;
+
+use process_common::*;
+use raftmq_proto::raftmq::admin::v1 as admin;
+
+const OK: i32 = 20000;
+const NOT_FOUND: i32 = 40401;
+
+/// Receives and acks until `want` distinct ids arrived or `deadline` passes.
+async fn drain(
+    g: &ProcGroup,
+    node: u64,
+    topic: &str,
+    group: &str,
+    want: usize,
+) -> anyhow::Result<(BTreeSet<String>, usize)> {
+    let mut c = g.messaging(node).await?;
+    let mut seen = BTreeSet::new();
+    let mut dups = 0;
+    let deadline = Instant::now() + WAIT;
+    while seen.len() < want {
+        anyhow::ensure!(Instant::now() < deadline, "received {} of {want}", seen.len());
+        let (code, msgs) = receive(&mut c, topic, group, 32, Duration::from_secs(2)).await?;
+        anyhow::ensure!(code == OK || code == NOT_FOUND, "receive answered code {code}");
+        if msgs.is_empty() {
+            continue;
+        }
+        for m in &msgs {
+            if !seen.insert(msg_id(m)) {
+                dups += 1;
+            }
+        }
+        let code = ack(&mut c, topic, group, &msgs).await?;
+        anyhow::ensure!(code == OK, "ack answered code {code}");
+    }
+    Ok((seen, dups))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_through_any_node_are_received_once_and_in_order() -> anyhow::Result<()> {
+    let g = ProcGroup::start(3)?;
+    g.create_topic("orders", 4, admin::MessageKind::Normal).await?;
+    let leader = g.wait_leader(&[1, 2, 3]).await?;
+    let follower = [1, 2, 3].into_iter().find(|i| *i != leader).unwrap_or(1);
+    let mut sent = BTreeSet::new();
+    for (round, node) in [leader, follower].into_iter().enumerate() {
+        let mut c = g.messaging(node).await?;
+        for i in 0..100 {
+            let id = format!("m-{round}-{i}");
+            let (code, _) = send(&mut c, message("orders", &id, b"payload", None)).await?;
+            anyhow::ensure!(code == OK, "send via node {node} answered {code}");
+            sent.insert(id);
+        }
+    }
+    let (seen, dups) = drain(&g, follower, "orders", "cg", sent.len()).await?;
+    assert_eq!(seen, sent);
+    assert_eq!(dups, 0, "no redelivery without failures");
+
+    // FIFO: one message group lands on one queue and is consumed in send order.
+    g.create_topic("fifo", 8, admin::MessageKind::Fifo).await?;
+    let mut c = g.messaging(leader).await?;
+    let mut offsets = Vec::new();
+    for i in 0..50 {
+        let (code, offset) = send(&mut c, message("fifo", &format!("f-{i}"), b"x", Some("order-7"))).await?;
+        anyhow::ensure!(code == OK, "fifo send answered {code}");
+        offsets.push(offset);
+    }
+    assert!(
+        offsets.windows(2).all(|w| w[1] == w[0] + 1),
+        "one queue, consecutive offsets"
+    );
+    let mut order = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while order.len() < 50 {
+        anyhow::ensure!(Instant::now() < deadline, "fifo: got {}", order.len());
+        let (_, msgs) = receive(&mut c, "fifo", "fifo-cg", 8, Duration::from_secs(1)).await?;
+        order.extend(msgs.iter().map(msg_id));
+        ack(&mut c, "fifo", "fifo-cg", &msgs).await?;
+    }
+    let expected: Vec<String> = (0..50).map(|i| format!("f-{i}")).collect();
+    assert_eq!(order, expected);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_loses_no_acknowledged_send_and_catches_up() -> anyhow::Result<()> {
+    let mut g = ProcGroup::start(3)?;
+    g.create_topic("events", 8, admin::MessageKind::Normal).await?;
+    let leader = g.wait_leader(&[1, 2, 3]).await?;
+    let survivors: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != leader).collect();
+
+    // Consume and ack a first batch, so acks must survive the failover too.
+    let mut c = g.messaging(survivors[0]).await?;
+    let mut acked_before = BTreeSet::new();
+    for i in 0..40 {
+        let id = format!("a-{i}");
+        let (code, _) = send(&mut c, message("events", &id, b"x", None)).await?;
+        anyhow::ensure!(code == OK, "send answered {code}");
+        acked_before.insert(id);
+    }
+    let (first, _) = drain(&g, survivors[0], "events", "cg", 40).await?;
+    assert_eq!(first, acked_before);
+
+    let mut acked = BTreeSet::new();
+    for i in 0..50 {
+        let id = format!("b-{i}");
+        if send(&mut c, message("events", &id, b"x", None)).await?.0 == OK {
+            acked.insert(id);
+        }
+    }
+    g.kill(leader)?;
+    let killed_at = Instant::now();
+    // Keep sending through a survivor until sends succeed again.
+    let mut c = g.messaging(survivors[0]).await?;
+    let mut recovered = None;
+    let mut i = 0;
+    while acked.len() < 150 {
+        anyhow::ensure!(killed_at.elapsed() < WAIT, "no successful send within {WAIT:?}");
+        let id = format!("c-{i}");
+        i += 1;
+        if let Ok((OK, _)) = send(&mut c, message("events", &id, b"x", None)).await {
+            recovered.get_or_insert(killed_at.elapsed());
+            acked.insert(id);
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let gap = recovered.unwrap_or_default();
+    eprintln!(
+        "sends succeeded again {:.2} s after the leader was killed",
+        gap.as_secs_f64()
+    );
+    assert!(gap < Duration::from_secs(10));
+
+    g.start_node(leader)?;
+    let (seen, dups) = drain(&g, survivors[1], "events", "cg", acked.len()).await?;
+    assert!(acked.is_subset(&seen), "every acknowledged send is received");
+    assert!(
+        seen.is_disjoint(&acked_before),
+        "acked messages are not delivered again"
+    );
+    eprintln!("received {} ({} duplicates)", seen.len(), dups);
+
+    // The restarted node catches up: its applied index reaches the leader's.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut a = g.admin(leader).await?;
+        if let Ok(s) = a.cluster_status(admin::ClusterStatusRequest {}).await {
+            let s = s.into_inner();
+            let lagging = s.members.iter().any(|m| m.lag.unwrap_or(u64::MAX) > 0);
+            if !lagging {
+                break;
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "restarted node did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Graceful stop.
+    assert!(g.terminate(leader)?, "SIGTERM ends the node cleanly");
+    Ok(())
+}
