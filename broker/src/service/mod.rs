@@ -8,6 +8,7 @@
 
 pub mod ack_message;
 pub mod change_invisible;
+pub mod filter;
 pub mod heartbeat;
 pub mod long_poll;
 pub mod notify_termination;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream;
+use raftmq_proto::prost_types;
 use raftmq_proto::rocketmq::v2 as pb;
 use raftmq_proto::rocketmq::v2::Code;
 use raftmq_proto::rocketmq::v2::pull_message_response::Content;
@@ -23,9 +24,10 @@ use tokio::time::Instant;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
-use tonic::metadata::MetadataMap;
 
 use super::BoxStream;
+use super::filter::parse_filter;
+use super::long_poll;
 use super::offsets::first_available;
 use super::offsets::group_name;
 use super::offsets::queue_of;
@@ -33,13 +35,11 @@ use super::status;
 use crate::command::Permission;
 use crate::command::Rejection;
 use crate::command::TagFilter;
-use crate::command::tag_hash;
 use crate::context::Broker;
 use crate::error::BrokerError;
 use crate::error::BrokerResult;
 use crate::error::InvalidCode;
 use crate::message::Delivery;
-use crate::message::duration_ms;
 use crate::sm::CqEntry;
 
 /// Most messages one pull may ask for.
@@ -58,7 +58,7 @@ pub async fn handle(
     broker: &Arc<Broker>,
     req: Request<pb::PullMessageRequest>,
 ) -> Result<Response<BoxStream<Item>>, Status> {
-    let grpc_timeout = grpc_timeout(req.metadata());
+    let grpc_timeout = long_poll::grpc_timeout(req.metadata());
     let items = match pull(broker, &req.into_inner(), grpc_timeout).await {
         Ok(items) => items,
         Err(e) => {
@@ -150,29 +150,35 @@ fn parse(
             format!("batch_size {} is not in 1..={MAX_PULL_BATCH}", req.batch_size),
         ));
     }
-    let requested_ms = match &req.long_polling_timeout {
-        None => 0,
-        Some(d) => duration_ms(d).ok_or_else(|| {
-            BrokerError::invalid(
-                InvalidCode::IllegalPollingTime,
-                "long_polling_timeout is negative",
-            )
-        })?,
-    };
     let c = &broker.config;
+    let wait = wait_budget(
+        req.long_polling_timeout.as_ref(),
+        Duration::from_millis(c.max_long_poll_ms),
+        Duration::from_millis(c.long_poll_margin_ms),
+        grpc_timeout,
+    )?;
     Ok(Pull {
         topic: topic.name,
         queue_id,
         offset,
         batch: req.batch_size as usize,
-        filter: tag_filter(req.filter_expression.as_ref())?,
-        wait: wait_budget(
-            requested_ms,
-            c.max_long_poll_ms,
-            c.long_poll_margin_ms,
-            grpc_timeout,
-        ),
+        filter: parse_filter(req.filter_expression.as_ref())?.hashes,
+        wait,
     })
+}
+
+/// How long a pull may wait for messages: what the client asked, at most `max`, and ending
+/// `margin` before its gRPC deadline. Unlike a receive (which then waits the most), a pull
+/// that names no polling time does not wait.
+fn wait_budget(
+    requested: Option<&prost_types::Duration>,
+    max: Duration,
+    margin: Duration,
+    grpc_timeout: Option<Duration>,
+) -> BrokerResult<Duration> {
+    let requested = requested.copied().unwrap_or_default();
+    let window = long_poll::poll_window(Some(&requested), max)?;
+    Ok(long_poll::poll_budget(window, grpc_timeout, margin))
 }
 
 /// Reads the queue on the blocking pool (consume-queue scans and commit-log reads).
@@ -309,145 +315,50 @@ fn reply(requested: u64, outcome: Outcome) -> Vec<Item> {
     items
 }
 
-/// The tag filter of a request: none, `*` or blank = every message; else tags joined by `||`.
-fn tag_filter(f: Option<&pb::FilterExpression>) -> BrokerResult<TagFilter> {
-    let Some(f) = f else {
-        return Ok(TagFilter::All);
-    };
-    match pb::FilterType::try_from(f.r#type) {
-        Ok(pb::FilterType::Tag | pb::FilterType::Unspecified) => parse_tags(&f.expression),
-        Ok(pb::FilterType::Sql) => Err(BrokerError::invalid(
-            InvalidCode::Unsupported,
-            "SQL92 filters are not supported by PullMessage yet",
-        )),
-        Err(_) => Err(BrokerError::invalid(
-            InvalidCode::IllegalFilter,
-            format!("unknown filter type {}", f.r#type),
-        )),
-    }
-}
-
-fn parse_tags(expression: &str) -> BrokerResult<TagFilter> {
-    let e = expression.trim();
-    if e.is_empty() || e == "*" {
-        return Ok(TagFilter::All);
-    }
-    let hashes: Vec<u64> = e
-        .split("||")
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(tag_hash)
-        .collect();
-    if hashes.is_empty() {
-        return Err(BrokerError::invalid(
-            InvalidCode::IllegalFilter,
-            format!("tag expression {expression:?} names no tag"),
-        ));
-    }
-    Ok(TagFilter::Hashes(hashes))
-}
-
-/// How long a pull may wait for messages: what the client asked, at most `max_ms`, and
-/// ending `margin_ms` before its gRPC deadline.
-fn wait_budget(requested_ms: u64, max_ms: u64, margin_ms: u64, grpc_timeout: Option<Duration>) -> Duration {
-    let wait = Duration::from_millis(requested_ms.min(max_ms));
-    match grpc_timeout {
-        Some(t) => wait.min(t.saturating_sub(Duration::from_millis(margin_ms))),
-        None => wait,
-    }
-}
-
-/// The call's gRPC deadline (its `grpc-timeout` header), if it has one.
-fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
-    parse_grpc_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)
-}
-
-/// Parses a `grpc-timeout` value: at most 8 digits and a unit (`H M S m u n`).
-fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    if !v.is_ascii() || !(2..=9).contains(&v.len()) {
-        return None;
-    }
-    let (digits, unit) = v.split_at(v.len() - 1);
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    match unit {
-        "H" => Some(Duration::from_secs(n * 3600)),
-        "M" => Some(Duration::from_secs(n * 60)),
-        "S" => Some(Duration::from_secs(n)),
-        "m" => Some(Duration::from_millis(n)),
-        "u" => Some(Duration::from_micros(n)),
-        "n" => Some(Duration::from_nanos(n)),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn grpc_timeouts_parse_in_every_unit() {
-        assert_eq!(parse_grpc_timeout("30S"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_grpc_timeout("1500m"), Some(Duration::from_millis(1500)));
-        assert_eq!(
-            parse_grpc_timeout("99999999u"),
-            Some(Duration::from_micros(99_999_999))
-        );
-        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
-        for bad in ["", "S", "10", "10x", "-1S", "+1S", "123456789S", "1 S", "1é"] {
-            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
-        }
-        let mut m = MetadataMap::new();
-        assert_eq!(grpc_timeout(&m), None);
-        m.insert("grpc-timeout", tonic::metadata::MetadataValue::from_static("20S"));
-        assert_eq!(grpc_timeout(&m), Some(Duration::from_secs(20)));
-    }
-
-    #[test]
     fn long_polls_end_before_the_deadline() {
         let ms = Duration::from_millis;
-        assert_eq!(wait_budget(5_000, 20_000, 2_000, None), ms(5_000));
+        let d = |millis: i64| raftmq_proto::prost_types::Duration {
+            seconds: millis / 1000,
+            nanos: (millis % 1000) as i32 * 1_000_000,
+        };
+        let budget = |requested: Option<i64>, grpc: Option<Duration>| {
+            wait_budget(requested.map(d).as_ref(), ms(20_000), ms(2_000), grpc)
+        };
+        assert_eq!(budget(Some(5_000), None).expect("5s"), ms(5_000));
         assert_eq!(
-            wait_budget(60_000, 20_000, 2_000, None),
+            budget(Some(60_000), None).expect("60s"),
             ms(20_000),
             "capped by the server"
         );
-        assert_eq!(wait_budget(15_000, 20_000, 2_000, Some(ms(10_000))), ms(8_000));
-        assert_eq!(wait_budget(15_000, 20_000, 2_000, Some(ms(1_000))), ms(0));
-        assert_eq!(wait_budget(0, 20_000, 2_000, Some(ms(30_000))), ms(0));
+        assert_eq!(budget(Some(15_000), Some(ms(10_000))).expect("15s"), ms(8_000));
+        assert_eq!(budget(Some(15_000), Some(ms(1_000))).expect("late"), ms(0));
+        assert_eq!(budget(Some(0), Some(ms(30_000))).expect("0"), ms(0));
+        assert_eq!(budget(None, None).expect("absent"), ms(0), "absent: no wait");
+        match budget(Some(-1_000), None) {
+            Err(BrokerError::Invalid { code, .. }) => assert_eq!(code, InvalidCode::IllegalPollingTime),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
-    fn tag_expressions_become_filters() {
-        let tag = |e: &str| pb::FilterExpression {
-            r#type: pb::FilterType::Tag as i32,
+    fn pulls_share_the_receive_filter_rules() {
+        let f = |r#type: pb::FilterType, e: &str| pb::FilterExpression {
+            r#type: r#type as i32,
             expression: e.into(),
         };
-        assert_eq!(tag_filter(None).expect("none"), TagFilter::All);
-        assert_eq!(tag_filter(Some(&tag(" * "))).expect("star"), TagFilter::All);
-        assert_eq!(tag_filter(Some(&tag(""))).expect("blank"), TagFilter::All);
-        let f = tag_filter(Some(&tag("TagA || TagB"))).expect("two tags");
-        assert_eq!(f, TagFilter::Hashes(vec![tag_hash("TagA"), tag_hash("TagB")]));
-        assert!(f.matches(tag_hash("TagB")) && !f.matches(tag_hash("TagC")));
-        let code = |f: pb::FilterExpression| match tag_filter(Some(&f)) {
-            Err(BrokerError::Invalid { code, .. }) => code,
-            other => panic!("expected a refusal, got {other:?}"),
-        };
-        assert_eq!(code(tag("||")), InvalidCode::IllegalFilter);
-        let sql = pb::FilterExpression {
-            r#type: pb::FilterType::Sql as i32,
-            expression: "a > 1".into(),
-        };
-        assert_eq!(code(sql), InvalidCode::Unsupported);
-        let unknown = pb::FilterExpression {
-            r#type: 99,
-            ..tag("*")
-        };
-        assert_eq!(code(unknown), InvalidCode::IllegalFilter);
+        let hashes = parse_filter(Some(&f(pb::FilterType::Tag, "TagA || TagB"))).expect("tags");
+        assert!(hashes.hashes.matches(crate::command::tag_hash("TagB")));
+        for bad in [f(pb::FilterType::Sql, "a > 1"), f(pb::FilterType::Tag, "A ||")] {
+            match parse_filter(Some(&bad)) {
+                Err(BrokerError::Invalid { code, .. }) => assert_eq!(code, InvalidCode::IllegalFilter),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
     }
 
     fn contents(items: &[Item]) -> Vec<&Content> {
