@@ -19,8 +19,29 @@ use clap::Parser as _;
 use crate::args::{Cli, Command};
 use crate::connect::Conn;
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+/// Restores the default SIGPIPE action (terminate quietly), as command-line tools do, so
+/// that `raftmq topic list | head` ends the tool instead of panicking in `println!`.
+fn default_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL before any other thread exists
+    // has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+fn main() -> ExitCode {
+    default_sigpipe();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("raftmq: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async_main())
+}
+
+async fn async_main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

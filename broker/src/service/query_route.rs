@@ -2,10 +2,17 @@
 //!
 //! Until namesrv exists a node answers with its own group's queues: one message queue per
 //! queue id (always queue 0), on broker id 0 named after the group, with the topic's
-//! permission and the one message type the topic accepts. The endpoints list every member
-//! of the group, the leader first: official clients refresh routes only every 30 s, and a
-//! client whose route names only a dead leader would be stuck until then; with all members
-//! listed its channel fails over to a live one, which forwards to the new leader.
+//! permission and the one message type the topic accepts.
+//!
+//! The queues are spread over the group's members: queue `i` is reached at member
+//! `i mod n` (by node id), one address each. Every member accepts every call and forwards
+//! writes to the leader, so any member serves any queue; the spread is what keeps clients
+//! going when a node dies. Official clients refresh routes only every 30 s and nothing is
+//! pushed to them, but they retry a failed send at once on the next queue, which then is
+//! on another member. (Listing several addresses in one queue's endpoints would let the
+//! client's channel fail over by itself, but the official clients then send an HTTP/2
+//! `:authority` of `host1:port1,host2:port2`, which our HTTP/2 server refuses as
+//! malformed.)
 
 use std::net::IpAddr;
 use std::net::SocketAddr;
@@ -58,8 +65,13 @@ fn route(broker: &Broker, req: &pb::QueryRouteRequest) -> BrokerResult<Vec<pb::M
         .topic(&topic.name)?
         .ok_or_else(|| BrokerError::Rejected(Rejection::UnknownTopic(topic.name.clone())))?;
     let addrs = member_addrs(broker);
-    let endpoints = group_endpoints(&addrs, req.endpoints.as_ref())
-        .ok_or_else(|| BrokerError::Internal(format!("cannot advertise client addresses {addrs:?}")))?;
+    let endpoints = addrs
+        .iter()
+        .map(|a| {
+            endpoints_of(a, req.endpoints.as_ref())
+                .ok_or_else(|| BrokerError::Internal(format!("cannot advertise client address {a:?}")))
+        })
+        .collect::<BrokerResult<Vec<_>>>()?;
     let target = Target {
         topic,
         broker_name: broker.config.group.clone(),
@@ -74,22 +86,23 @@ struct Target {
     /// The topic as the client named it (namespace included).
     topic: pb::Resource,
     broker_name: String,
-    endpoints: pb::Endpoints,
+    /// One per member; queue `i` uses `endpoints[i % len]`.
+    endpoints: Vec<pb::Endpoints>,
 }
 
 /// One message queue per queue id of the topic (at least queue 0).
 fn message_queues(config: &TopicConfig, target: &Target) -> Vec<pb::MessageQueue> {
-    let broker = pb::Broker {
-        name: target.broker_name.clone(),
-        id: 0,
-        endpoints: Some(target.endpoints.clone()),
-    };
+    let n = target.endpoints.len().max(1);
     (0..config.queues.max(1))
         .map(|id| pb::MessageQueue {
             topic: Some(target.topic.clone()),
             id: i32::try_from(id).unwrap_or(i32::MAX),
             permission: permission(config.permission) as i32,
-            broker: Some(broker.clone()),
+            broker: Some(pb::Broker {
+                name: target.broker_name.clone(),
+                id: 0,
+                endpoints: target.endpoints.get(id as usize % n).cloned(),
+            }),
             accept_message_types: vec![message_type(config.kind) as i32],
         })
         .collect()
@@ -112,36 +125,17 @@ fn message_type(k: MessageKind) -> pb::MessageType {
     }
 }
 
-/// Client addresses of the group's members: the leader (or this node) first, then the
-/// others by node id.
+/// Client addresses of the group's members by node id (this node's alone if the
+/// configuration lists none).
 fn member_addrs(broker: &Broker) -> Vec<String> {
-    let first = broker
-        .leader()
-        .map(|(_, node)| node.client_addr)
-        .unwrap_or_else(|| broker.client_addr().to_owned());
-    let mut addrs = vec![first];
-    for p in &broker.config.peers {
-        if !addrs.contains(&p.client_addr) {
-            addrs.push(p.client_addr.clone());
-        }
+    let mut peers: Vec<_> = broker.config.peers.iter().collect();
+    peers.sort_by_key(|p| p.id);
+    let addrs: Vec<String> = peers.iter().map(|p| p.client_addr.clone()).collect();
+    if addrs.is_empty() {
+        vec![broker.client_addr().to_owned()]
+    } else {
+        addrs
     }
-    addrs
-}
-
-/// One endpoints value for several addresses: IP addresses are merged into one list (the
-/// first one first); a domain name can only stand alone, so then only the first address.
-fn group_endpoints(addrs: &[String], requested: Option<&pb::Endpoints>) -> Option<pb::Endpoints> {
-    let mut all = addrs.iter().filter_map(|a| endpoints_of(a, requested));
-    let mut first = all.next()?;
-    if first.scheme == pb::AddressScheme::DomainName as i32 {
-        return Some(first);
-    }
-    for e in all {
-        if e.scheme == first.scheme {
-            first.addresses.extend(e.addresses);
-        }
-    }
-    Some(first)
 }
 
 /// The endpoints of a `host:port` address. A node listening on every interface
@@ -190,21 +184,6 @@ mod tests {
     }
 
     #[test]
-    fn the_group_is_advertised_leader_first_with_every_member() {
-        let addrs = ["127.0.0.1:8082", "127.0.0.1:8081", "127.0.0.1:8083"].map(String::from);
-        let e = group_endpoints(&addrs, None).expect("endpoints");
-        let ports: Vec<i32> = e.addresses.iter().map(|a| a.port).collect();
-        assert_eq!(ports, vec![8082, 8081, 8083]);
-        assert_eq!(e.scheme, pb::AddressScheme::IPv4 as i32);
-        let named = ["broker.example:8081", "127.0.0.1:8082"].map(String::from);
-        assert_eq!(
-            group_endpoints(&named, None).expect("endpoints").addresses.len(),
-            1
-        );
-        assert!(group_endpoints(&[], None).is_none());
-    }
-
-    #[test]
     fn addresses_become_endpoints_with_their_scheme() {
         let e = endpoints_of("127.0.0.1:8081", None).expect("ipv4");
         assert_eq!(e.scheme, pb::AddressScheme::IPv4 as i32);
@@ -250,16 +229,26 @@ mod tests {
                 name: "orders".into(),
             },
             broker_name: "broker-a".into(),
-            endpoints: endpoint("127.0.0.1", 8081),
+            endpoints: vec![endpoint("127.0.0.1", 8081), endpoint("127.0.0.1", 8082)],
         };
         let queues = message_queues(&config, &target);
         assert_eq!(queues.iter().map(|q| q.id).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        let ports: Vec<i32> = queues
+            .iter()
+            .map(|q| {
+                q.broker
+                    .as_ref()
+                    .and_then(|b| b.endpoints.as_ref())
+                    .map_or(0, |e| e.addresses[0].port)
+            })
+            .collect();
+        assert_eq!(ports, [8081, 8082, 8081, 8082], "queues spread over the members");
         for q in &queues {
             assert_eq!(q.permission, pb::Permission::ReadWrite as i32);
             assert_eq!(q.accept_message_types, [pb::MessageType::Fifo as i32]);
             let b = q.broker.as_ref().expect("broker");
             assert_eq!((b.name.as_str(), b.id), ("broker-a", 0));
-            assert_eq!(b.endpoints.as_ref(), Some(&target.endpoints));
+            assert_eq!(b.endpoints.as_ref(), Some(&target.endpoints[q.id as usize % 2]));
             assert_eq!(q.topic.as_ref(), Some(&target.topic));
         }
         let none = TopicConfig {
