@@ -87,6 +87,13 @@ pub struct BrokerConfig {
     pub forward_timeout_ms: u64,
     /// How long a graceful shutdown waits for open calls, ms. Default 5 s.
     pub shutdown_grace_ms: u64,
+    /// Most open client connections (plaintext and TLS together). Default 10,000.
+    pub max_connections: usize,
+    /// PEM certificate chain for TLS on the client port; with `tls_key_file`. Unset: a
+    /// self-signed certificate is generated into `<data_dir>/tls/`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for TLS on the client port.
+    pub tls_key_file: Option<PathBuf>,
     pub raft: RaftConfig,
     pub network: NetworkConfig,
     pub log: LogConfig,
@@ -110,6 +117,9 @@ impl Default for BrokerConfig {
             max_clients: 10_000,
             forward_timeout_ms: 30_000,
             shutdown_grace_ms: 5_000,
+            max_connections: 10_000,
+            tls_cert_file: None,
+            tls_key_file: None,
             raft: RaftConfig::default(),
             network: NetworkConfig::default(),
             log: LogConfig::default(),
@@ -165,6 +175,14 @@ impl BrokerConfig {
         }
         if self.long_poll_margin_ms >= self.max_long_poll_ms {
             return Err(bad("long_poll_margin_ms must be below max_long_poll_ms"));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(bad(
+                "tls_cert_file and tls_key_file go together: set both or neither",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(bad("max_connections must be positive"));
         }
         if self.max_delivery_attempts == 0 {
             return Err(bad("max_delivery_attempts must be at least 1"));

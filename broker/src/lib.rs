@@ -3,6 +3,7 @@
 //! configuration, all changed only by applying Raft entries.
 
 pub mod admin;
+pub mod client_listener;
 pub mod clients;
 pub mod command;
 pub mod config;
@@ -15,3 +16,4 @@ pub mod node;
 pub mod raft;
 pub mod service;
 pub mod sm;
+pub mod tls;

@@ -41,6 +41,8 @@ pub enum StartError {
     Sm(#[from] crate::sm::SmError),
     #[error("raft: {0}")]
     Raft(String),
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A started node.
@@ -75,6 +77,7 @@ impl Node {
         }
         let raft_listener = bind(&config.raft_addr).await?;
         let client_listener = bind(&config.client_addr).await?;
+        let tls = crate::tls::acceptor(&config)?;
 
         let (log, report) = {
             let (dir, cfg) = (config.log_dir(), config.log.clone());
@@ -108,7 +111,7 @@ impl Node {
             tasks: Vec::new(),
         };
         node.spawn_raft_server(raft_listener);
-        node.spawn_client_server(client_listener);
+        node.spawn_client_server(client_listener, tls);
         node.tasks.push((
             "leader duties",
             tokio::spawn(leader_duties::run(node.broker.clone(), node.stop.subscribe())),
@@ -148,12 +151,13 @@ impl Node {
         self.tasks.push(("raft server", task));
     }
 
-    fn spawn_client_server(&mut self, listener: TcpListener) {
+    fn spawn_client_server(&mut self, listener: TcpListener, tls: tokio_rustls::TlsAcceptor) {
         let messaging = Messaging::new(self.broker.clone()).into_server();
         let admin = Admin::new(self.broker.clone()).into_server();
         let shutdown = self.stopped();
+        let max = self.broker.config.max_connections;
+        let incoming = crate::client_listener::incoming(listener, tls, max, self.stop.subscribe());
         let task = tokio::spawn(async move {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let result = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
