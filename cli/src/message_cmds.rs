@@ -4,10 +4,9 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use md5::{Digest as _, Md5};
 use raftmq_proto::prost_types;
-use raftmq_proto::raftmq::admin::v1::admin_service_client::AdminServiceClient;
 use raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use raftmq_proto::rocketmq::v2::{
     AckMessageEntry, AckMessageRequest, Code, Digest, DigestType, Encoding, FilterExpression, FilterType,
@@ -16,7 +15,6 @@ use raftmq_proto::rocketmq::v2::{
 };
 use tonic::transport::Channel;
 
-use crate::admin_cmds;
 use crate::args::{ReceiveArgs, SendArgs};
 use crate::connect::{Conn, host_name, request, rpc_error};
 
@@ -28,18 +26,13 @@ const RECEIVE_GRACE: Duration = Duration::from_secs(5);
 const ANY_QUEUE: i32 = -1;
 
 pub async fn send(conn: &Conn, args: SendArgs) -> Result<()> {
+    // The broker picks the queue (a message group's messages always land on one queue);
+    // the reply names the offset in it.
     let channel = conn.channel().await?;
-    let queues = topic_queues(conn, channel.clone(), &args.topic).await?;
     let mut client = MessagingServiceClient::new(channel);
-    // Round robin from a random start, or the queue of the message group (FIFO).
-    let start = rand::random::<u32>() as usize;
     let mut failed = false;
-    for i in 0..args.count as usize {
-        let queue_id = match &args.message_group {
-            Some(group) => queue_for_group(group, &queues),
-            None => queues[(start + i) % queues.len()],
-        };
-        let message = build_message(&args, queue_id);
+    for _ in 0..args.count {
+        let message = build_message(&args);
         let message_id = message
             .system_properties
             .as_ref()
@@ -66,7 +59,7 @@ pub async fn send(conn: &Conn, args: SendArgs) -> Result<()> {
                 } else {
                     entry.message_id
                 };
-                println!("sent message_id={id} queue={queue_id} offset={}", entry.offset);
+                println!("sent message_id={id} offset={}", entry.offset);
             }
             other => {
                 eprintln!(
@@ -84,49 +77,7 @@ pub async fn send(conn: &Conn, args: SendArgs) -> Result<()> {
     Ok(())
 }
 
-/// The ids of a topic's queues, read with the admin service's ListTopics. A topic the
-/// answering node does not know (yet) gets queue 0, so that the broker itself answers.
-async fn topic_queues(conn: &Conn, channel: Channel, topic: &str) -> Result<Vec<i32>> {
-    let mut admin = AdminServiceClient::new(channel);
-    let topics = admin_cmds::list(&mut admin, conn)
-        .await
-        .context("reading the topic's queues")?;
-    let Some(info) = topics
-        .topics
-        .iter()
-        .find(|t| t.spec.as_ref().is_some_and(|s| s.name == topic))
-    else {
-        return Ok(vec![0]);
-    };
-    let mut ids: Vec<i32> = info
-        .queues
-        .iter()
-        .filter_map(|q| i32::try_from(q.queue_id).ok())
-        .collect();
-    if ids.is_empty() {
-        let n = info.spec.as_ref().map_or(0, |s| s.queues);
-        ids = (0..n).filter_map(|q| i32::try_from(q).ok()).collect();
-    }
-    if ids.is_empty() {
-        ids.push(0);
-    }
-    Ok(ids)
-}
-
-/// The queue of a message group: SipHash-2-4 of the group (with the key the official
-/// RocketMQ 5 clients use) modulo the number of queues, so that the CLI and those clients
-/// put a group's messages in the same queue.
-fn queue_for_group(group: &str, queues: &[i32]) -> i32 {
-    #[allow(deprecated)] // std's SipHasher is exactly SipHash-2-4.
-    let mut h = std::hash::SipHasher::new_with_keys(0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908);
-    std::hash::Hasher::write(&mut h, group.as_bytes());
-    let hash = std::hash::Hasher::finish(&h) as i64;
-    let len = i64::try_from(queues.len().max(1)).unwrap_or(1);
-    let index = usize::try_from(hash.rem_euclid(len)).unwrap_or(0);
-    queues.get(index).copied().unwrap_or(0)
-}
-
-fn build_message(args: &SendArgs, queue_id: i32) -> Message {
+fn build_message(args: &SendArgs) -> Message {
     let body = args.body.as_bytes().to_vec();
     let message_type = if args.message_group.is_some() {
         MessageType::Fifo
@@ -148,7 +99,6 @@ fn build_message(args: &SendArgs, queue_id: i32) -> Message {
             message_type: message_type as i32,
             born_timestamp: Some(prost_types::Timestamp::from(SystemTime::now())),
             born_host: host_name().to_string(),
-            queue_id,
             message_group: args.message_group.clone(),
             ..Default::default()
         }),
@@ -367,19 +317,6 @@ mod tests {
     }
 
     #[test]
-    fn group_queue_is_siphash_2_4_and_stable() {
-        // Reference SipHash-2-4 vector: key 00..0f, empty input.
-        #[allow(deprecated)]
-        let h = std::hash::SipHasher::new_with_keys(0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908);
-        assert_eq!(std::hash::Hasher::finish(&h), 0x726f_db47_dd0e_0e31);
-        let queues = [0, 1, 2, 3, 4, 5, 6, 7];
-        let q = queue_for_group("order-42", &queues);
-        assert!(queues.contains(&q));
-        assert_eq!(q, queue_for_group("order-42", &queues));
-        assert_eq!(queue_for_group("anything", &[5]), 5);
-    }
-
-    #[test]
     fn built_message_carries_the_protocol_fields() {
         let args = SendArgs {
             topic: "t".into(),
@@ -389,7 +326,7 @@ mod tests {
             count: 1,
             body: "hello".into(),
         };
-        let m = build_message(&args, 3);
+        let m = build_message(&args);
         let p = m.system_properties.expect("properties");
         assert_eq!(p.message_type, MessageType::Fifo as i32);
         assert_eq!(p.body_encoding, Encoding::Identity as i32);
@@ -397,7 +334,7 @@ mod tests {
             p.body_digest.map(|d| d.checksum).as_deref(),
             Some("5D41402ABC4B2A76B9719D911017C592")
         );
-        assert_eq!(p.queue_id, 3);
+        assert_eq!(p.message_group.as_deref(), Some("g"));
         assert!(p.born_timestamp.is_some());
         assert_eq!(m.body, b"hello");
     }
