@@ -49,7 +49,6 @@ pub struct MessageMeta {
     pub tag_hash: u64,
     /// The client-generated message id (echoed and indexed).
     pub msg_id: String,
-    pub keys: Vec<String>,
 }
 
 /// The part of a command the state machine interprets.
@@ -353,7 +352,6 @@ mod tests {
             queue_id: 3,
             tag_hash: 7,
             msg_id: "id-1".into(),
-            keys: vec!["k".into()],
         };
         let header = Header::Send {
             store_time_ms: 42,

@@ -140,7 +140,6 @@ impl Harness {
                 queue_id,
                 tag_hash: 0,
                 msg_id: format!("{topic}-{queue_id}-{i}-{}", rand_suffix()),
-                keys: vec![],
             })
             .collect();
         let records = vec![Bytes::from_static(b"body"); n];

@@ -74,7 +74,6 @@ fn send(index: u64, targets: &[(&str, u32)]) -> SmEntry {
             queue_id: *queue_id,
             tag_hash: index * 100 + i as u64,
             msg_id: format!("m{index}-{i}"),
-            keys: vec![],
         })
         .collect();
     let records = (0..targets.len())

@@ -65,7 +65,6 @@ fn entry(index: u64) -> SmEntry {
                 queue_id,
                 tag_hash: index,
                 msg_id: format!("m{index}-{i}"),
-                keys: vec![],
             })
             .collect();
         let records = messages.iter().map(|_| Bytes::from_static(b"body")).collect();

@@ -177,7 +177,6 @@ mod tests {
             queue_id: 0,
             tag_hash: 0,
             msg_id: format!("m{index}"),
-            keys: vec![],
         };
         let header = Header::Send {
             store_time_ms: 1,

@@ -113,7 +113,6 @@ async fn send(broker: &Broker, messages: Vec<pb::Message>) -> BrokerResult<Vec<p
             queue_id,
             tag_hash: m.tag_hash(),
             msg_id: m.msg_id.clone(),
-            keys: m.keys.clone(),
         });
         records.push(m.encode()?);
     }

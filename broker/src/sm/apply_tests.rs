@@ -144,7 +144,6 @@ fn send(targets: &[(&str, u32)]) -> Command {
             queue_id: *q,
             tag_hash: i as u64,
             msg_id: format!("{t}-{q}-{i}"),
-            keys: vec![],
         })
         .collect();
     let records = (0..targets.len())
@@ -361,7 +360,6 @@ fn mismatched_records_are_refused_when_decoding() {
         queue_id: 0,
         tag_hash: 0,
         msg_id: String::new(),
-        keys: vec![],
     };
     let header = Header::Send {
         store_time_ms: 1,

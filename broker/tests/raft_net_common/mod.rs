@@ -266,7 +266,6 @@ pub fn send(seed: u64, records: usize, record_size: usize) -> Command {
             queue_id: (i % 8) as u32,
             tag_hash: seed,
             msg_id: format!("{seed}-{i}"),
-            keys: vec![],
         })
         .collect();
     let bodies = (0..records)
