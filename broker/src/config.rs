@@ -14,6 +14,10 @@ use crate::raft::RaftConfig;
 use crate::raft::types::BrokerNode;
 use crate::raft::types::NodeId;
 
+/// Bytes of metadata one message may carry besides its body: properties, keys, tag and
+/// message group (16 KiB, see `message.rs`) plus ids, names and framing.
+pub const PER_MESSAGE_METADATA: u64 = 16 * 1024 + 1024;
+
 /// A member of the broker group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -162,16 +166,19 @@ impl BrokerConfig {
         if self.max_body_size == 0 {
             return Err(bad("max_body_size must be positive"));
         }
-        // A batch of maximal messages must fit one commit-log record.
-        let record_room = u64::from(self.log.max_record_size);
-        if self.max_body_size as u64 + 64 * 1024 > record_room {
-            return Err(bad(format!(
-                "max_body_size {} does not fit log.max_record_size {record_room} (needs 64 KiB of room)",
-                self.max_body_size
-            )));
-        }
         if self.max_batch_messages == 0 {
             return Err(bad("max_batch_messages must be positive"));
+        }
+        // A full batch (bodies up to 4 × max_body_size, every message with maximal
+        // metadata) must fit one commit-log record.
+        let record_room = u64::from(self.log.max_record_size);
+        let batch = self.max_batch_bytes();
+        if batch > record_room {
+            return Err(bad(format!(
+                "a full send batch needs up to {batch} bytes (4 × max_body_size plus {} bytes of \
+                 metadata per message × max_batch_messages), more than log.max_record_size {record_room}",
+                PER_MESSAGE_METADATA
+            )));
         }
         if self.long_poll_margin_ms >= self.max_long_poll_ms {
             return Err(bad("long_poll_margin_ms must be below max_long_poll_ms"));
@@ -225,6 +232,11 @@ impl BrokerConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The most bytes one send batch may put into a log entry.
+    pub fn max_batch_bytes(&self) -> u64 {
+        4 * self.max_body_size as u64 + self.max_batch_messages as u64 * PER_MESSAGE_METADATA + (1 << 20)
     }
 
     /// Whether this node initializes a fresh group (the member with the lowest id does).

@@ -48,6 +48,26 @@ pub struct Broker {
     next_queue: AtomicU64,
 }
 
+/// Room for the entry's own framing (log id, membership-free payload header, slot table)
+/// besides the command's slots, per slot and in total.
+const ENTRY_OVERHEAD_PER_SLOT: u64 = 16;
+const ENTRY_OVERHEAD: u64 = 4096;
+
+/// Refuses a command whose log entry would not fit one commit-log record.
+pub fn check_entry_size(cmd: &Command, max_record: u64) -> BrokerResult<()> {
+    use raft_log::SlottedPayload;
+    let slots = cmd.slot_count() as u64;
+    let bytes: u64 = (0..cmd.slot_count()).map(|i| cmd.slot(i).len() as u64).sum();
+    let size = bytes + slots * ENTRY_OVERHEAD_PER_SLOT + ENTRY_OVERHEAD;
+    if size > max_record {
+        return Err(BrokerError::invalid(
+            crate::error::InvalidCode::PayloadTooLarge,
+            format!("the request needs a {size}-byte log entry, at most {max_record} bytes allowed"),
+        ));
+    }
+    Ok(())
+}
+
 /// Milliseconds since the Unix epoch by this machine's clock.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -89,8 +109,11 @@ impl Broker {
     }
 
     /// Proposes a command and waits until it is committed and applied here (leader only).
-    /// A leader not yet confirmed by a quorum is waited for briefly.
+    /// A leader not yet confirmed by a quorum is waited for briefly. A command whose entry
+    /// would exceed the commit log's record limit is refused here: the log would refuse
+    /// the append, and a refused append stops Raft on the leader.
     pub async fn write(&self, cmd: Command) -> BrokerResult<CommandResult> {
+        check_entry_size(&cmd, u64::from(self.config.log.max_record_size))?;
         let deadline = Instant::now() + LEADER_CONFIRM_WAIT;
         let mut delay = Duration::from_millis(5);
         loop {
@@ -133,5 +156,36 @@ impl Broker {
     /// The next round-robin position (callers take it modulo their queue count).
     pub fn next_round_robin(&self) -> u64 {
         self.next_queue.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::command::Header;
+    use crate::command::MessageMeta;
+
+    #[test]
+    fn entries_beyond_the_record_limit_are_refused_before_raft_sees_them() {
+        let meta = MessageMeta {
+            topic: "t".into(),
+            queue_id: 0,
+            tag_hash: 0,
+            msg_id: "m".into(),
+        };
+        let header = Header::Send {
+            store_time_ms: 0,
+            messages: vec![meta],
+        };
+        let cmd = Command::new(header, vec![Bytes::from(vec![0u8; 1 << 20])]).expect("command");
+        assert!(check_entry_size(&cmd, 2 << 20).is_ok());
+        match check_entry_size(&cmd, 1 << 20) {
+            Err(BrokerError::Invalid { code, .. }) => {
+                assert_eq!(code, crate::error::InvalidCode::PayloadTooLarge)
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 }

@@ -52,6 +52,8 @@ pub enum InvalidCode {
     InvalidReceiptHandle,
     ClientIdRequired,
     BodyTooLarge,
+    /// A request whose Raft entry would exceed the commit log's record limit.
+    PayloadTooLarge,
     BodyEmpty,
     PropertiesTooLarge,
     MessageNotFound,

@@ -25,6 +25,7 @@ use crate::raft::types::LogStore;
 use crate::service::Messaging;
 use crate::sm::SmConfig;
 use crate::sm::StateMachine;
+use openraft::async_runtime::WatchReceiver;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +50,13 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Node {
     broker: Arc<Broker>,
+    /// Turned true first: the client port and leader duties stop.
     stop: watch::Sender<bool>,
-    tasks: Vec<(&'static str, JoinHandle<()>)>,
+    /// Turned true after Raft stopped: the Raft port stops.
+    stop_raft: watch::Sender<bool>,
+    /// The client server and the leader duties.
+    front: Vec<(&'static str, JoinHandle<()>)>,
+    raft_server: Option<JoinHandle<()>>,
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, StartError> {
@@ -104,15 +110,16 @@ impl Node {
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
         let broker = Arc::new(Broker::new(config.clone(), raft.clone(), sm, log));
-        let (stop, _) = watch::channel(false);
         let mut node = Self {
             broker,
-            stop,
-            tasks: Vec::new(),
+            stop: watch::Sender::new(false),
+            stop_raft: watch::Sender::new(false),
+            front: Vec::new(),
+            raft_server: None,
         };
         node.spawn_raft_server(raft_listener);
         node.spawn_client_server(client_listener, tls);
-        node.tasks.push((
+        node.front.push((
             "leader duties",
             tokio::spawn(leader_duties::run(node.broker.clone(), node.stop.subscribe())),
         ));
@@ -131,8 +138,8 @@ impl Node {
         &self.broker
     }
 
-    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut rx = self.stop.subscribe();
+    fn stopped(signal: &watch::Sender<bool>) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = signal.subscribe();
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
@@ -142,19 +149,19 @@ impl Node {
         let config = &self.broker.config;
         let service = RaftGrpcService::new(self.broker.raft.clone(), config.spool_dir(), &config.network);
         let net = config.network.clone();
-        let shutdown = self.stopped();
+        let shutdown = Self::stopped(&self.stop_raft);
         let task = tokio::spawn(async move {
             if let Err(e) = server::serve(listener, service, &net, shutdown).await {
                 tracing::error!(error = %e, "raft server failed");
             }
         });
-        self.tasks.push(("raft server", task));
+        self.raft_server = Some(task);
     }
 
     fn spawn_client_server(&mut self, listener: TcpListener, tls: tokio_rustls::TlsAcceptor) {
         let messaging = Messaging::new(self.broker.clone()).into_server();
         let admin = Admin::new(self.broker.clone()).into_server();
-        let shutdown = self.stopped();
+        let shutdown = Self::stopped(&self.stop);
         let max = self.broker.config.max_connections;
         let incoming = crate::client_listener::incoming(listener, tls, max, self.stop.subscribe());
         let task = tokio::spawn(async move {
@@ -170,7 +177,7 @@ impl Node {
                 tracing::error!(error = %e, "client server failed");
             }
         });
-        self.tasks.push(("client server", task));
+        self.front.push(("client server", task));
     }
 
     /// The member with the lowest id initializes a group that has never been initialized;
@@ -199,19 +206,42 @@ impl Node {
         }
     }
 
-    /// Stops serving: the client port first (open calls get `grace` to finish), then Raft
-    /// and its port, then flushes the state machine.
+    /// Resolves when Raft stopped on its own (a fatal storage or state-machine error): the
+    /// node can no longer serve and should exit so that a supervisor restarts it.
+    pub async fn failed(&self) -> String {
+        let mut metrics = self.broker.raft.metrics();
+        loop {
+            if let Err(e) = &metrics.borrow_watched().running_state {
+                return e.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "raft stopped".into();
+            }
+        }
+    }
+
+    /// Stops in order: the client port and leader duties first (open calls get `grace`),
+    /// then Raft, then the Raft port; finally flushes the state machine.
     pub async fn shutdown(self, grace: Duration) {
         tracing::info!("shutting down");
         self.stop.send_replace(true);
-        for (name, mut task) in self.tasks {
-            if tokio::time::timeout(grace, &mut task).await.is_err() {
+        let deadline = tokio::time::Instant::now() + grace;
+        for (name, mut task) in self.front {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
                 tracing::warn!(task = name, "did not stop in time; aborting it");
                 task.abort();
             }
         }
         if let Err(e) = self.broker.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
+        }
+        self.stop_raft.send_replace(true);
+        if let Some(mut task) = self.raft_server
+            && tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
         }
         let sm = self.broker.sm.clone();
         match tokio::task::spawn_blocking(move || sm.flush()).await {

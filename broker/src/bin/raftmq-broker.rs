@@ -101,8 +101,23 @@ async fn main() -> anyhow::Result<()> {
     }
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let node = Node::start(config).await.context("broker node failed to start")?;
-    let signal = terminated().await?;
-    tracing::info!(signal, "stopping");
-    node.shutdown(grace).await;
-    Ok(())
+    let failure = tokio::select! {
+        signal = terminated() => {
+            tracing::info!(signal = signal?, "stopping");
+            None
+        }
+        reason = node.failed() => Some(reason),
+    };
+    match failure {
+        None => {
+            node.shutdown(grace).await;
+            Ok(())
+        }
+        Some(reason) => {
+            // Exit non-zero so that a supervisor restarts the node from its data dir.
+            tracing::error!(%reason, "raft stopped on a fatal error; exiting");
+            node.shutdown(grace).await;
+            std::process::exit(2);
+        }
+    }
 }

@@ -69,6 +69,7 @@ fn invalid_code(c: InvalidCode) -> Code {
         InvalidCode::InvalidReceiptHandle => Code::InvalidReceiptHandle,
         InvalidCode::ClientIdRequired => Code::ClientIdRequired,
         InvalidCode::BodyTooLarge => Code::MessageBodyTooLarge,
+        InvalidCode::PayloadTooLarge => Code::PayloadTooLarge,
         InvalidCode::BodyEmpty => Code::MessageBodyEmpty,
         InvalidCode::PropertiesTooLarge => Code::MessagePropertiesTooLarge,
         InvalidCode::MessageNotFound => Code::MessageNotFound,

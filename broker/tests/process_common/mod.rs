@@ -159,6 +159,28 @@ impl ProcGroup {
         }
     }
 
+    /// Waits up to `timeout` for node `id` to exit by itself; its exit status if it did.
+    pub fn wait_exit(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        let Some(c) = self.children.get_mut(&id) else {
+            return Ok(None);
+        };
+        loop {
+            if let Some(status) = c.try_wait()? {
+                self.children.remove(&id);
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn client_addr(&self, id: u64) -> &str {
         &self.nodes[&id].client
     }
