@@ -65,7 +65,9 @@ pub enum Header {
     DeleteTopic {
         name: String,
     },
-    /// A consumer group's committed offset on one queue.
+    /// A consumer group's committed offset on one queue. For a group that pops, this is a
+    /// reset: its pop state on the queue restarts at `offset` ("consume from here") and
+    /// its in-flight messages are forgotten (their receipts become stale).
     CommitOffset {
         group: String,
         topic: String,
@@ -90,6 +92,14 @@ pub enum Header {
         receipt: Receipt,
         invisible_ms: u64,
         now_ms: u64,
+    },
+    /// Move a popped message to the group's dead-letter topic at the consumer's request
+    /// (ForwardMessageToDeadLetterQueue: a push consumer gave up on it), if its receipt is
+    /// current; the message leaves the in-flight set.
+    DeadLetter {
+        group: String,
+        topic: String,
+        receipt: Receipt,
     },
 }
 
@@ -129,13 +139,16 @@ pub struct PopRequest {
     pub max_attempts: u32,
 }
 
-/// Identifies one delivery of a popped message: the message and its delivery attempt. A
-/// receipt of an earlier attempt no longer acknowledges the message.
+/// Identifies one delivery of a popped message: the incarnation of its topic, the message
+/// and its delivery attempt. A receipt of an earlier attempt, or of an earlier incarnation
+/// of the topic (deleted and created again since), no longer acknowledges anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Receipt {
     pub queue_id: u32,
     pub offset: u64,
     pub attempt: u32,
+    /// The creation index of the topic incarnation the message was popped from.
+    pub topic_created_at: u64,
 }
 
 /// The hash of a message tag stored in consume-queue entries (64-bit FNV-1a; a message
@@ -238,6 +251,7 @@ impl std::fmt::Display for Command {
                 write!(f, "Ack({group} {topic} {} receipts)", receipts.len())
             }
             Header::ChangeInvisible { group, topic, .. } => write!(f, "ChangeInvisible({group} {topic})"),
+            Header::DeadLetter { group, topic, .. } => write!(f, "DeadLetter({group} {topic})"),
         }
     }
 }
@@ -337,8 +351,8 @@ pub enum CommandResult {
     Done,
     Rejected(Rejection),
     Popped(Vec<Popped>),
-    /// Per receipt of an ack (or the one of a change of invisibility): whether it was
-    /// current (`false`: the message was delivered again since, or already acknowledged).
+    /// Per receipt of an ack (or the one of a change of invisibility or a dead-lettering):
+    /// whether it was current (`false`: the message was delivered again since, or already acknowledged).
     Acked(Vec<bool>),
 }
 

@@ -46,6 +46,9 @@ pub struct Broker {
     pub forwarder: Forwarder,
     /// Round-robin position for choosing queues.
     next_queue: AtomicU64,
+    /// Turned true when the node starts shutting down: long polls and Telemetry streams
+    /// end, so that open calls do not hold the shutdown up.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Room for the entry's own framing (log id, membership-free payload header, slot table)
@@ -87,7 +90,24 @@ impl Broker {
             sm,
             log,
             next_queue: AtomicU64::new(0),
+            stopping: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Tells long-lived calls that the node is shutting down.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Whether the node is shutting down.
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Resolves once the node starts shutting down.
+    pub async fn stopped(&self) {
+        let mut rx = self.stopping.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     /// The leader as this node knows it (itself included).

@@ -3,15 +3,22 @@
 //! a stale route still works. A forwarded call carries [`FORWARDED_HEADER`]; a node never
 //! forwards such a call again (no loops while leadership moves), it answers with a leader
 //! hint instead.
+//!
+//! One cache of channels serves both services of the client port: MessagingService calls
+//! ([`crate::service`]) and AdminService calls ([`crate::admin::relay`]) to a leader share
+//! its channel, and every client built over it has the same message-size limits as the
+//! server ([`MAX_GRPC_MESSAGE`]), whether the channel was just made or cached.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use raftmq_proto::raftmq::admin::v1::admin_service_client::AdminServiceClient;
 use raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use tonic::transport::Channel;
 use tonic::transport::Endpoint;
 
+use crate::context::Broker;
 use crate::error::BrokerError;
 use crate::error::BrokerResult;
 
@@ -19,8 +26,13 @@ use crate::error::BrokerResult;
 pub const FORWARDED_HEADER: &str = "x-raftmq-forwarded";
 /// Carried back on answers of a follower: the leader's client address.
 pub const LEADER_HEADER: &str = "x-raftmq-leader";
+/// Largest gRPC message on the client port, both ways: a full batch of maximal messages
+/// fits. The server and every relaying client use it.
+pub const MAX_GRPC_MESSAGE: usize = 64 << 20;
 /// Most cached channels (one per leader address seen; a group has few members).
 const MAX_CHANNELS: usize = 16;
+/// How long connecting to the leader may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Cached channels to other members' client ports.
 #[derive(Debug)]
@@ -37,25 +49,37 @@ impl Forwarder {
         }
     }
 
-    /// A client for the member at `addr` (`host:port`); connects lazily.
-    pub fn client(&self, addr: &str) -> BrokerResult<MessagingServiceClient<Channel>> {
+    /// The channel to the member at `addr` (`host:port`), cached; connects lazily.
+    pub fn channel(&self, addr: &str) -> BrokerResult<Channel> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = channels.get(addr) {
-            return Ok(MessagingServiceClient::new(c.clone()));
+            return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| BrokerError::Internal(format!("bad leader address {addr}: {e}")))?
-            .connect_timeout(Duration::from_secs(2))
+            .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .timeout(self.timeout);
-        let channel = endpoint.connect_lazy();
+            .timeout(self.timeout)
+            .connect_lazy();
         if channels.len() >= MAX_CHANNELS {
             channels.clear();
         }
         channels.insert(addr.to_owned(), channel.clone());
-        Ok(MessagingServiceClient::new(channel)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX))
+        Ok(channel)
+    }
+
+    /// A MessagingService client for the member at `addr`.
+    pub fn client(&self, addr: &str) -> BrokerResult<MessagingServiceClient<Channel>> {
+        Ok(MessagingServiceClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE))
+    }
+
+    /// An AdminService client for the member at `addr`.
+    pub fn admin_client(&self, addr: &str) -> BrokerResult<AdminServiceClient<Channel>> {
+        Ok(AdminServiceClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE))
     }
 
     /// Forgets the channel to `addr` (after a transport failure).
@@ -63,6 +87,22 @@ impl Forwarder {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         channels.remove(addr);
     }
+
+    /// Whether a channel to `addr` is cached.
+    pub fn has_channel(&self, addr: &str) -> bool {
+        let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels.contains_key(addr)
+    }
+}
+
+/// Refuses to go on unless this node leads; the error names the leader when another node
+/// is known to lead.
+pub fn ensure_leader(broker: &Broker) -> BrokerResult<()> {
+    if broker.is_leader() {
+        return Ok(());
+    }
+    let leader = broker.leader().filter(|(id, _)| *id != broker.id);
+    Err(BrokerError::NotLeader { leader })
 }
 
 /// Whether a request was relayed by another member.
@@ -82,4 +122,37 @@ pub fn relay<T>(req: tonic::Request<T>, timeout: Duration) -> tonic::Request<T> 
     let mut out = tonic::Request::from_parts(metadata, Default::default(), message);
     out.set_timeout(timeout);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn messaging_and_admin_share_one_channel_per_member() {
+        let f = Forwarder::new(Duration::from_secs(1));
+        assert!(!f.has_channel("127.0.0.1:9"));
+        f.client("127.0.0.1:9").expect("client");
+        assert!(f.has_channel("127.0.0.1:9"));
+        // A cached channel gives clients with the same limits as a fresh one (the fields
+        // are private; the debug output shows them).
+        let limits = |debug: String| {
+            for which in ["decoding", "encoding"] {
+                let want = format!("max_{which}_message_size: Some({MAX_GRPC_MESSAGE})");
+                assert!(debug.contains(&want), "{want} missing: {debug}");
+            }
+        };
+        limits(format!("{:?}", f.client("127.0.0.1:9").expect("cached")));
+        f.drop_channel("127.0.0.1:9");
+        limits(format!("{:?}", f.client("127.0.0.1:9").expect("fresh")));
+        limits(format!(
+            "{:?}",
+            f.admin_client("127.0.0.1:9").expect("admin, cached")
+        ));
+        f.admin_client("127.0.0.1:10").expect("admin");
+        assert!(f.has_channel("127.0.0.1:10"));
+        f.drop_channel("127.0.0.1:10");
+        assert!(!f.has_channel("127.0.0.1:10"));
+        assert!(f.channel("bad address with spaces").is_err());
+    }
 }

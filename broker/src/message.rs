@@ -24,8 +24,11 @@ const RECORD_V1: u8 = 1;
 pub const MAX_MESSAGE_ID_LEN: usize = 128;
 /// Longest tag, key or message group accepted.
 pub const MAX_NAME_LEN: usize = 1024;
-/// Most bytes of user properties (keys and values) in one message (RocketMQ: 16 KiB).
+/// Most bytes of a message's metadata — keys, tag, message group and user properties (keys
+/// and values) together — in one message (RocketMQ: 16 KiB of properties).
 pub const MAX_PROPERTIES_BYTES: usize = 16 * 1024;
+/// Most keys of one message.
+pub const MAX_KEYS: usize = 64;
 
 /// What kind of message it is (the protocol's `MessageType`, without UNSPECIFIED).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,22 +83,8 @@ impl StoredMessage {
             BrokerError::invalid(InvalidCode::BadRequest, "message without system properties")
         })?;
         check_message_id(&sys.message_id)?;
-        if let Some(tag) = &sys.tag {
-            check_name(InvalidCode::IllegalTag, "tag", tag)?;
-            if tag.contains('|') {
-                return Err(BrokerError::invalid(
-                    InvalidCode::IllegalTag,
-                    "a tag may not contain '|'",
-                ));
-            }
-        }
-        for key in &sys.keys {
-            check_name(InvalidCode::IllegalKey, "key", key)?;
-        }
-        if let Some(g) = &sys.message_group {
-            check_name(InvalidCode::IllegalMessageGroup, "message group", g)?;
-        }
-        check_properties(&m.user_properties)?;
+        check_system_properties(&sys)?;
+        check_properties(&m.user_properties, metadata_bytes(&sys))?;
         check_body(&m.body, max_body)?;
         let kind = kind_of(&sys)?;
         Ok(Self {
@@ -206,6 +195,45 @@ fn check_message_id(id: &str) -> BrokerResult<()> {
     Ok(())
 }
 
+/// Tag, keys and message group: each a valid name, at most [`MAX_KEYS`] keys.
+fn check_system_properties(sys: &pb::SystemProperties) -> BrokerResult<()> {
+    if let Some(tag) = &sys.tag {
+        check_name(InvalidCode::IllegalTag, "tag", tag)?;
+        if tag.contains('|') {
+            return Err(BrokerError::invalid(
+                InvalidCode::IllegalTag,
+                "a tag may not contain '|'",
+            ));
+        }
+    }
+    if sys.keys.len() > MAX_KEYS {
+        return Err(BrokerError::invalid(
+            InvalidCode::IllegalKey,
+            format!("{} keys, at most {MAX_KEYS} keys allowed", sys.keys.len()),
+        ));
+    }
+    for key in &sys.keys {
+        check_name(InvalidCode::IllegalKey, "key", key)?;
+    }
+    if let Some(g) = &sys.message_group {
+        check_name(InvalidCode::IllegalMessageGroup, "message group", g)?;
+    }
+    if sys.born_host.len() > MAX_NAME_LEN {
+        return Err(BrokerError::invalid(
+            InvalidCode::BadRequest,
+            format!("born_host must be at most {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes of the metadata counted against [`MAX_PROPERTIES_BYTES`] besides user properties:
+/// keys, tag and message group.
+fn metadata_bytes(sys: &pb::SystemProperties) -> usize {
+    let keys: usize = sys.keys.iter().map(String::len).sum();
+    keys + sys.tag.as_ref().map_or(0, String::len) + sys.message_group.as_ref().map_or(0, String::len)
+}
+
 fn check_name(code: InvalidCode, what: &str, v: &str) -> BrokerResult<()> {
     if v.trim().is_empty() {
         return Err(BrokerError::invalid(code, format!("{what} is blank")));
@@ -219,8 +247,10 @@ fn check_name(code: InvalidCode, what: &str, v: &str) -> BrokerResult<()> {
     Ok(())
 }
 
-fn check_properties(props: &std::collections::HashMap<String, String>) -> BrokerResult<()> {
-    let mut total = 0;
+/// User properties: valid keys, and with the other metadata (`metadata` bytes) at most
+/// [`MAX_PROPERTIES_BYTES`].
+fn check_properties(props: &std::collections::HashMap<String, String>, metadata: usize) -> BrokerResult<()> {
+    let mut total = metadata;
     for (k, v) in props {
         if k.is_empty() || k.chars().any(char::is_control) {
             return Err(BrokerError::invalid(
@@ -233,7 +263,10 @@ fn check_properties(props: &std::collections::HashMap<String, String>) -> Broker
     if total > MAX_PROPERTIES_BYTES {
         return Err(BrokerError::invalid(
             InvalidCode::PropertiesTooLarge,
-            format!("user properties take {total} bytes, at most {MAX_PROPERTIES_BYTES} allowed"),
+            format!(
+                "keys, tag, message group and user properties take {total} bytes, at most \
+                 {MAX_PROPERTIES_BYTES} allowed"
+            ),
         ));
     }
     Ok(())
@@ -268,8 +301,13 @@ pub fn timestamp(ms: u64) -> prost_types::Timestamp {
     }
 }
 
+/// Milliseconds since the epoch of a protobuf timestamp: times before the epoch are 0,
+/// absurdly late ones saturate (clients send any `seconds`).
 pub fn timestamp_ms(t: &prost_types::Timestamp) -> u64 {
-    let ms = t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000);
+    let ms = t
+        .seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(t.nanos / 1_000_000));
     u64::try_from(ms).unwrap_or(0)
 }
 
@@ -280,7 +318,8 @@ pub fn duration(ms: u64) -> prost_types::Duration {
     }
 }
 
-/// Milliseconds of a protobuf duration; negative durations are `None`.
+/// Milliseconds of a protobuf duration; negative durations, and ones beyond `u64`
+/// milliseconds' range, are `None`.
 pub fn duration_ms(d: &prost_types::Duration) -> Option<u64> {
     let ms = d
         .seconds
@@ -366,5 +405,86 @@ mod tests {
         assert_eq!(code(m, 4), InvalidCode::BadRequest);
         assert!(StoredMessage::decode(&[9, 1, 2]).is_err());
         assert!(StoredMessage::decode(&[]).is_err());
+    }
+
+    fn refusal(m: pb::Message) -> (InvalidCode, String) {
+        match StoredMessage::from_wire(m, 4 << 20) {
+            Err(BrokerError::Invalid { code, message }) => (code, message),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn metadata_is_capped_per_message() {
+        let with_sys = |f: &dyn Fn(&mut pb::SystemProperties)| {
+            let mut m = wire(b"x");
+            if let Some(s) = m.system_properties.as_mut() {
+                f(s);
+            }
+            m
+        };
+        // The review's message: 33,000 keys of 1 KiB.
+        let (code, msg) = refusal(with_sys(&|s| s.keys = vec!["k".repeat(1024); 33_000]));
+        assert_eq!(code, InvalidCode::IllegalKey);
+        assert!(msg.contains("at most 64 keys"), "{msg}");
+        let (code, _) = refusal(with_sys(&|s| s.keys = vec!["k".into(); MAX_KEYS + 1]));
+        assert_eq!(code, InvalidCode::IllegalKey);
+        let max_keys = with_sys(&|s| s.keys = vec!["k".into(); MAX_KEYS]);
+        assert!(StoredMessage::from_wire(max_keys, 4 << 20).is_ok());
+
+        // Keys, tag, group and user properties count together: 17 keys of 1 KiB.
+        let (code, _) = refusal(with_sys(&|s| s.keys = vec!["k".repeat(1024); 17]));
+        assert_eq!(code, InvalidCode::PropertiesTooLarge);
+        let mut m = with_sys(&|s| {
+            s.keys = vec!["k".repeat(1024); 8];
+            s.message_group = Some("g".repeat(1024));
+        });
+        m.user_properties = (0..8).map(|i| (format!("p{i}"), "v".repeat(1000))).collect();
+        let (code, msg) = refusal(m.clone());
+        assert_eq!(code, InvalidCode::PropertiesTooLarge, "{msg}");
+        m.user_properties.remove("p0");
+        assert!(
+            StoredMessage::from_wire(m, 4 << 20).is_ok(),
+            "just under the limit"
+        );
+        let (code, _) = refusal(with_sys(&|s| s.born_host = "h".repeat(MAX_NAME_LEN + 1)));
+        assert_eq!(code, InvalidCode::BadRequest);
+    }
+
+    #[test]
+    fn absurd_times_saturate_instead_of_overflowing() {
+        let ts = |seconds, nanos| timestamp_ms(&prost_types::Timestamp { seconds, nanos });
+        assert_eq!(ts(i64::MAX, 999_999_999), i64::MAX as u64);
+        assert_eq!(ts(i64::MAX, 0), i64::MAX as u64);
+        assert_eq!(
+            ts(i64::MAX / 1000, 999_999_999),
+            i64::MAX as u64,
+            "the nanos overflow"
+        );
+        assert_eq!(ts(i64::MIN, -999_999_999), 0);
+        assert_eq!(ts(i64::MIN, 999_999_999), 0);
+        assert_eq!(ts(0, -1_000_000), 0, "before the epoch");
+        assert_eq!(ts(1, -500_000_000), 500);
+        assert_eq!(ts(1_700_000_000, 123_000_000), 1_700_000_000_123);
+
+        let d = |seconds, nanos| duration_ms(&prost_types::Duration { seconds, nanos });
+        assert_eq!(d(i64::MAX, 999_999_999), None);
+        assert_eq!(d(i64::MIN, -999_999_999), None);
+        assert_eq!(d(0, -1_000_000), None);
+        assert_eq!(d(i64::MAX / 1000, 999_999_999), None, "the nanos overflow");
+        assert_eq!(d(i64::MAX / 1000, 0), Some((i64::MAX / 1000 * 1000) as u64));
+        assert_eq!(d(2, 5_000_000), Some(2_005));
+
+        let mut m = wire(b"x");
+        if let Some(s) = m.system_properties.as_mut() {
+            s.born_timestamp = Some(prost_types::Timestamp {
+                seconds: i64::MAX,
+                nanos: 999_999_999,
+            });
+        }
+        let stored = StoredMessage::from_wire(m, 4).expect("valid");
+        assert_eq!(stored.born_timestamp_ms, i64::MAX as u64);
+        let back = stored.to_wire(&Delivery::default());
+        assert!(back.system_properties.and_then(|s| s.born_timestamp).is_some());
     }
 }

@@ -224,6 +224,7 @@ impl Node {
     /// then Raft, then the Raft port; finally flushes the state machine.
     pub async fn shutdown(self, grace: Duration) {
         tracing::info!("shutting down");
+        self.broker.begin_shutdown();
         self.stop.send_replace(true);
         let deadline = tokio::time::Instant::now() + grace;
         for (name, mut task) in self.front {

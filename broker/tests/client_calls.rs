@@ -465,3 +465,127 @@ async fn offsets_commit_read_back_and_resolve_by_policy() -> anyhow::Result<()> 
     h.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_timestamps_are_answered_not_panicked_on() -> anyhow::Result<()> {
+    let mut h = Harness::start().await?;
+    let q = h.queue_of_group();
+    h.send("t0", "a").await?;
+    h.send("t1", "a").await?;
+    let at = |seconds, nanos| pb::QueryOffsetRequest {
+        message_queue: Some(mq(q)),
+        query_offset_policy: pb::QueryOffsetPolicy::Timestamp as i32,
+        timestamp: Some(raftmq_proto::prost_types::Timestamp { seconds, nanos }),
+    };
+    let cases = [
+        (at(i64::MAX, 999_999_999), 2),
+        (at(i64::MAX, -999_999_999), 2),
+        (at(i64::MIN, -999_999_999), 0),
+        (at(i64::MIN, 999_999_999), 0),
+        (at(0, -1), 0),
+        (at(-1, 0), 0),
+    ];
+    for (req, offset) in cases {
+        let resp = h.client.query_offset(req.clone()).await?.into_inner();
+        assert_eq!(
+            (resp.status.map(|s| s.code), resp.offset),
+            (Some(Code::Ok as i32), offset),
+            "{req:?}"
+        );
+    }
+    // A send with an absurd born timestamp is stored (the time saturates).
+    let mut m = message_with_keys("late-born", Vec::new());
+    if let Some(s) = m.system_properties.as_mut() {
+        s.born_timestamp = Some(raftmq_proto::prost_types::Timestamp {
+            seconds: i64::MAX,
+            nanos: 999_999_999,
+        });
+    }
+    assert_eq!(send_code(&mut h, m).await?, Code::Ok as i32);
+    h.stop().await;
+    Ok(())
+}
+
+fn message_with_keys(id: &str, keys: Vec<String>) -> pb::Message {
+    pb::Message {
+        topic: Some(res(TOPIC)),
+        user_properties: Default::default(),
+        system_properties: Some(pb::SystemProperties {
+            message_id: id.into(),
+            keys,
+            ..Default::default()
+        }),
+        body: b"body".to_vec(),
+    }
+}
+
+async fn send_code(h: &mut Harness, m: pb::Message) -> anyhow::Result<i32> {
+    let resp = h
+        .client
+        .send_message(pb::SendMessageRequest { messages: vec![m] })
+        .await?
+        .into_inner();
+    Ok(resp.status.map_or(0, |s| s.code))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_message_metadata_is_refused_at_validation() -> anyhow::Result<()> {
+    let mut h = Harness::start().await?;
+    // The review's send: 33,000 keys of 1 KiB (a 33 MiB entry).
+    let keys = vec!["k".repeat(1024); 33_000];
+    let code = send_code(&mut h, message_with_keys("many-keys", keys)).await?;
+    assert_eq!(code, Code::IllegalMessageKey as i32);
+    let keys = vec!["k".repeat(1024); 20];
+    let code = send_code(&mut h, message_with_keys("big-keys", keys)).await?;
+    assert_eq!(code, Code::MessagePropertiesTooLarge as i32);
+    // The node still leads and takes sends.
+    let keys = vec!["k".repeat(100); 64];
+    let code = send_code(&mut h, message_with_keys("fine", keys)).await?;
+    assert_eq!(code, Code::Ok as i32);
+    assert!(h.node().broker().is_leader());
+    h.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_of_a_fifo_topic_are_told_to_consume_in_order() -> anyhow::Result<()> {
+    let mut h = Harness::start().await?;
+    h.create_topic("fifo-orders", 2, MessageKind::Fifo).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::TelemetryCommand>(4);
+    let outbound = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let mut replies = h.client.telemetry(with_client_id(outbound)).await?.into_inner();
+    for (topic, fifo) in [(TOPIC, false), ("fifo-orders", true)] {
+        let settings = pb::Settings {
+            client_type: Some(pb::ClientType::PushConsumer as i32),
+            pub_sub: Some(pb::settings::PubSub::Subscription(pb::Subscription {
+                group: Some(res(GROUP)),
+                subscriptions: vec![pb::SubscriptionEntry {
+                    topic: Some(res(topic)),
+                    expression: None,
+                }],
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        tx.send(pb::TelemetryCommand {
+            status: None,
+            command: Some(pb::telemetry_command::Command::Settings(settings)),
+        })
+        .await?;
+        let reply = tokio::time::timeout(Duration::from_secs(5), replies.message())
+            .await??
+            .expect("a reply");
+        let Some(pb::telemetry_command::Command::Settings(s)) = reply.command else {
+            panic!("settings expected");
+        };
+        let Some(pb::settings::PubSub::Subscription(sub)) = s.pub_sub else {
+            panic!("subscription expected");
+        };
+        assert_eq!(sub.fifo, Some(fifo), "{topic}");
+        let info = h.node().broker().clients.get(CLIENT_ID).expect("registered");
+        assert_eq!(info.fifo(), fifo, "{topic}");
+    }
+    drop(tx);
+    h.stop().await;
+    Ok(())
+}

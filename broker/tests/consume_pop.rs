@@ -25,6 +25,7 @@ use raftmq_broker::raft::NetworkFactory;
 use raftmq_broker::raft::types::LogStore;
 use raftmq_broker::service::ack_message;
 use raftmq_broker::service::change_invisible;
+use raftmq_broker::service::forward_dlq;
 use raftmq_broker::service::receive_message;
 use raftmq_broker::service::send_message;
 use raftmq_broker::sm::SmConfig;
@@ -406,5 +407,48 @@ async fn a_long_poll_wakes_when_an_inflight_message_becomes_visible_again() -> a
         waited >= Duration::from_millis(500) && waited < Duration::from_secs(5),
         "{waited:?}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_forwards_a_message_to_the_dead_letter_queue_once() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    h.send("m1", "A").await?;
+    let handles = h.receive(receive_req("*", 500, 30_000)).await.handles();
+    assert_eq!(handles.len(), 1);
+    let forward = |handle: &str| pb::ForwardMessageToDeadLetterQueueRequest {
+        group: Some(res("cg")),
+        topic: Some(res(TOPIC)),
+        receipt_handle: handle.into(),
+        message_id: "m1".into(),
+        delivery_attempt: 16,
+        max_delivery_attempts: 16,
+        lite_topic: None,
+    };
+    let call = |handle: &str| forward_dlq::handle(&h.broker, Request::new(forward(handle)));
+    let resp = call(&handles[0]).await?.into_inner();
+    assert_eq!(code(&resp.status), Some(Code::Ok as i32));
+    assert_eq!(h.broker.sm.next_offset("%DLQ%cg", 0)?, 1);
+    let dlq = h.broker.sm.read_cq("%DLQ%cg", 0, 0, 1)?;
+    let original = h.broker.sm.read_cq(TOPIC, 0, 0, 1)?;
+    let original = if original.is_empty() {
+        h.broker.sm.read_cq(TOPIC, 1, 0, 1)?
+    } else {
+        original
+    };
+    assert_eq!(dlq, original, "the dead letter points at the original record");
+    // The delivery is spent: neither a second forward nor an ack counts.
+    let again = call(&handles[0]).await?.into_inner();
+    assert_eq!(code(&again.status), Some(Code::InvalidReceiptHandle as i32));
+    let acked = h.ack(&[handles[0].as_str()]).await;
+    assert_eq!(code(&acked.status), Some(Code::InvalidReceiptHandle as i32));
+    let garbage = call("r1.0.0.1").await?.into_inner();
+    assert_eq!(code(&garbage.status), Some(Code::InvalidReceiptHandle as i32));
+    let mut long_group = forward(&handles[0]);
+    long_group.group = Some(res(&"g".repeat(123)));
+    let refused = forward_dlq::handle(&h.broker, Request::new(long_group))
+        .await?
+        .into_inner();
+    assert_eq!(code(&refused.status), Some(Code::IllegalConsumerGroup as i32));
     Ok(())
 }

@@ -166,3 +166,32 @@ async fn a_killed_leader_loses_no_acknowledged_send_and_catches_up() -> anyhow::
     assert!(g.terminate(leader)?, "SIGTERM ends the node cleanly");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maximal_messages_are_received_through_a_follower() -> anyhow::Result<()> {
+    let g = ProcGroup::start(3)?;
+    g.create_topic("big", 2, admin::MessageKind::Normal).await?;
+    let leader = g.wait_leader(&[1, 2, 3]).await?;
+    let follower = [1, 2, 3].into_iter().find(|i| *i != leader).unwrap_or(1);
+    let mut c = g.messaging(follower).await?.max_decoding_message_size(64 << 20);
+    // The follower's first forwarded call (the send) makes its channel to the leader; the
+    // receives then use the cached channel, whose client must take a 4 MiB message too.
+    let body = vec![b'x'; 4 << 20];
+    for i in 0..2 {
+        let (code, _) = send(&mut c, message("big", &format!("big-{i}"), &body, None)).await?;
+        anyhow::ensure!(code == OK, "send of 4 MiB via node {follower} answered {code}");
+    }
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + WAIT;
+    while seen.len() < 2 {
+        anyhow::ensure!(Instant::now() < deadline, "received {seen:?}");
+        let (code, msgs) = receive(&mut c, "big", "cg-big", 1, Duration::from_secs(2)).await?;
+        anyhow::ensure!(code == OK || code == NOT_FOUND, "receive answered code {code}");
+        for m in &msgs {
+            assert_eq!(m.body.len(), body.len());
+            seen.insert(msg_id(m));
+        }
+        anyhow::ensure!(ack(&mut c, "big", "cg-big", &msgs).await? == OK, "ack failed");
+    }
+    Ok(())
+}

@@ -25,7 +25,7 @@ use tonic::Status;
 
 use self::errors::AdminError;
 use self::relay::Leader;
-use self::relay::LeaderChannels;
+use self::relay::LeaderRelay;
 use crate::context::Broker;
 use crate::forward;
 
@@ -33,14 +33,14 @@ use crate::forward;
 #[derive(Debug, Clone)]
 pub struct Admin {
     broker: Arc<Broker>,
-    leaders: Arc<LeaderChannels>,
+    leaders: LeaderRelay,
 }
 
 impl Admin {
     pub fn new(broker: Arc<Broker>) -> Self {
         Self {
+            leaders: LeaderRelay::new(broker.clone()),
             broker,
-            leaders: Arc::default(),
         }
     }
 

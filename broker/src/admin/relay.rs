@@ -1,9 +1,9 @@
-//! Relaying admin calls from a follower to the leader over cached channels to the leader's
-//! client port (which serves AdminService too). Relayed calls carry
+//! Relaying admin calls from a follower to the leader over the node's cached channels to
+//! members' client ports ([`crate::forward::Forwarder`], shared with MessagingService
+//! forwarding; the leader's client port serves AdminService too). Relayed calls carry
 //! [`crate::forward::FORWARDED_HEADER`], so the leader never relays them again.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use raftmq_proto::raftmq::admin::v1::admin_service_client::AdminServiceClient;
@@ -12,51 +12,28 @@ use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 use tonic::transport::Channel;
-use tonic::transport::Endpoint;
 
 use super::errors::has_leader_hint;
 use super::errors::leader_hint;
+use crate::context::Broker;
 use crate::forward;
+use crate::forward::Forwarder;
 use crate::raft::types::BrokerNode;
 use crate::raft::types::NodeId;
 use crate::service::long_poll::grpc_timeout;
 
-/// Most cached channels (one per leader address seen; a group has few members).
-const MAX_CHANNELS: usize = 16;
-/// How long connecting to the leader may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// The leader a call goes to.
 pub type Leader = (NodeId, BrokerNode);
 
-/// Cached channels to leaders' client ports.
-#[derive(Debug, Default)]
-pub struct LeaderChannels {
-    channels: Mutex<HashMap<String, Channel>>,
+/// Relays admin calls to the leader over the node's shared channels.
+#[derive(Debug, Clone)]
+pub struct LeaderRelay {
+    broker: Arc<Broker>,
 }
 
-impl LeaderChannels {
-    /// An admin client for the member at `addr` (`host:port`); connects lazily.
-    fn client(&self, addr: &str) -> Result<AdminServiceClient<Channel>, Status> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = channels.get(addr) {
-            return Ok(AdminServiceClient::new(c.clone()));
-        }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Status::unavailable(format!("bad leader address {addr}: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        if channels.len() >= MAX_CHANNELS {
-            channels.clear();
-        }
-        channels.insert(addr.to_owned(), channel.clone());
-        Ok(AdminServiceClient::new(channel))
-    }
-
-    fn drop_channel(&self, addr: &str) {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        channels.remove(addr);
+impl LeaderRelay {
+    pub fn new(broker: Arc<Broker>) -> Self {
+        Self { broker }
     }
 
     /// Relays `req` to `leader` with `call` (one method of the client), marked as forwarded,
@@ -73,31 +50,35 @@ impl LeaderChannels {
         F: FnOnce(AdminServiceClient<Channel>, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
+        let forwarder = &self.broker.forwarder;
         let addr = leader.1.client_addr.as_str();
-        let client = self.client(addr)?;
+        let client = forwarder
+            .admin_client(addr)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         tracing::debug!(leader = leader.0, %addr, "relaying admin call to the leader");
         match tokio::time::timeout(timeout, call(client, forward::relay(req, timeout))).await {
             Ok(Ok(resp)) => Ok(with_leader_header(resp, addr)),
-            Ok(Err(status)) => Err(self.relay_failure(leader, status)),
+            Ok(Err(status)) => Err(relay_failure(forwarder, leader, status)),
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "the leader did not answer within {timeout:?}; a change may still take effect"
             ))),
         }
     }
+}
 
-    /// The status to answer when a relayed call failed: the leader's own answers pass
-    /// through, transport failures become UNAVAILABLE naming the leader.
-    fn relay_failure(&self, leader: &Leader, status: Status) -> Status {
-        if status.code() != Code::Unavailable || has_leader_hint(status.message()) {
-            return status;
-        }
-        self.drop_channel(&leader.1.client_addr);
-        Status::unavailable(format!(
-            "cannot reach the leader: {}; {}",
-            status.message(),
-            leader_hint(Some(leader))
-        ))
+/// The status to answer when a relayed call failed: the leader's own answers pass
+/// through, transport failures become UNAVAILABLE naming the leader (and the channel to it
+/// is dropped).
+fn relay_failure(forwarder: &Forwarder, leader: &Leader, status: Status) -> Status {
+    if status.code() != Code::Unavailable || has_leader_hint(status.message()) {
+        return status;
     }
+    forwarder.drop_channel(&leader.1.client_addr);
+    Status::unavailable(format!(
+        "cannot reach the leader: {}; {}",
+        status.message(),
+        leader_hint(Some(leader))
+    ))
 }
 
 /// Tells the caller where the leader is, so it can go there directly.
@@ -126,9 +107,9 @@ mod tests {
         assert_eq!(relay_timeout(&req, limit), Duration::from_secs(5));
     }
 
-    #[test]
-    fn transport_failures_name_the_leader() {
-        let channels = LeaderChannels::default();
+    #[tokio::test]
+    async fn transport_failures_name_the_leader_and_drop_the_channel() {
+        let channels = Forwarder::new(Duration::from_secs(1));
         let leader = (
             3,
             BrokerNode {
@@ -136,8 +117,10 @@ mod tests {
                 client_addr: "127.0.0.1:8083".into(),
             },
         );
-        let s = channels.relay_failure(&leader, Status::unavailable("tcp connect error"));
+        channels.channel("127.0.0.1:8083").expect("channel");
+        let s = relay_failure(&channels, &leader, Status::unavailable("tcp connect error"));
         assert_eq!(s.code(), Code::Unavailable);
+        assert!(!channels.has_channel("127.0.0.1:8083"), "dropped");
         assert!(
             s.message().ends_with("leader=3 at 127.0.0.1:8083"),
             "{}",
@@ -146,10 +129,10 @@ mod tests {
         // The leader's own answers pass through unchanged.
         let own = Status::unavailable("this node is not the leader of the broker group; no leader known");
         assert_eq!(
-            channels.relay_failure(&leader, own.clone()).message(),
+            relay_failure(&channels, &leader, own.clone()).message(),
             own.message()
         );
         let nf = Status::not_found("topic t does not exist");
-        assert_eq!(channels.relay_failure(&leader, nf).code(), Code::NotFound);
+        assert_eq!(relay_failure(&channels, &leader, nf).code(), Code::NotFound);
     }
 }

@@ -122,18 +122,6 @@ pub fn check_update(
     Ok(())
 }
 
-/// Refuses to go on unless this node leads (a write on a follower would fail later anyway;
-/// checking first keeps the leader-side checks off stale follower state).
-fn ensure_leader(broker: &Broker) -> Result<(), AdminError> {
-    if broker.is_leader() {
-        return Ok(());
-    }
-    Err(BrokerError::NotLeader {
-        leader: broker.leader(),
-    }
-    .into())
-}
-
 /// Proposes a topic change and waits until it is applied.
 async fn commit(broker: &Broker, header: Header) -> Result<(), AdminError> {
     let cmd = Command::control(header).map_err(|e| BrokerError::Internal(e.to_string()))?;
@@ -149,7 +137,7 @@ pub async fn create(
     req: pb::CreateTopicRequest,
 ) -> Result<pb::CreateTopicResponse, AdminError> {
     let config = spec_to_config(&spec_of(req.topic)?, SpecUse::Create)?;
-    ensure_leader(broker)?;
+    crate::forward::ensure_leader(broker)?;
     let name = config.name.clone();
     commit(broker, Header::CreateTopic(config)).await?;
     tracing::info!(topic = %name, "topic created");
@@ -164,7 +152,7 @@ pub async fn update(
     req: pb::UpdateTopicRequest,
 ) -> Result<pb::UpdateTopicResponse, AdminError> {
     let config = spec_to_config(&spec_of(req.topic)?, SpecUse::Update)?;
-    ensure_leader(broker)?;
+    crate::forward::ensure_leader(broker)?;
     let Some(current) = broker.sm.topic(&config.name)? else {
         return Err(BrokerError::Rejected(crate::command::Rejection::UnknownTopic(config.name)).into());
     };
@@ -180,7 +168,7 @@ pub async fn delete(
     req: pb::DeleteTopicRequest,
 ) -> Result<pb::DeleteTopicResponse, AdminError> {
     validate_topic_name(&req.name).map_err(AdminError::Invalid)?;
-    ensure_leader(broker)?;
+    crate::forward::ensure_leader(broker)?;
     commit(
         broker,
         Header::DeleteTopic {

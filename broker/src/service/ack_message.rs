@@ -206,6 +206,7 @@ mod tests {
             queue_id: 0,
             offset,
             attempt: 1,
+            topic_created_at: 1,
         }
     }
 

@@ -109,7 +109,12 @@ pub fn readiness(queues: &[QueueView], now_ms: u64, fifo: bool) -> Readiness {
         wake_at_ms: None,
     };
     for q in queues {
-        let expired = q.inflight.iter().filter(|&&v| v <= now_ms).count();
+        // FIFO redelivers in offset order only up to the first message still invisible.
+        let expired = if fifo {
+            q.inflight.iter().take_while(|&&v| v <= now_ms).count()
+        } else {
+            q.inflight.iter().filter(|&&v| v <= now_ms).count()
+        };
         let earliest = q.inflight.iter().copied().filter(|&v| v > now_ms).min();
         let locked = fifo && earliest.is_some();
         let room = q.inflight.len() < MAX_INFLIGHT_PER_QUEUE;
@@ -289,6 +294,14 @@ mod tests {
             readiness(&[view(1, 5, &[])], now, true).poppable,
             "fifo without lock"
         );
+        // In offset order, a later expired message waits behind an earlier invisible one.
+        let r = readiness(&[view(5, 5, &[5_000, 900])], now, true);
+        assert_eq!(
+            (r.poppable, r.expired),
+            (false, 0),
+            "fifo: redelivery in order only"
+        );
+        assert!(readiness(&[view(5, 5, &[5_000, 900])], now, false).poppable);
     }
 
     fn entry(tag: &str) -> CqEntry {

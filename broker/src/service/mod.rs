@@ -9,6 +9,7 @@
 pub mod ack_message;
 pub mod change_invisible;
 pub mod filter;
+pub mod forward_dlq;
 pub mod heartbeat;
 pub mod long_poll;
 pub mod notify_termination;
@@ -28,11 +29,13 @@ use std::sync::Arc;
 
 use futures_util::Stream;
 use raftmq_proto::rocketmq::v2 as pb;
+use raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use raftmq_proto::rocketmq::v2::messaging_service_server::MessagingService;
 use raftmq_proto::rocketmq::v2::messaging_service_server::MessagingServiceServer;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
+use tonic::transport::Channel;
 
 use crate::context::Broker;
 use crate::forward;
@@ -53,8 +56,8 @@ impl Messaging {
 
     pub fn into_server(self) -> MessagingServiceServer<Self> {
         MessagingServiceServer::new(self)
-            .max_decoding_message_size(self_limit())
-            .max_encoding_message_size(self_limit())
+            .max_decoding_message_size(forward::MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(forward::MAX_GRPC_MESSAGE)
     }
 
     /// The leader's client address when this call must be relayed there.
@@ -67,33 +70,50 @@ impl Messaging {
             _ => None,
         }
     }
-}
 
-/// Largest gRPC message on the client port: a full batch of maximal messages fits.
-fn self_limit() -> usize {
-    64 << 20
-}
-
-/// Relays a call to the leader, or runs the local handler.
-macro_rules! routed {
-    ($self:ident, $req:ident, $method:ident, $local:expr) => {{
-        if let Some(addr) = $self.forward_target(&$req) {
-            let timeout = $self.broker.config.forward_timeout();
-            let mut client = $self
-                .broker
-                .forwarder
-                .client(&addr)
-                .map_err(|e| Status::unavailable(e.to_string()))?;
-            tracing::debug!(leader = %addr, method = stringify!($method), "forwarding to the leader");
-            match client.$method(forward::relay($req, timeout)).await {
-                Ok(resp) => Ok(with_leader_hint(resp, &addr)),
-                Err(e) => {
-                    if e.code() == tonic::Code::Unavailable {
-                        $self.broker.forwarder.drop_channel(&addr);
-                    }
-                    Err(e)
+    /// Relays `req` to the leader at `addr` with `call` (one method of the client) and
+    /// passes its answer back with a leader hint. A transport failure (UNAVAILABLE) drops
+    /// the cached channel, so the next call connects afresh.
+    async fn forwarded<Req, Resp, F, Fut>(
+        &self,
+        addr: &str,
+        method: &'static str,
+        req: Request<Req>,
+        call: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        F: FnOnce(MessagingServiceClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let forwarder = &self.broker.forwarder;
+        let timeout = self.broker.config.forward_timeout();
+        let client = forwarder
+            .client(addr)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        tracing::debug!(leader = %addr, method, "forwarding to the leader");
+        match call(client, forward::relay(req, timeout)).await {
+            Ok(resp) => Ok(with_leader_hint(resp, addr)),
+            Err(e) => {
+                if e.code() == tonic::Code::Unavailable {
+                    forwarder.drop_channel(addr);
                 }
+                Err(e)
             }
+        }
+    }
+}
+
+/// Relays a call to the leader, or runs the local handler. `wrap` converts the leader's
+/// response into this service's (streams are boxed).
+macro_rules! routed {
+    ($self:ident, $req:ident, $method:ident, $local:expr) => {
+        routed!($self, $req, $method, wrap = std::convert::identity, $local)
+    };
+    ($self:ident, $req:ident, $method:ident, wrap = $wrap:expr, $local:expr) => {{
+        if let Some(addr) = $self.forward_target(&$req) {
+            let call =
+                |mut c: MessagingServiceClient<Channel>, r| async move { c.$method(r).await.map($wrap) };
+            $self.forwarded(&addr, stringify!($method), $req, call).await
         } else {
             $local
         }
@@ -155,17 +175,13 @@ impl MessagingService for Messaging {
         &self,
         req: Request<pb::ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
-        if let Some(addr) = self.forward_target(&req) {
-            let timeout = self.broker.config.forward_timeout();
-            let mut client = self
-                .broker
-                .forwarder
-                .client(&addr)
-                .map_err(|e| Status::unavailable(e.to_string()))?;
-            let resp = client.receive_message(forward::relay(req, timeout)).await?;
-            return Ok(with_leader_hint(boxed(resp), &addr));
-        }
-        receive_message::handle(&self.broker, req).await
+        routed!(
+            self,
+            req,
+            receive_message,
+            wrap = boxed,
+            receive_message::handle(&self.broker, req).await
+        )
     }
 
     async fn ack_message(
@@ -184,7 +200,9 @@ impl MessagingService for Messaging {
         &self,
         req: Request<pb::ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<pb::ForwardMessageToDeadLetterQueueResponse>, Status> {
-        unsupported::forward_to_dlq(&self.broker, req).await
+        routed!(self, req, forward_message_to_dead_letter_queue, {
+            forward_dlq::handle(&self.broker, req).await
+        })
     }
 
     type PullMessageStream = BoxStream<pb::PullMessageResponse>;

@@ -118,8 +118,11 @@ async fn pull(
         match read(broker, &p).await? {
             Outcome::Nothing { next, at_end: true } if Instant::now() < deadline => {
                 p.offset = next;
-                let woken = tokio::time::timeout_at(deadline, changes.changed()).await;
-                if !matches!(woken, Ok(Ok(()))) {
+                let woken = tokio::select! {
+                    w = tokio::time::timeout_at(deadline, changes.changed()) => matches!(w, Ok(Ok(()))),
+                    () = broker.stopped() => false,
+                };
+                if !woken {
                     return Ok(reply(requested, Outcome::Nothing { next, at_end: true }));
                 }
             }

@@ -40,6 +40,7 @@ use super::ack_message::require_topic;
 use super::change_invisible::MAX_INVISIBLE_MS;
 use super::filter::Filter;
 use super::filter::parse_filter;
+use super::heartbeat::client_id;
 use super::long_poll;
 use super::long_poll::QueueView;
 use super::receipt;
@@ -59,11 +60,10 @@ use crate::context::now_ms;
 use crate::error::BrokerError;
 use crate::error::BrokerResult;
 use crate::error::InvalidCode;
+use crate::forward::ensure_leader;
 use crate::message::Delivery;
 use crate::message::StoredMessage;
 
-/// The header naming the calling client (its Telemetry settings say FIFO and max attempts).
-pub const CLIENT_ID_HEADER: &str = "x-mq-client-id";
 /// Most messages one receive hands out (RocketMQ: 32); a client asking for more gets 32.
 pub const MAX_BATCH: u32 = 32;
 /// Shortest invisibility a receive may ask for (RocketMQ: 10 s).
@@ -97,9 +97,9 @@ struct Call {
     client: Option<ClientInfo>,
 }
 
+/// The calling client's registered settings (they say FIFO and max attempts).
 fn client_of<T>(broker: &Broker, req: &Request<T>) -> Option<ClientInfo> {
-    let id = req.metadata().get(CLIENT_ID_HEADER)?.to_str().ok()?;
-    broker.clients.get(id)
+    broker.clients.get(client_id(req.metadata())?)
 }
 
 #[tracing::instrument(name = "receive", skip_all)]
@@ -111,6 +111,7 @@ async fn receive(broker: Arc<Broker>, req: pb::ReceiveMessageRequest, call: Call
             return vec![status_item(status::from_error(&e))];
         }
     };
+    let r = Arc::new(r);
     match poll(&broker, &r).await {
         Ok(ready) if ready.is_empty() => vec![status_item(status::status(
             Code::MessageNotFound,
@@ -231,7 +232,7 @@ struct Ready {
 
 /// Polls until something is delivered or the deadline passes (then an empty list).
 #[tracing::instrument(skip_all, fields(group = %r.group, topic = %r.topic, batch = r.batch))]
-async fn poll(broker: &Arc<Broker>, r: &Receive) -> BrokerResult<Vec<Ready>> {
+async fn poll(broker: &Arc<Broker>, r: &Arc<Receive>) -> BrokerResult<Vec<Ready>> {
     let mut changes = broker.sm.subscribe_changes();
     // The state a pop found nothing in: not popped again until it changes.
     let mut stalled: Option<(Vec<QueueView>, usize)> = None;
@@ -239,8 +240,9 @@ async fn poll(broker: &Arc<Broker>, r: &Receive) -> BrokerResult<Vec<Ready>> {
     let mut pops = 0;
     loop {
         let _ = changes.borrow_and_update();
+        // Pops happen on the leader; a node that is not (any more) says where it is.
         ensure_leader(broker)?;
-        let views = views(broker, r)?;
+        let views = views(broker, r).await?;
         let ready = long_poll::readiness(&views, now_ms(), r.fifo || r.topic_fifo);
         let key = (views, ready.expired);
         if std::mem::take(&mut after_empty_pop) {
@@ -256,20 +258,14 @@ async fn poll(broker: &Arc<Broker>, r: &Receive) -> BrokerResult<Vec<Ready>> {
             }
             continue;
         }
-        if Instant::now() >= r.deadline {
+        if Instant::now() >= r.deadline || broker.is_stopping() {
             return Ok(Vec::new());
         }
-        wait(&mut changes, ready.wake_at_ms, r.deadline).await;
+        tokio::select! {
+            () = wait(&mut changes, ready.wake_at_ms, r.deadline) => {}
+            () = broker.stopped() => {}
+        }
     }
-}
-
-/// Pops happen on the leader; a node that is not (any more) says where it is.
-fn ensure_leader(broker: &Broker) -> BrokerResult<()> {
-    if broker.is_leader() {
-        return Ok(());
-    }
-    let leader = broker.leader().filter(|(id, _)| *id != broker.id);
-    Err(BrokerError::NotLeader { leader })
 }
 
 /// Waits for an applied change, the time an in-flight message becomes visible again, or
@@ -290,9 +286,13 @@ async fn wait(changes: &mut watch::Receiver<u64>, wake_at_ms: Option<u64>, deadl
     }
 }
 
-/// The group's state on the receive's queues.
-fn views(broker: &Broker, r: &Receive) -> BrokerResult<Vec<QueueView>> {
-    r.queue_ids.iter().map(|&q| queue_view(broker, r, q)).collect()
+/// The group's state on the receive's queues, read on a blocking thread (up to every
+/// queue of the topic, each with a scan of its consume queue under a tag filter).
+async fn views(broker: &Arc<Broker>, r: &Arc<Receive>) -> BrokerResult<Vec<QueueView>> {
+    let (b, r) = (broker.clone(), r.clone());
+    tokio::task::spawn_blocking(move || r.queue_ids.iter().map(|&q| queue_view(&b, &r, q)).collect())
+        .await
+        .map_err(|e| BrokerError::Internal(format!("reading queue state failed: {e}")))?
 }
 
 fn queue_view(broker: &Broker, r: &Receive, queue_id: u32) -> BrokerResult<QueueView> {

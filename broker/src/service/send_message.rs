@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use raftmq_proto::rocketmq::v2 as pb;
 use tonic::Request;
 use tonic::Response;
@@ -71,51 +72,8 @@ pub async fn handle(
 }
 
 async fn send(broker: &Broker, messages: Vec<pb::Message>) -> BrokerResult<Vec<pb::SendResultEntry>> {
-    if messages.is_empty() {
-        return Err(BrokerError::invalid(
-            InvalidCode::BadRequest,
-            "a send needs at least one message",
-        ));
-    }
-    let limit = broker.config.max_batch_messages;
-    if messages.len() > limit {
-        return Err(BrokerError::invalid(
-            InvalidCode::BadRequest,
-            format!("{} messages in one send, at most {limit} allowed", messages.len()),
-        ));
-    }
-    let max_body = broker.config.max_body_size;
-    let stored = messages
-        .into_iter()
-        .map(|m| StoredMessage::from_wire(m, max_body))
-        .collect::<BrokerResult<Vec<_>>>()?;
-    let total: usize = stored.iter().map(|m| m.body.len()).sum();
-    if total > max_body.saturating_mul(4) {
-        return Err(BrokerError::invalid(
-            InvalidCode::BodyTooLarge,
-            format!(
-                "a batch of {total} body bytes, at most {} allowed",
-                max_body.saturating_mul(4)
-            ),
-        ));
-    }
-    let mut metas = Vec::with_capacity(stored.len());
-    let mut records = Vec::with_capacity(stored.len());
-    let rr = broker.next_round_robin();
-    for m in &stored {
-        let queues = writable_queues(broker, &m.topic)?;
-        let queue_id = match &m.message_group {
-            Some(g) => group_queue(g, queues),
-            None => (rr % u64::from(queues)) as u32,
-        };
-        metas.push(MessageMeta {
-            topic: m.topic.clone(),
-            queue_id,
-            tag_hash: m.tag_hash(),
-            msg_id: m.msg_id.clone(),
-        });
-        records.push(m.encode()?);
-    }
+    let stored = validate(broker, messages)?;
+    let (metas, records) = placed(broker, &stored)?;
     let header = Header::Send {
         store_time_ms: now_ms(),
         messages: metas,
@@ -136,6 +94,60 @@ async fn send(broker: &Broker, messages: Vec<pb::Message>) -> BrokerResult<Vec<p
         CommandResult::Rejected(r) => Err(BrokerError::Rejected(r)),
         other => Err(BrokerError::Internal(format!("unexpected send result {other:?}"))),
     }
+}
+
+/// The batch's messages, each valid, the batch within its count and body limits.
+fn validate(broker: &Broker, messages: Vec<pb::Message>) -> BrokerResult<Vec<StoredMessage>> {
+    if messages.is_empty() {
+        return Err(BrokerError::invalid(
+            InvalidCode::BadRequest,
+            "a send needs at least one message",
+        ));
+    }
+    let limit = broker.config.max_batch_messages;
+    if messages.len() > limit {
+        return Err(BrokerError::invalid(
+            InvalidCode::BadRequest,
+            format!("{} messages in one send, at most {limit} allowed", messages.len()),
+        ));
+    }
+    let max_body = broker.config.max_body_size;
+    let stored = messages
+        .into_iter()
+        .map(|m| StoredMessage::from_wire(m, max_body))
+        .collect::<BrokerResult<Vec<_>>>()?;
+    let total: usize = stored.iter().map(|m| m.body.len()).sum();
+    let max_total = max_body.saturating_mul(4);
+    if total > max_total {
+        return Err(BrokerError::invalid(
+            InvalidCode::BodyTooLarge,
+            format!("a batch of {total} body bytes, at most {max_total} allowed"),
+        ));
+    }
+    Ok(stored)
+}
+
+/// Each message's queue (a FIFO message's by its group, the others round-robin) and
+/// record.
+fn placed(broker: &Broker, stored: &[StoredMessage]) -> BrokerResult<(Vec<MessageMeta>, Vec<Bytes>)> {
+    let mut metas = Vec::with_capacity(stored.len());
+    let mut records = Vec::with_capacity(stored.len());
+    let rr = broker.next_round_robin();
+    for m in stored {
+        let queues = writable_queues(broker, &m.topic)?;
+        let queue_id = match &m.message_group {
+            Some(g) => group_queue(g, queues),
+            None => (rr % u64::from(queues)) as u32,
+        };
+        metas.push(MessageMeta {
+            topic: m.topic.clone(),
+            queue_id,
+            tag_hash: m.tag_hash(),
+            msg_id: m.msg_id.clone(),
+        });
+        records.push(m.encode()?);
+    }
+    Ok((metas, records))
 }
 
 /// The queue count of a topic that accepts sends (checked again, authoritatively, at apply).

@@ -43,8 +43,13 @@ impl ServerSettings {
     }
 }
 
-/// The settings to send back to a client that announced `client`.
-pub fn reply(client: &pb::Settings, server: &ServerSettings) -> pb::Settings {
+/// The settings to send back to a client that announced `client`; `fifo_topic` says
+/// whether a topic is a FIFO topic (a subscription to one is consumed in order).
+pub fn reply(
+    client: &pb::Settings,
+    server: &ServerSettings,
+    fifo_topic: impl Fn(&str) -> bool,
+) -> pb::Settings {
     let mut out = client.clone();
     let client_attempts = client
         .backoff_policy
@@ -59,7 +64,7 @@ pub fn reply(client: &pb::Settings, server: &ServerSettings) -> pb::Settings {
         Some(PubSub::Subscription(s)) => {
             let default_attempts = i32::try_from(server.consumer_max_attempts).unwrap_or(i32::MAX);
             out.backoff_policy = Some(consumer_backoff(client_attempts.unwrap_or(default_attempts)));
-            out.pub_sub = Some(PubSub::Subscription(subscription(s, server)));
+            out.pub_sub = Some(PubSub::Subscription(subscription(s, server, fifo_topic)));
         }
         Some(PubSub::Publishing(p)) => {
             out.backoff_policy = Some(producer_backoff(client_attempts.unwrap_or(PRODUCER_MAX_ATTEMPTS)));
@@ -87,7 +92,20 @@ fn publishing(mut p: pb::Publishing, server: &ServerSettings) -> pb::Publishing 
     p
 }
 
-fn subscription(mut s: pb::Subscription, server: &ServerSettings) -> pb::Subscription {
+/// The subscription echoed with the server's defaults. `fifo` is set whenever the client
+/// asked for it or subscribes to a FIFO topic: the Java push consumer consumes in order
+/// only when the server says so.
+fn subscription(
+    mut s: pb::Subscription,
+    server: &ServerSettings,
+    fifo_topic: impl Fn(&str) -> bool,
+) -> pb::Subscription {
+    let fifo_subscribed = s
+        .subscriptions
+        .iter()
+        .filter_map(|e| e.topic.as_ref())
+        .any(|t| fifo_topic(&t.name));
+    s.fifo = Some(s.fifo.unwrap_or(false) || fifo_subscribed);
     if s.receive_batch_size.is_none_or(|b| b <= 0) {
         s.receive_batch_size = Some(RECEIVE_BATCH_SIZE);
     }
@@ -127,6 +145,10 @@ pub fn consumer_backoff(max_attempts: i32) -> pb::RetryPolicy {
 mod tests {
     use super::*;
     use crate::message::duration_ms;
+
+    fn no_fifo(_: &str) -> bool {
+        false
+    }
 
     const SERVER: ServerSettings = ServerSettings {
         max_body_size: 4 << 20,
@@ -169,7 +191,7 @@ mod tests {
                 ..Default::default()
             })),
         );
-        let r = reply(&c, &SERVER);
+        let r = reply(&c, &SERVER, no_fifo);
         assert_eq!(
             (r.client_type, &r.access_point, &r.user_agent),
             (c.client_type, &c.access_point, &c.user_agent)
@@ -199,7 +221,7 @@ mod tests {
             max_attempts: 5,
             strategy: None,
         });
-        let r = reply(&c, &SERVER);
+        let r = reply(&c, &SERVER, no_fifo);
         assert_eq!(r.backoff_policy.map(|p| p.max_attempts), Some(5));
         assert!(
             matches!(r.pub_sub, Some(PubSub::Publishing(_))),
@@ -216,7 +238,7 @@ mod tests {
                 ..Default::default()
             })),
         );
-        let r = reply(&c, &SERVER);
+        let r = reply(&c, &SERVER, no_fifo);
         let Some(PubSub::Subscription(s)) = &r.pub_sub else {
             panic!("subscription expected");
         };
@@ -249,13 +271,47 @@ mod tests {
             max_attempts: 4,
             strategy: None,
         });
-        let r = reply(&c, &SERVER);
+        let r = reply(&c, &SERVER, no_fifo);
         let Some(PubSub::Subscription(s)) = &r.pub_sub else {
             panic!("subscription expected");
         };
         assert_eq!(s.receive_batch_size, Some(8));
         assert_eq!(s.long_polling_timeout.as_ref().and_then(duration_ms), Some(5_000));
-        assert_eq!(s.fifo, None);
+        assert_eq!(s.fifo, Some(false));
         assert_eq!(r.backoff_policy.map(|p| p.max_attempts), Some(4));
+    }
+
+    #[test]
+    fn a_subscription_to_a_fifo_topic_is_consumed_in_order() {
+        let entry = |topic: &str| pb::SubscriptionEntry {
+            topic: Some(pb::Resource {
+                resource_namespace: String::new(),
+                name: topic.into(),
+            }),
+            expression: None,
+        };
+        let fifo_of = |subscribed: &[&str], client_fifo: Option<bool>| {
+            let c = client(
+                pb::ClientType::PushConsumer,
+                Some(PubSub::Subscription(pb::Subscription {
+                    subscriptions: subscribed.iter().map(|t| entry(t)).collect(),
+                    fifo: client_fifo,
+                    ..Default::default()
+                })),
+            );
+            match reply(&c, &SERVER, |t| t.starts_with("fifo")).pub_sub {
+                Some(PubSub::Subscription(s)) => s.fifo,
+                other => panic!("subscription expected, got {other:?}"),
+            }
+        };
+        assert_eq!(fifo_of(&["orders"], None), Some(false));
+        assert_eq!(fifo_of(&["fifo-orders"], None), Some(true));
+        assert_eq!(fifo_of(&["orders", "fifo-orders"], Some(false)), Some(true));
+        assert_eq!(
+            fifo_of(&["orders"], Some(true)),
+            Some(true),
+            "the client's choice stays"
+        );
+        assert_eq!(fifo_of(&[], None), Some(false));
     }
 }

@@ -27,6 +27,7 @@ use super::heartbeat::client_id;
 use super::settings;
 use super::settings::ServerSettings;
 use super::status;
+use crate::command::MessageKind;
 use crate::context::Broker;
 
 /// Replies buffered for a slow client before the inbound side waits.
@@ -59,6 +60,7 @@ async fn serve(
         let frame = tokio::select! {
             frame = inbound.message() => frame,
             () = tx.closed() => break,
+            () = broker.stopped() => break,
         };
         let cmd = match frame {
             Ok(Some(cmd)) => cmd,
@@ -115,11 +117,24 @@ fn on_settings(broker: &Broker, client: Option<&str>, s: &pb::Settings) -> pb::T
             command: None,
         };
     };
-    let reply = settings::reply(s, &ServerSettings::from_config(&broker.config));
+    let reply = settings::reply(s, &ServerSettings::from_config(&broker.config), |t| {
+        is_fifo_topic(broker, t)
+    });
     broker.clients.update(client, reply.clone());
     tracing::debug!(client_type = ?reply.client_type, "client settings registered");
     pb::TelemetryCommand {
         status: Some(status::ok()),
         command: Some(Command::Settings(reply)),
+    }
+}
+
+/// Whether `topic` exists here as a FIFO topic (unreadable state counts as not).
+fn is_fifo_topic(broker: &Broker, topic: &str) -> bool {
+    match broker.sm.topic(topic) {
+        Ok(config) => config.is_some_and(|c| c.kind == MessageKind::Fifo),
+        Err(e) => {
+            tracing::warn!(error = %e, topic, "cannot read a subscribed topic's kind");
+            false
+        }
     }
 }

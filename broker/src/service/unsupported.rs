@@ -1,5 +1,6 @@
 //! Calls of the protocol raftmq does not serve yet: each answers `NOT_IMPLEMENTED` with a
-//! clear message, never an empty or OK response.
+//! clear message, never an empty or OK response. (ForwardMessageToDeadLetterQueue is served:
+//! it only passes through here until it is routed directly.)
 
 use std::sync::Arc;
 
@@ -26,15 +27,6 @@ pub async fn query_assignment(
     Ok(Response::new(pb::QueryAssignmentResponse {
         status: not_implemented("QueryAssignment (push consumers)"),
         assignments: Vec::new(),
-    }))
-}
-
-pub async fn forward_to_dlq(
-    _broker: &Arc<Broker>,
-    _req: Request<pb::ForwardMessageToDeadLetterQueueRequest>,
-) -> Result<Response<pb::ForwardMessageToDeadLetterQueueResponse>, Status> {
-    Ok(Response::new(pb::ForwardMessageToDeadLetterQueueResponse {
-        status: not_implemented("ForwardMessageToDeadLetterQueue"),
     }))
 }
 

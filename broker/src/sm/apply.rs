@@ -33,6 +33,10 @@ use crate::command::Rejection;
 use crate::command::TopicConfig;
 
 /// Most queues a topic may have.
+///
+/// Part of the replicated state machine's behaviour (like the limits in [`pop`]): every
+/// replica must apply with the same value, so changing it requires all replicas to change
+/// together (a format/version bump), never in a rolling upgrade.
 pub const MAX_QUEUES: u32 = 1024;
 
 /// The reads applying a command depends on.
@@ -208,6 +212,11 @@ impl<'a, V: StateView> Pending<'a, V> {
                 invisible_ms,
                 now_ms,
             } => self.change_invisible(group, topic, *receipt, now_ms.saturating_add(*invisible_ms)),
+            Header::DeadLetter {
+                group,
+                topic,
+                receipt,
+            } => self.dead_letter_receipt(log_index, group, topic, *receipt),
         }
     }
 
@@ -362,11 +371,12 @@ impl<'a, V: StateView> Pending<'a, V> {
                 queue_id,
             });
         }
-        let record = OffsetRecord {
+        let committed = OffsetRecord {
             offset,
             topic_created_at: record.created_at,
         };
-        self.put_offset(group, topic, queue_id, record);
+        self.put_offset(group, topic, queue_id, committed);
+        self.reset_pop(group, &record, queue_id, offset)?;
         Ok(CommandResult::Done)
     }
 

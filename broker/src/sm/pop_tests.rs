@@ -235,3 +235,223 @@ fn a_send_and_a_pop_in_one_batch_see_each_other_and_bad_input_is_refused() {
     let r = mem.apply_batch(&[(6, send(&[("t", 0)])), (7, commit), (8, pop(from_h))]);
     assert_eq!(offsets(&popped(&r[2])), vec![(0, 1, 1)]);
 }
+
+fn change_invisible(receipt: Receipt, invisible_ms: u64, now_ms: u64) -> Command {
+    Command::control(Header::ChangeInvisible {
+        group: "g".into(),
+        topic: "t".into(),
+        receipt,
+        invisible_ms,
+        now_ms,
+    })
+    .expect("command")
+}
+
+fn dead_letter(group: &str, receipt: Receipt) -> Command {
+    Command::control(Header::DeadLetter {
+        group: group.into(),
+        topic: "t".into(),
+        receipt,
+    })
+    .expect("command")
+}
+
+fn commit(queue_id: u32, offset: u64) -> Command {
+    Command::control(Header::CommitOffset {
+        group: "g".into(),
+        topic: "t".into(),
+        queue_id,
+        offset,
+    })
+    .expect("command")
+}
+
+#[test]
+fn groups_whose_dead_letter_topic_would_be_invalid_cannot_receive() {
+    let mut mem = setup();
+    let longest = "g".repeat(122);
+    let too_long = "g".repeat(123);
+    let req = |group: &str| PopRequest {
+        group: group.into(),
+        ..pop_req(&[0], 1, 10_000)
+    };
+    let r = mem.apply_batch(&[(3, pop(req(&longest))), (4, pop(req(&too_long)))]);
+    assert_eq!(offsets(&popped(&r[0])), vec![(0, 0, 1)]);
+    let receipt = popped(&r[0])[0].receipt;
+    let with_group = |group: &str, header: Header| {
+        let header = match header {
+            Header::Ack { topic, receipts, .. } => Header::Ack {
+                group: group.into(),
+                topic,
+                receipts,
+            },
+            Header::ChangeInvisible {
+                topic,
+                receipt,
+                invisible_ms,
+                now_ms,
+                ..
+            } => Header::ChangeInvisible {
+                group: group.into(),
+                topic,
+                receipt,
+                invisible_ms,
+                now_ms,
+            },
+            other => other,
+        };
+        Command::control(header).expect("command")
+    };
+    let r2 = mem.apply_batch(&[
+        (5, with_group(&too_long, ack(&[receipt]).header().clone())),
+        (
+            6,
+            with_group(&too_long, change_invisible(receipt, 1, 10_000).header().clone()),
+        ),
+        (7, dead_letter(&too_long, receipt)),
+    ]);
+    for result in [&r[1], &r2[0], &r2[1], &r2[2]] {
+        match result {
+            CommandResult::Rejected(Rejection::InvalidGroup(m)) => assert!(
+                m.contains(
+                    "at most 122 characters for consumers that receive, because the \
+                     dead-letter topic %DLQ%<group> must be a valid topic name"
+                ),
+                "{m}"
+            ),
+            other => panic!("expected InvalidGroup, got {other:?}"),
+        }
+    }
+    assert!(!mem.pops.keys().any(|(g, _, _)| *g == too_long));
+}
+
+#[test]
+fn an_offset_reset_rebases_pop_consumption_and_stales_inflight_receipts() {
+    let mut mem = setup();
+    let r = mem.apply_batch(&[(3, pop(pop_req(&[0], 2, 10_000)))]);
+    let p = popped(&r[0]);
+    assert_eq!(offsets(&p), vec![(0, 0, 1), (0, 1, 1)]);
+    // "Consume from 2": the in-flight messages are forgotten.
+    mem.apply_batch(&[(4, commit(0, 2))]);
+    assert_eq!(committed(&mem, 0), Some(2));
+    let state = &mem.pops[&("g".into(), "t".into(), 0)];
+    assert_eq!((state.next, state.inflight.len()), (2, 0));
+    let r = mem.apply_batch(&[(5, ack(&[p[0].receipt, p[1].receipt]))]);
+    assert_eq!(acked(&r[0]), vec![false, false], "in-flight receipts are stale");
+    let r = mem.apply_batch(&[(6, pop(pop_req(&[0], 10, 10_100)))]);
+    assert_eq!(offsets(&popped(&r[0])), vec![(0, 2, 1)]);
+    // A reset backwards hands out again what was consumed, even far below the in-flight.
+    let r = mem.apply_batch(&[(7, commit(0, 0)), (8, pop(pop_req(&[0], 10, 10_200)))]);
+    assert_eq!(offsets(&popped(&r[1])), vec![(0, 0, 1), (0, 1, 1), (0, 2, 1)]);
+    assert_eq!(committed(&mem, 0), Some(0));
+}
+
+#[test]
+fn receipts_of_an_earlier_topic_incarnation_are_stale() {
+    let mut mem = setup();
+    let r = mem.apply_batch(&[(3, pop(pop_req(&[0], 1, 10_000)))]);
+    let old = popped(&r[0])[0].receipt;
+    assert_eq!(old.topic_created_at, 1);
+    let delete = Command::control(Header::DeleteTopic { name: "t".into() }).expect("command");
+    let r = mem.apply_batch(&[
+        (4, delete),
+        (5, create("t", 2)),
+        (6, send(&[("t", 0)])),
+        (7, pop(pop_req(&[0], 1, 10_000))),
+    ]);
+    let new = popped(&r[3])[0].receipt;
+    assert_eq!((new.queue_id, new.offset, new.attempt), (0, 0, 1));
+    assert_eq!(new.topic_created_at, 5);
+    let r = mem.apply_batch(&[
+        (8, change_invisible(old, 0, 10_000)),
+        (9, dead_letter("g", old)),
+        (10, ack(&[old, new])),
+    ]);
+    assert_eq!(acked(&r[0]), vec![false]);
+    assert_eq!(acked(&r[1]), vec![false]);
+    assert_eq!(acked(&r[2]), vec![false, true]);
+}
+
+#[test]
+fn fifo_redelivers_in_offset_order_only() {
+    let mut mem = setup();
+    let fifo = |now| PopRequest {
+        fifo: true,
+        ..pop_req(&[0], 2, now)
+    };
+    let r = mem.apply_batch(&[(3, pop(fifo(10_000)))]);
+    let p = popped(&r[0]);
+    assert_eq!(offsets(&p), vec![(0, 0, 1), (0, 1, 1)]);
+    // The consumer still holds offset 0 (until 15_500); offset 1 expires at 11_000.
+    let r = mem.apply_batch(&[(4, change_invisible(p[0].receipt, 5000, 10_500))]);
+    assert_eq!(acked(&r[0]), vec![true]);
+    let r = mem.apply_batch(&[(5, pop(fifo(11_000)))]);
+    assert!(popped(&r[0]).is_empty(), "offset 1 must wait for offset 0");
+    let r = mem.apply_batch(&[(6, pop(fifo(15_500)))]);
+    assert_eq!(offsets(&popped(&r[0])), vec![(0, 0, 2), (0, 1, 2)]);
+    // Not FIFO: expired messages come again whatever is held below them.
+    let mut mem = setup();
+    let r = mem.apply_batch(&[(3, pop(pop_req(&[0], 2, 10_000)))]);
+    let p = popped(&r[0]);
+    mem.apply_batch(&[(4, change_invisible(p[0].receipt, 5000, 10_500))]);
+    let r = mem.apply_batch(&[(5, pop(pop_req(&[0], 1, 11_000)))]);
+    assert_eq!(offsets(&popped(&r[0])), vec![(0, 1, 2)]);
+}
+
+#[test]
+fn a_consumer_forwards_a_message_to_the_dead_letter_topic_by_its_current_receipt() {
+    let mut mem = setup();
+    let r = mem.apply_batch(&[(3, pop(pop_req(&[1], 2, 10_000)))]);
+    let p = popped(&r[0]);
+    let stale = Receipt {
+        attempt: 2,
+        ..p[0].receipt
+    };
+    let r = mem.apply_batch(&[
+        (4, dead_letter("g", stale)),
+        (5, dead_letter("g", p[0].receipt)),
+        (6, dead_letter("g", p[0].receipt)),
+    ]);
+    assert_eq!(
+        (acked(&r[0]), acked(&r[1]), acked(&r[2])),
+        (vec![false], vec![true], vec![false])
+    );
+    let dlq = crate::sm::apply::pop::dlq_topic("g");
+    assert_eq!(mem.topics[&dlq].config.permission, Permission::ReadWrite);
+    assert_eq!(mem.counters[&(dlq.clone(), 0)], 1);
+    assert_eq!(mem.cq[&(dlq, 0, 0)], mem.cq[&("t".into(), 1, 0)]);
+    // Out of flight: the committed offset moves past it, and its receipt is spent.
+    assert_eq!(committed(&mem, 1), Some(1));
+    let r = mem.apply_batch(&[(7, ack(&[p[0].receipt, p[1].receipt]))]);
+    assert_eq!(acked(&r[0]), vec![false, true]);
+    let unknown = Command::control(Header::DeadLetter {
+        group: "g".into(),
+        topic: "nope".into(),
+        receipt: p[1].receipt,
+    })
+    .expect("command");
+    let r = mem.apply_batch(&[(8, unknown), (9, dead_letter("a b", p[1].receipt))]);
+    assert!(matches!(
+        r[0],
+        CommandResult::Rejected(Rejection::UnknownTopic(_))
+    ));
+    assert!(matches!(
+        r[1],
+        CommandResult::Rejected(Rejection::InvalidGroup(_))
+    ));
+}
+
+#[test]
+fn a_full_dead_letter_queue_is_an_error_not_an_overflow() {
+    let mut mem = setup();
+    let r = mem.apply_batch(&[(3, pop(pop_req(&[1], 1, 10_000)))]);
+    let receipt = popped(&r[0])[0].receipt;
+    let dlq = crate::sm::apply::pop::dlq_topic("g");
+    mem.apply_batch(&[(4, create(&dlq, 1))]);
+    mem.counters.insert((dlq, 0), u64::MAX);
+    let mut pending = Pending::new(&mem);
+    let err = pending
+        .apply(5, &dead_letter("g", receipt))
+        .expect_err("the dead-letter queue is full");
+    assert!(matches!(err, SmError::Corrupt { .. }), "{err:?}");
+}

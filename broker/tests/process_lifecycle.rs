@@ -1,4 +1,5 @@
-//! A node whose commit log fails stops serving and exits non-zero (so that a supervisor
+//! A node's life cycle as a process: SIGTERM ends it promptly even with long polls open;
+//! a node whose commit log fails stops serving and exits non-zero (so that a supervisor
 //! restarts it from its data dir) instead of lingering as a member that cannot write.
 
 mod process_common;
@@ -47,5 +48,24 @@ async fn a_node_whose_log_fails_exits_non_zero() -> anyhow::Result<()> {
     if let Ok((code, _)) = sent {
         assert_ne!(code, 20000, "a send must not be acknowledged when the log failed");
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_open_long_polls_and_exits_cleanly() -> anyhow::Result<()> {
+    let mut g = ProcGroup::start(1)?;
+    g.create_topic("t", 1, admin::MessageKind::Normal).await?;
+    let mut c = g.messaging(1).await?;
+    let poll = tokio::spawn(async move { receive(&mut c, "t", "cg", 1, Duration::from_secs(20)).await });
+    // Let the long poll start waiting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    assert!(g.terminate(1)?, "SIGTERM ends the node with exit status 0");
+    let took = started.elapsed();
+    eprintln!("SIGTERM to exit: {:.2} s with a 20 s long poll open", took.as_secs_f64());
+    assert!(took < Duration::from_secs(4), "shutdown waited for the long poll: {took:?}");
+    let (code, msgs) = poll.await??;
+    assert!(msgs.is_empty());
+    assert_eq!(code, 40401, "the long poll ends with MESSAGE_NOT_FOUND");
     Ok(())
 }
