@@ -62,8 +62,14 @@ async fn sigterm_ends_open_long_polls_and_exits_cleanly() -> anyhow::Result<()> 
     let started = std::time::Instant::now();
     assert!(g.terminate(1)?, "SIGTERM ends the node with exit status 0");
     let took = started.elapsed();
-    eprintln!("SIGTERM to exit: {:.2} s with a 20 s long poll open", took.as_secs_f64());
-    assert!(took < Duration::from_secs(4), "shutdown waited for the long poll: {took:?}");
+    eprintln!(
+        "SIGTERM to exit: {:.2} s with a 20 s long poll open",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "shutdown waited for the long poll: {took:?}"
+    );
     let (code, msgs) = poll.await??;
     assert!(msgs.is_empty());
     assert_eq!(code, 40401, "the long poll ends with MESSAGE_NOT_FOUND");
