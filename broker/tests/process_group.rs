@@ -195,3 +195,71 @@ async fn maximal_messages_are_received_through_a_follower() -> anyhow::Result<()
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_sends_are_stored_together_or_refused_together() -> anyhow::Result<()> {
+    let g = ProcGroup::start(3)?;
+    g.create_topic("batch", 4, admin::MessageKind::Normal).await?;
+    let leader = g.wait_leader(&[1, 2, 3]).await?;
+    let mut c = g.messaging(leader).await?;
+    let batch = |ids: &[&str], topic: &str| raftmq_proto::rocketmq::v2::SendMessageRequest {
+        messages: ids.iter().map(|id| message(topic, id, b"body", None)).collect(),
+    };
+    let resp = c
+        .send_message(batch(&["b1", "b2", "b3", "b4", "b5"], "batch"))
+        .await?
+        .into_inner();
+    assert_eq!(resp.status.map(|s| s.code), Some(OK));
+    let ids: Vec<&str> = resp.entries.iter().map(|e| e.message_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["b1", "b2", "b3", "b4", "b5"],
+        "the client's ids are echoed in order"
+    );
+    let offsets: Vec<i64> = resp.entries.iter().map(|e| e.offset).collect();
+    assert!(
+        offsets.windows(2).all(|w| w[1] == w[0] + 1),
+        "one queue, consecutive: {offsets:?}"
+    );
+
+    // One bad message refuses the whole batch; every entry carries the code.
+    let mut bad = batch(&["x1", "x2"], "batch");
+    bad.messages.push(message("no-such-topic", "x3", b"body", None));
+    let resp = c.send_message(bad).await?.into_inner();
+    const TOPIC_NOT_FOUND: i32 = 40402;
+    assert_eq!(resp.status.map(|s| s.code), Some(TOPIC_NOT_FOUND));
+    assert_eq!(resp.entries.len(), 3);
+    assert!(
+        resp.entries
+            .iter()
+            .all(|e| e.status.as_ref().map(|s| s.code) == Some(TOPIC_NOT_FOUND))
+    );
+
+    // A body over 4 MiB is refused with MESSAGE_BODY_TOO_LARGE, an empty request with BAD_REQUEST.
+    let big = raftmq_proto::rocketmq::v2::SendMessageRequest {
+        messages: vec![message("batch", "big", &vec![7u8; (4 << 20) + 1], None)],
+    };
+    let resp = c.send_message(big).await?.into_inner();
+    assert_eq!(resp.status.map(|s| s.code), Some(41301));
+    let resp = c
+        .send_message(raftmq_proto::rocketmq::v2::SendMessageRequest { messages: vec![] })
+        .await?
+        .into_inner();
+    assert_eq!(resp.status.map(|s| s.code), Some(40000));
+    assert!(!resp.entries.is_empty(), "never an empty entry list");
+
+    // Only the good batch was stored.
+    let (seen, _) = drain(&g, leader, "batch", "cg", 5).await?;
+    let expected: BTreeSet<String> = ["b1", "b2", "b3", "b4", "b5"].map(String::from).into();
+    assert_eq!(seen, expected);
+    let mut a = g.admin(leader).await?;
+    let topics = a.list_topics(admin::ListTopicsRequest {}).await?.into_inner();
+    let stored: u64 = topics
+        .topics
+        .iter()
+        .filter(|t| t.spec.as_ref().is_some_and(|s| s.name == "batch"))
+        .flat_map(|t| t.queues.iter().map(|q| q.max_offset))
+        .sum();
+    assert_eq!(stored, 5, "nothing of the refused batches was stored");
+    Ok(())
+}
