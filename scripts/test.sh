@@ -48,7 +48,8 @@ else
     cargo test --workspace --locked --no-fail-fast || status=$?
 fi
 echo "== official Python client against real brokers"
-# The binaries the Rust tests just built (debug); the venv is created or reused.
-cargo build --locked -p raftmq-broker -p raftmq-cli
+# Against the binaries the Rust tests just built (debug; integration tests build their
+# package's binaries with the same features, so nothing is rebuilt here). The venv is
+# created or reused.
 tests/python/run.sh || status=$?
 exit "$status"
