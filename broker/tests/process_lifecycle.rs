@@ -75,3 +75,95 @@ async fn sigterm_ends_open_long_polls_and_exits_cleanly() -> anyhow::Result<()> 
     assert_eq!(code, 40401, "the long poll ends with MESSAGE_NOT_FOUND");
     Ok(())
 }
+
+/// Leader-only work: the dead-letter sweep runs on the leader (and, after a failover, on
+/// the new one) and moves a message that used up its deliveries to `%DLQ%<group>` without
+/// anyone receiving again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_dead_letters_exhausted_messages_also_after_a_failover() -> anyhow::Result<()> {
+    let mut g = ProcGroup::start_with(3, "max_delivery_attempts = 1")?;
+    g.create_topic("t", 1, admin::MessageKind::Normal).await?;
+    let leader = g.wait_leader(&[1, 2, 3]).await?;
+    let mut c = g.messaging(leader).await?;
+    for id in ["m-1", "m-2"] {
+        let (code, _) = send(&mut c, message("t", id, b"x", None)).await?;
+        anyhow::ensure!(code == 20000, "send answered {code}");
+    }
+    // Deliver m-1 once (its only attempt) and make it visible again at once.
+    let (_, msgs) = receive(&mut c, "t", "cg", 1, Duration::from_secs(2)).await?;
+    anyhow::ensure!(msgs.len() == 1, "received {}", msgs.len());
+    change_invisible(&mut c, "t", "cg", &msgs[0], Duration::ZERO).await?;
+    wait_dlq(&g, leader, 1).await?;
+
+    // The new leader takes the duty over: m-2 is delivered, the leader killed, and the
+    // message still reaches the dead-letter topic.
+    let (_, msgs) = receive(&mut c, "t", "cg", 1, Duration::from_secs(2)).await?;
+    anyhow::ensure!(msgs.len() == 1, "received {}", msgs.len());
+    change_invisible(&mut c, "t", "cg", &msgs[0], Duration::ZERO).await?;
+    g.kill(leader)?;
+    let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != leader).collect();
+    let new_leader = g.wait_leader(&rest).await?;
+    wait_dlq(&g, new_leader, 2).await?;
+    Ok(())
+}
+
+async fn change_invisible(
+    c: &mut raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient<
+        tonic::transport::Channel,
+    >,
+    topic: &str,
+    group: &str,
+    m: &raftmq_proto::rocketmq::v2::Message,
+    invisible: Duration,
+) -> anyhow::Result<()> {
+    use raftmq_proto::rocketmq::v2 as pb;
+    let res = |name: &str| pb::Resource {
+        resource_namespace: String::new(),
+        name: name.into(),
+    };
+    let handle = m
+        .system_properties
+        .as_ref()
+        .and_then(|s| s.receipt_handle.clone())
+        .unwrap_or_default();
+    let resp = c
+        .change_invisible_duration(pb::ChangeInvisibleDurationRequest {
+            group: Some(res(group)),
+            topic: Some(res(topic)),
+            receipt_handle: handle,
+            invisible_duration: Some(raftmq_proto::prost_types::Duration {
+                seconds: invisible.as_secs() as i64,
+                nanos: 0,
+            }),
+            message_id: msg_id(m),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let code = resp.status.map_or(0, |s| s.code);
+    anyhow::ensure!(code == 20000, "change invisible answered {code}");
+    Ok(())
+}
+
+/// Waits until the group's dead-letter topic holds `n` messages (read on `node`).
+async fn wait_dlq(g: &ProcGroup, node: u64, n: u64) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut a = g.admin(node).await?;
+        let topics = a.list_topics(admin::ListTopicsRequest {}).await?.into_inner();
+        let held: u64 = topics
+            .topics
+            .iter()
+            .filter(|t| t.spec.as_ref().is_some_and(|s| s.name == "%DLQ%cg"))
+            .flat_map(|t| t.queues.iter().map(|q| q.max_offset))
+            .sum();
+        if held >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the dead-letter topic holds {held} of {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -182,7 +182,8 @@ impl<V: StateView> Pending<'_, V> {
         let mut out = Vec::new();
         let max = req.max.min(MAX_POP_BATCH) as usize;
         for &queue_id in &req.queue_ids {
-            if out.len() >= max {
+            // A pop of `max` 0 (the leader's sweep) visits every queue it names.
+            if max > 0 && out.len() >= max {
                 break;
             }
             if queue_id >= topic.config.queues {

@@ -455,3 +455,24 @@ fn a_full_dead_letter_queue_is_an_error_not_an_overflow() {
         .expect_err("the dead-letter queue is full");
     assert!(matches!(err, SmError::Corrupt { .. }), "{err:?}");
 }
+
+#[test]
+fn a_pop_of_zero_messages_only_sweeps_exhausted_ones_to_the_dead_letter_topic() {
+    let mut mem = setup();
+    let r = mem.apply_batch(&[
+        (3, pop(pop_req(&[0], 1, 10_000))),
+        (4, pop(pop_req(&[1], 1, 10_000))),
+    ]);
+    assert_eq!((popped(&r[0]).len(), popped(&r[1]).len()), (1, 1));
+    // Both queues' first messages are in flight; after expiry, only exhausted ones move.
+    let sweep = PopRequest {
+        max: 0,
+        max_attempts: 1,
+        ..pop_req(&[0, 1], 0, 20_000)
+    };
+    let r = mem.apply_batch(&[(5, pop(sweep))]);
+    assert!(popped(&r[0]).is_empty(), "a sweep hands nothing out");
+    let dlq = crate::sm::apply::pop::dlq_topic("g");
+    assert_eq!(mem.counters[&(dlq, 0)], 2, "both queues were swept");
+    assert_eq!((committed(&mem, 0), committed(&mem, 1)), (Some(1), Some(1)));
+}

@@ -66,7 +66,17 @@ impl Drop for ProcGroup {
 
 impl ProcGroup {
     pub fn start(n: u64) -> anyhow::Result<Self> {
+        Self::start_with(n, "")
+    }
+
+    /// Starts `n` nodes whose config file has `top_level` (TOML keys before any table)
+    /// besides the test defaults.
+    pub fn start_with(n: u64, top_level: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
+        std::fs::write(
+            dir.path().join("broker.toml"),
+            format!("{top_level}\n[log]\nsegment_size = 67108864\n"),
+        )?;
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
             let spec = NodeSpec {
@@ -99,9 +109,8 @@ impl ProcGroup {
             .create(true)
             .append(true)
             .open(self.log_path(id))?;
+        // Small segments (written by `start_with`): each node preallocates its current one.
         let config = self.dir.path().join("broker.toml");
-        // Small segments: each node preallocates its current segment.
-        std::fs::write(&config, "[log]\nsegment_size = 67108864\n")?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftmq-broker"));
         cmd.arg("--config")
             .arg(&config)
