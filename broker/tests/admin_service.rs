@@ -1,28 +1,16 @@
 //! AdminService against a real single-node broker group (commit log, RocksDB state machine,
 //! openraft), calling the handlers directly: no client port is opened.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+mod node_common;
 
 use bytes::Bytes;
-use openraft::ServerState;
-use raft_log::CommitLog;
-use raft_log::LogConfig;
+use node_common::SingleNode;
 use raftmq_broker::admin::Admin;
 use raftmq_broker::command::Command;
 use raftmq_broker::command::CommandResult;
 use raftmq_broker::command::Header;
 use raftmq_broker::command::MessageMeta;
-use raftmq_broker::config::BrokerConfig;
-use raftmq_broker::config::PeerConfig;
-use raftmq_broker::context::Broker;
-use raftmq_broker::context::BrokerRaft;
 use raftmq_broker::forward::FORWARDED_HEADER;
-use raftmq_broker::raft::NetworkFactory;
-use raftmq_broker::raft::types::LogStore;
-use raftmq_broker::sm::SmConfig;
-use raftmq_broker::sm::StateMachine;
 use raftmq_proto::raftmq::admin::v1 as pb;
 use raftmq_proto::raftmq::admin::v1::admin_service_server::AdminService;
 use tonic::Code;
@@ -31,51 +19,17 @@ use tonic::Request;
 const GROUP: &str = "admin-test";
 
 /// A single-node group, initialized and leading, and its admin service.
+/// (The admin service, holding the broker too, is dropped before the node's data folder.)
 struct Harness {
-    broker: Arc<Broker>,
     admin: Admin,
-    _dir: tempfile::TempDir,
+    node: SingleNode,
 }
 
 impl Harness {
     async fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let peer = PeerConfig {
-            id: 1,
-            raft_addr: "127.0.0.1:1".into(),
-            client_addr: "127.0.0.1:2".into(),
-        };
-        let config = BrokerConfig {
-            node_id: 1,
-            group: GROUP.into(),
-            data_dir: dir.path().to_path_buf(),
-            client_addr: peer.client_addr.clone(),
-            raft_addr: peer.raft_addr.clone(),
-            peers: vec![peer.clone()],
-            log: LogConfig {
-                segment_size: 4 << 20,
-                preallocate: false,
-                ..LogConfig::default()
-            },
-            ..BrokerConfig::default()
-        };
-        let (log, _) = CommitLog::open(config.log_dir(), config.log.clone())?;
-        let sm = StateMachine::open(config.sm_dir(), SmConfig::default())?;
-        let net = NetworkFactory::new(1, GROUP, config.network.clone())?;
-        let raft_config = config.raft.build(GROUP)?;
-        let store: LogStore = raft_log::storage::RaftLogStore::new(log.clone());
-        let raft: BrokerRaft = openraft::Raft::new(1, raft_config, net, store, sm.clone()).await?;
-        raft.initialize(BTreeMap::from([(1, peer.node())])).await?;
-        raft.wait(Some(Duration::from_secs(20)))
-            .state(ServerState::Leader, "single node leads")
-            .await?;
-        let broker = Arc::new(Broker::new(Arc::new(config), raft, sm, log));
-        let admin = Admin::new(broker.clone());
-        Ok(Self {
-            broker,
-            admin,
-            _dir: dir,
-        })
+        let node = SingleNode::start(GROUP).await?;
+        let admin = Admin::new(node.broker.clone());
+        Ok(Self { admin, node })
     }
 
     async fn create(&self, name: &str, queues: u32, kind: pb::MessageKind) -> Result<(), tonic::Status> {
@@ -148,7 +102,7 @@ impl Harness {
             messages,
         };
         let cmd = Command::new(header, records).expect("valid send");
-        let result = self.broker.write(cmd).await.expect("send committed");
+        let result = self.node.broker.write(cmd).await.expect("send committed");
         assert!(matches!(result, CommandResult::Sent(_)), "{result:?}");
     }
 
@@ -159,12 +113,16 @@ impl Harness {
             queue_id,
             offset,
         };
-        let result = self.broker.write(Command::control(header).expect("cmd")).await;
+        let result = self
+            .node
+            .broker
+            .write(Command::control(header).expect("cmd"))
+            .await;
         assert_eq!(result.expect("committed"), CommandResult::Done);
     }
 
     async fn stop(self) {
-        let _ = self.broker.raft.shutdown().await;
+        self.node.stop().await;
     }
 }
 

@@ -2,20 +2,16 @@
 //! calls against a real single-node broker group serving its client port on loopback
 //! (ports chosen at run time), through a gRPC client.
 
+mod node_common;
+
 use std::time::Duration;
 use std::time::Instant;
 
 use futures_util::StreamExt;
+use node_common::message;
+use node_common::res;
 use openraft::ServerState;
-use raft_log::LogConfig;
-use raftmq_broker::command::Command;
-use raftmq_broker::command::CommandResult;
-use raftmq_broker::command::Header;
 use raftmq_broker::command::MessageKind;
-use raftmq_broker::command::Permission;
-use raftmq_broker::command::TopicConfig;
-use raftmq_broker::config::BrokerConfig;
-use raftmq_broker::config::PeerConfig;
 use raftmq_broker::node::Node;
 use raftmq_proto::rocketmq::v2 as pb;
 use raftmq_proto::rocketmq::v2::Code;
@@ -27,16 +23,11 @@ use tonic::transport::Channel;
 const TOPIC: &str = "orders";
 const GROUP: &str = "GID_pull";
 const CLIENT_ID: &str = "test-client@1";
+/// The message group of the sends, which puts them all on one queue.
+const ONE_QUEUE: &str = "all-on-one-queue";
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn res(name: &str) -> pb::Resource {
-    pb::Resource {
-        resource_namespace: String::new(),
-        name: name.into(),
-    }
 }
 
 fn mq(id: i32) -> pb::MessageQueue {
@@ -63,32 +54,20 @@ struct Harness {
 impl Harness {
     async fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let peer = PeerConfig {
-            id: 1,
-            raft_addr: format!("127.0.0.1:{}", free_port()?),
-            client_addr: format!("127.0.0.1:{}", free_port()?),
-        };
-        let config = BrokerConfig {
-            node_id: 1,
-            group: "broker-t".into(),
-            data_dir: dir.path().to_path_buf(),
-            client_addr: peer.client_addr.clone(),
-            raft_addr: peer.raft_addr.clone(),
-            peers: vec![peer.clone()],
-            log: LogConfig {
-                segment_size: 4 << 20,
-                preallocate: false,
-                ..LogConfig::default()
-            },
-            ..BrokerConfig::default()
-        };
+        let config = node_common::config(
+            "broker-t",
+            dir.path(),
+            format!("127.0.0.1:{}", free_port()?),
+            format!("127.0.0.1:{}", free_port()?),
+        );
+        let client_url = format!("http://{}", config.client_addr);
         let node = Node::start(config).await?;
         node.broker()
             .raft
             .wait(Some(Duration::from_secs(20)))
             .state(ServerState::Leader, "single node leads")
             .await?;
-        let client = MessagingServiceClient::connect(format!("http://{}", peer.client_addr)).await?;
+        let client = MessagingServiceClient::connect(client_url).await?;
         let h = Self {
             node: Some(node),
             client,
@@ -110,34 +89,12 @@ impl Harness {
     }
 
     async fn create_topic(&self, name: &str, queues: u32, kind: MessageKind) -> anyhow::Result<()> {
-        let config = TopicConfig {
-            name: name.into(),
-            queues,
-            permission: Permission::ReadWrite,
-            kind,
-        };
-        let r = self
-            .node()
-            .broker()
-            .write(Command::control(Header::CreateTopic(config))?)
-            .await?;
-        anyhow::ensure!(r == CommandResult::Done, "create topic: {r:?}");
-        Ok(())
+        node_common::create_topic(self.node().broker(), name, queues, kind).await
     }
 
     /// Sends one message with `tag` and returns its queue offset.
     async fn send(&mut self, id: &str, tag: &str) -> anyhow::Result<i64> {
-        let m = pb::Message {
-            topic: Some(res(TOPIC)),
-            user_properties: Default::default(),
-            system_properties: Some(pb::SystemProperties {
-                tag: Some(tag.into()),
-                message_id: id.into(),
-                message_group: Some("all-on-one-queue".into()),
-                ..Default::default()
-            }),
-            body: format!("body of {id}").into_bytes(),
-        };
+        let m = message(TOPIC, id, Some(tag), Some(ONE_QUEUE), format!("body of {id}"));
         let resp = self
             .client
             .send_message(pb::SendMessageRequest { messages: vec![m] })
@@ -152,7 +109,7 @@ impl Harness {
     }
 
     fn queue_of_group(&self) -> i32 {
-        raftmq_broker::service::send_message::group_queue("all-on-one-queue", 2) as i32
+        raftmq_broker::service::send_message::group_queue(ONE_QUEUE, 2) as i32
     }
 
     async fn pull(&mut self, queue: i32, offset: i64, batch: i32, tags: &str, poll_ms: u64) -> Pulled {
@@ -189,6 +146,36 @@ impl Drop for Harness {
             drop(tokio::spawn(node.shutdown(Duration::from_secs(1))));
         }
     }
+}
+
+/// The client's side of a telemetry stream: what is sent on the sender goes out on the stream.
+fn outbound() -> (
+    tokio::sync::mpsc::Sender<pb::TelemetryCommand>,
+    impl futures_util::Stream<Item = pb::TelemetryCommand> + Send + 'static,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::TelemetryCommand>(4);
+    let outbound = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    (tx, outbound)
+}
+
+/// Sends `settings` on a telemetry stream and returns the status and settings of the reply.
+async fn exchange_settings(
+    tx: &tokio::sync::mpsc::Sender<pb::TelemetryCommand>,
+    replies: &mut tonic::Streaming<pb::TelemetryCommand>,
+    settings: pb::Settings,
+) -> anyhow::Result<(Option<pb::Status>, pb::Settings)> {
+    tx.send(pb::TelemetryCommand {
+        status: None,
+        command: Some(pb::telemetry_command::Command::Settings(settings)),
+    })
+    .await?;
+    let reply = tokio::time::timeout(Duration::from_secs(5), replies.message())
+        .await??
+        .expect("a reply");
+    let Some(pb::telemetry_command::Command::Settings(s)) = reply.command else {
+        panic!("settings expected");
+    };
+    Ok((reply.status, s))
 }
 
 #[derive(Debug, Default)]
@@ -241,8 +228,7 @@ async fn routes_list_every_queue_on_broker_zero_at_the_leader() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telemetry_answers_settings_and_registers_the_client() -> anyhow::Result<()> {
     let mut h = Harness::start().await?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<pb::TelemetryCommand>(4);
-    let outbound = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let (tx, outbound) = outbound();
     // The response (headers) arrives before the client sent anything.
     let resp = tokio::time::timeout(
         Duration::from_secs(5),
@@ -259,18 +245,8 @@ async fn telemetry_answers_settings_and_registers_the_client() -> anyhow::Result
         })),
         ..Default::default()
     };
-    tx.send(pb::TelemetryCommand {
-        status: None,
-        command: Some(pb::telemetry_command::Command::Settings(settings)),
-    })
-    .await?;
-    let reply = tokio::time::timeout(Duration::from_secs(5), replies.message())
-        .await??
-        .expect("a reply");
-    assert_eq!(reply.status.map(|s| s.code), Some(Code::Ok as i32));
-    let Some(pb::telemetry_command::Command::Settings(s)) = reply.command else {
-        panic!("settings expected");
-    };
+    let (status, s) = exchange_settings(&tx, &mut replies, settings).await?;
+    assert_eq!(status.map(|s| s.code), Some(Code::Ok as i32));
     assert!(matches!(
         s.backoff_policy.and_then(|p| p.strategy),
         Some(pb::retry_policy::Strategy::CustomizedBackoff(_))
@@ -350,17 +326,7 @@ async fn pulls_read_filter_and_long_poll() -> anyhow::Result<()> {
         let mut client = h.client.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let m = pb::Message {
-                topic: Some(res(TOPIC)),
-                user_properties: Default::default(),
-                system_properties: Some(pb::SystemProperties {
-                    tag: Some("a".into()),
-                    message_id: "late".into(),
-                    message_group: Some("all-on-one-queue".into()),
-                    ..Default::default()
-                }),
-                body: b"late".to_vec(),
-            };
+            let m = message(TOPIC, "late", Some("a"), Some(ONE_QUEUE), b"late");
             client
                 .send_message(pb::SendMessageRequest { messages: vec![m] })
                 .await
@@ -507,16 +473,11 @@ async fn absurd_timestamps_are_answered_not_panicked_on() -> anyhow::Result<()> 
 }
 
 fn message_with_keys(id: &str, keys: Vec<String>) -> pb::Message {
-    pb::Message {
-        topic: Some(res(TOPIC)),
-        user_properties: Default::default(),
-        system_properties: Some(pb::SystemProperties {
-            message_id: id.into(),
-            keys,
-            ..Default::default()
-        }),
-        body: b"body".to_vec(),
+    let mut m = message(TOPIC, id, None, None, b"body");
+    if let Some(s) = m.system_properties.as_mut() {
+        s.keys = keys;
     }
+    m
 }
 
 async fn send_code(h: &mut Harness, m: pb::Message) -> anyhow::Result<i32> {
@@ -551,8 +512,7 @@ async fn oversized_message_metadata_is_refused_at_validation() -> anyhow::Result
 async fn subscribers_of_a_fifo_topic_are_told_to_consume_in_order() -> anyhow::Result<()> {
     let mut h = Harness::start().await?;
     h.create_topic("fifo-orders", 2, MessageKind::Fifo).await?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<pb::TelemetryCommand>(4);
-    let outbound = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let (tx, outbound) = outbound();
     let mut replies = h.client.telemetry(with_client_id(outbound)).await?.into_inner();
     for (topic, fifo) in [(TOPIC, false), ("fifo-orders", true)] {
         let settings = pb::Settings {
@@ -567,17 +527,7 @@ async fn subscribers_of_a_fifo_topic_are_told_to_consume_in_order() -> anyhow::R
             })),
             ..Default::default()
         };
-        tx.send(pb::TelemetryCommand {
-            status: None,
-            command: Some(pb::telemetry_command::Command::Settings(settings)),
-        })
-        .await?;
-        let reply = tokio::time::timeout(Duration::from_secs(5), replies.message())
-            .await??
-            .expect("a reply");
-        let Some(pb::telemetry_command::Command::Settings(s)) = reply.command else {
-            panic!("settings expected");
-        };
+        let (_, s) = exchange_settings(&tx, &mut replies, settings).await?;
         let Some(pb::settings::PubSub::Subscription(sub)) = s.pub_sub else {
             panic!("subscription expected");
         };

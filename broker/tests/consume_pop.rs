@@ -1,35 +1,23 @@
 //! ReceiveMessage, AckMessage and ChangeInvisibleDuration against a real single-node broker
 //! group (commit log, RocksDB state machine, openraft), calling the handlers directly.
 
-use std::collections::BTreeMap;
+mod node_common;
+
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
 use futures_util::StreamExt;
-use openraft::ServerState;
+use node_common::SingleNode;
+use node_common::message;
+use node_common::res;
 use openraft::async_runtime::WatchReceiver;
-use raft_log::CommitLog;
-use raft_log::LogConfig;
-use raftmq_broker::command::Command;
-use raftmq_broker::command::CommandResult;
-use raftmq_broker::command::Header;
 use raftmq_broker::command::MessageKind;
-use raftmq_broker::command::Permission;
-use raftmq_broker::command::TopicConfig;
-use raftmq_broker::config::BrokerConfig;
-use raftmq_broker::config::PeerConfig;
-use raftmq_broker::context::Broker;
-use raftmq_broker::context::BrokerRaft;
-use raftmq_broker::raft::NetworkFactory;
-use raftmq_broker::raft::types::LogStore;
 use raftmq_broker::service::ack_message;
 use raftmq_broker::service::change_invisible;
 use raftmq_broker::service::forward_dlq;
 use raftmq_broker::service::receive_message;
 use raftmq_broker::service::send_message;
-use raftmq_broker::sm::SmConfig;
-use raftmq_broker::sm::StateMachine;
 use raftmq_proto::prost_types;
 use raftmq_proto::rocketmq::v2 as pb;
 use raftmq_proto::rocketmq::v2::Code;
@@ -40,76 +28,20 @@ const GROUP: &str = "consume-test";
 const TOPIC: &str = "orders";
 
 struct Harness {
-    broker: Arc<Broker>,
-    _dir: tempfile::TempDir,
+    node: SingleNode,
 }
 
 impl Harness {
     async fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let peer = PeerConfig {
-            id: 1,
-            raft_addr: "127.0.0.1:1".into(),
-            client_addr: "127.0.0.1:2".into(),
-        };
-        let config = BrokerConfig {
-            node_id: 1,
-            group: GROUP.into(),
-            data_dir: dir.path().to_path_buf(),
-            client_addr: peer.client_addr.clone(),
-            raft_addr: peer.raft_addr.clone(),
-            peers: vec![peer.clone()],
-            log: LogConfig {
-                segment_size: 4 << 20,
-                preallocate: false,
-                ..LogConfig::default()
-            },
-            ..BrokerConfig::default()
-        };
-        let (log, _) = CommitLog::open(config.log_dir(), config.log.clone())?;
-        let sm = StateMachine::open(config.sm_dir(), SmConfig::default())?;
-        let net = NetworkFactory::new(1, GROUP, config.network.clone())?;
-        let raft_config = config.raft.build(GROUP)?;
-        let store: LogStore = raft_log::storage::RaftLogStore::new(log.clone());
-        let raft: BrokerRaft = openraft::Raft::new(1, raft_config, net, store, sm.clone()).await?;
-        raft.initialize(BTreeMap::from([(1, peer.node())])).await?;
-        raft.wait(Some(Duration::from_secs(20)))
-            .state(ServerState::Leader, "single node leads")
-            .await?;
-        let broker = Arc::new(Broker::new(Arc::new(config), raft, sm, log));
-        let h = Self { broker, _dir: dir };
-        h.create_topic(TOPIC, 2).await?;
-        Ok(h)
-    }
-
-    async fn create_topic(&self, name: &str, queues: u32) -> anyhow::Result<()> {
-        let config = TopicConfig {
-            name: name.into(),
-            queues,
-            permission: Permission::ReadWrite,
-            kind: MessageKind::Normal,
-        };
-        let r = self
-            .broker
-            .write(Command::control(Header::CreateTopic(config))?)
-            .await?;
-        anyhow::ensure!(r == CommandResult::Done, "create topic: {r:?}");
-        Ok(())
+        let node = SingleNode::start(GROUP).await?;
+        node.create_topic(TOPIC, 2, MessageKind::Normal).await?;
+        Ok(Self { node })
     }
 
     async fn send(&self, id: &str, tag: &str) -> anyhow::Result<()> {
-        let m = pb::Message {
-            topic: Some(res(TOPIC)),
-            user_properties: Default::default(),
-            system_properties: Some(pb::SystemProperties {
-                tag: Some(tag.into()),
-                message_id: id.into(),
-                ..Default::default()
-            }),
-            body: format!("body of {id}").into_bytes(),
-        };
+        let m = message(TOPIC, id, Some(tag), None, format!("body of {id}"));
         let req = pb::SendMessageRequest { messages: vec![m] };
-        let resp = send_message::handle(&self.broker, Request::new(req))
+        let resp = send_message::handle(&self.node.broker, Request::new(req))
             .await?
             .into_inner();
         anyhow::ensure!(
@@ -120,7 +52,7 @@ impl Harness {
     }
 
     async fn receive(&self, req: Request<pb::ReceiveMessageRequest>) -> Received {
-        let stream = receive_message::handle(&self.broker, req)
+        let stream = receive_message::handle(&self.node.broker, req)
             .await
             .expect("stream")
             .into_inner();
@@ -151,14 +83,33 @@ impl Harness {
             topic: Some(res(TOPIC)),
             entries,
         };
-        ack_message::handle(&self.broker, Request::new(req))
+        ack_message::handle(&self.node.broker, Request::new(req))
             .await
             .expect("ack")
             .into_inner()
     }
 
+    /// Makes the message of `handle` invisible for `ms` from now (0: a nack).
+    async fn change_invisible(
+        &self,
+        handle: &str,
+        ms: u64,
+    ) -> Result<pb::ChangeInvisibleDurationResponse, tonic::Status> {
+        let req = pb::ChangeInvisibleDurationRequest {
+            group: Some(res("cg")),
+            topic: Some(res(TOPIC)),
+            receipt_handle: handle.into(),
+            invisible_duration: Some(dur(ms)),
+            message_id: String::new(),
+            lite_topic: None,
+            suspend: None,
+        };
+        let resp = change_invisible::handle(&self.node.broker, Request::new(req)).await?;
+        Ok(resp.into_inner())
+    }
+
     fn last_log_index(&self) -> Option<u64> {
-        self.broker.raft.metrics().borrow_watched().last_log_index
+        self.node.broker.raft.metrics().borrow_watched().last_log_index
     }
 }
 
@@ -180,13 +131,6 @@ impl Received {
 
 fn sys(m: &pb::Message) -> &pb::SystemProperties {
     m.system_properties.as_ref().expect("system properties")
-}
-
-fn res(name: &str) -> pb::Resource {
-    pb::Resource {
-        resource_namespace: String::new(),
-        name: name.into(),
-    }
 }
 
 fn dur(ms: u64) -> prost_types::Duration {
@@ -313,18 +257,7 @@ async fn tag_filters_and_changes_of_invisibility() -> anyhow::Result<()> {
 
     // A nack: visible again at once, redelivered as attempt 2; the first handle is stale.
     let first = got.handles()[0].clone();
-    let change = |handle: &str, ms| pb::ChangeInvisibleDurationRequest {
-        group: Some(res("cg")),
-        topic: Some(res(TOPIC)),
-        receipt_handle: handle.into(),
-        invisible_duration: Some(dur(ms)),
-        message_id: String::new(),
-        lite_topic: None,
-        suspend: None,
-    };
-    let resp = change_invisible::handle(&h.broker, Request::new(change(&first, 0)))
-        .await?
-        .into_inner();
+    let resp = h.change_invisible(&first, 0).await?;
     assert_eq!(code(&resp.status), Some(Code::Ok as i32));
     assert_eq!(resp.receipt_handle, first);
     let again = h.receive(receive_req("*", 500, 30_000)).await;
@@ -334,9 +267,7 @@ async fn tag_filters_and_changes_of_invisibility() -> anyhow::Result<()> {
         .filter_map(|m| sys(m).delivery_attempt)
         .collect();
     assert!(redelivered.contains(&2), "{redelivered:?}");
-    let stale = change_invisible::handle(&h.broker, Request::new(change(&first, 1000)))
-        .await?
-        .into_inner();
+    let stale = h.change_invisible(&first, 1000).await?;
     assert_eq!(code(&stale.status), Some(Code::InvalidReceiptHandle as i32));
     Ok(())
 }
@@ -385,18 +316,7 @@ async fn a_long_poll_wakes_when_an_inflight_message_becomes_visible_again() -> a
     let h = Harness::start().await?;
     h.send("m1", "A").await?;
     let first = h.receive(receive_req("*", 500, 30_000)).await.handles();
-    let req = pb::ChangeInvisibleDurationRequest {
-        group: Some(res("cg")),
-        topic: Some(res(TOPIC)),
-        receipt_handle: first[0].clone(),
-        invisible_duration: Some(dur(700)),
-        message_id: String::new(),
-        lite_topic: None,
-        suspend: None,
-    };
-    let resp = change_invisible::handle(&h.broker, Request::new(req))
-        .await?
-        .into_inner();
+    let resp = h.change_invisible(&first[0], 700).await?;
     assert_eq!(code(&resp.status), Some(Code::Ok as i32));
     let start = Instant::now();
     let again = h.receive(receive_req("*", 10_000, 30_000)).await;
@@ -425,14 +345,14 @@ async fn a_consumer_forwards_a_message_to_the_dead_letter_queue_once() -> anyhow
         max_delivery_attempts: 16,
         lite_topic: None,
     };
-    let call = |handle: &str| forward_dlq::handle(&h.broker, Request::new(forward(handle)));
+    let call = |handle: &str| forward_dlq::handle(&h.node.broker, Request::new(forward(handle)));
     let resp = call(&handles[0]).await?.into_inner();
     assert_eq!(code(&resp.status), Some(Code::Ok as i32));
-    assert_eq!(h.broker.sm.next_offset("%DLQ%cg", 0)?, 1);
-    let dlq = h.broker.sm.read_cq("%DLQ%cg", 0, 0, 1)?;
-    let original = h.broker.sm.read_cq(TOPIC, 0, 0, 1)?;
+    assert_eq!(h.node.broker.sm.next_offset("%DLQ%cg", 0)?, 1);
+    let dlq = h.node.broker.sm.read_cq("%DLQ%cg", 0, 0, 1)?;
+    let original = h.node.broker.sm.read_cq(TOPIC, 0, 0, 1)?;
     let original = if original.is_empty() {
-        h.broker.sm.read_cq(TOPIC, 1, 0, 1)?
+        h.node.broker.sm.read_cq(TOPIC, 1, 0, 1)?
     } else {
         original
     };
@@ -446,7 +366,7 @@ async fn a_consumer_forwards_a_message_to_the_dead_letter_queue_once() -> anyhow
     assert_eq!(code(&garbage.status), Some(Code::InvalidReceiptHandle as i32));
     let mut long_group = forward(&handles[0]);
     long_group.group = Some(res(&"g".repeat(123)));
-    let refused = forward_dlq::handle(&h.broker, Request::new(long_group))
+    let refused = forward_dlq::handle(&h.node.broker, Request::new(long_group))
         .await?
         .into_inner();
     assert_eq!(code(&refused.status), Some(Code::IllegalConsumerGroup as i32));
