@@ -133,8 +133,17 @@ fn placed(broker: &Broker, stored: &[StoredMessage]) -> BrokerResult<(Vec<Messag
     let mut metas = Vec::with_capacity(stored.len());
     let mut records = Vec::with_capacity(stored.len());
     let rr = broker.next_round_robin();
+    // A batch usually names one topic: read each topic's config once.
+    let mut queue_counts: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
     for m in stored {
-        let queues = writable_queues(broker, &m.topic)?;
+        let queues = match queue_counts.get(m.topic.as_str()) {
+            Some(q) => *q,
+            None => {
+                let q = writable_queues(broker, &m.topic)?;
+                queue_counts.insert(&m.topic, q);
+                q
+            }
+        };
         let queue_id = match &m.message_group {
             Some(g) => group_queue(g, queues),
             None => (rr % u64::from(queues)) as u32,
