@@ -14,7 +14,11 @@ const PROTOS: &[&str] = &[
 /// raftmq's own services (the Raft service and the admin service). Compiled separately so
 /// that their descriptors never end up in the client protocol's descriptor set (which gRPC
 /// reflection on the client port serves).
-const INTERNAL_PROTOS: &[&str] = &["raftmq/raft/v1/raft.proto", "raftmq/admin/v1/admin.proto"];
+const INTERNAL_PROTOS: &[&str] = &[
+    "raftmq/raft/v1/raft.proto",
+    "raftmq/admin/v1/admin.proto",
+    "raftmq/namesrv/v1/namesrv.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);

@@ -54,6 +54,23 @@ pub mod raftmq {
         }
     }
 
+    /// The `raftmq.namesrv.*` packages: registration with, and reads of, a name server.
+    pub mod namesrv {
+        /// Generated code for package `raftmq.namesrv.v1`: `namesrv_service_server`,
+        /// `namesrv_service_client` and the request/response messages.
+        #[allow(
+            clippy::all,
+            clippy::pedantic,
+            clippy::nursery,
+            missing_debug_implementations,
+            missing_docs,
+            rustdoc::all
+        )]
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/raftmq.namesrv.v1.rs"));
+        }
+    }
+
     /// The `raftmq.raft.*` packages: Raft traffic inside a broker group.
     pub mod raft {
         /// Generated code for package `raftmq.raft.v1`: `raft_service_server`,
@@ -84,6 +101,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 /// never advertises them.
 pub const INTERNAL_FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/raftmq.internal.bin"));
+
+pub mod settings;
 
 #[cfg(test)]
 mod tests;

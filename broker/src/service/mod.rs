@@ -19,7 +19,6 @@ pub mod query_route;
 pub mod receipt;
 pub mod receive_message;
 pub mod send_message;
-pub mod settings;
 pub mod status;
 pub mod telemetry;
 pub mod unsupported;

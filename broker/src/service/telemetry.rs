@@ -24,8 +24,8 @@ use tracing::Instrument;
 use super::BoxStream;
 use super::heartbeat::CLIENT_ID_HEADER;
 use super::heartbeat::client_id;
-use super::settings;
-use super::settings::ServerSettings;
+use raftmq_proto::settings;
+use raftmq_proto::settings::ServerSettings;
 use super::status;
 use crate::command::MessageKind;
 use crate::context::Broker;
@@ -117,7 +117,7 @@ fn on_settings(broker: &Broker, client: Option<&str>, s: &pb::Settings) -> pb::T
             command: None,
         };
     };
-    let reply = settings::reply(s, &ServerSettings::from_config(&broker.config), |t| {
+    let reply = settings::reply(s, &server_settings(&broker.config), |t| {
         is_fifo_topic(broker, t)
     });
     broker.clients.update(client, reply.clone());
@@ -136,5 +136,14 @@ fn is_fifo_topic(broker: &Broker, topic: &str) -> bool {
             tracing::warn!(error = %e, topic, "cannot read a subscribed topic's kind");
             false
         }
+    }
+}
+
+/// The settings values a broker configuration implies.
+pub fn server_settings(c: &crate::config::BrokerConfig) -> ServerSettings {
+    ServerSettings {
+        max_body_size: c.max_body_size,
+        long_polling_timeout_ms: c.max_long_poll_ms,
+        consumer_max_attempts: c.max_delivery_attempts,
     }
 }

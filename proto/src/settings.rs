@@ -6,10 +6,8 @@
 //! one (RocketMQ's redelivery delays), its receive batch size and long-polling timeout.
 //! Pure functions, so the reply is testable without a broker.
 
-use raftmq_proto::rocketmq::v2 as pb;
-use raftmq_proto::rocketmq::v2::settings::PubSub;
-
-use crate::message::duration;
+use crate::rocketmq::v2 as pb;
+use crate::rocketmq::v2::settings::PubSub;
 
 /// Attempts of a producer's send unless the client asked for another number.
 pub const PRODUCER_MAX_ATTEMPTS: i32 = 3;
@@ -32,14 +30,22 @@ pub struct ServerSettings {
     pub consumer_max_attempts: u32,
 }
 
-impl ServerSettings {
-    /// The values a broker configuration implies.
-    pub fn from_config(c: &crate::config::BrokerConfig) -> Self {
+impl Default for ServerSettings {
+    /// RocketMQ's defaults: 4 MiB bodies, 20 s long polls, 17 deliveries (16 retries).
+    fn default() -> Self {
         Self {
-            max_body_size: c.max_body_size,
-            long_polling_timeout_ms: c.max_long_poll_ms,
-            consumer_max_attempts: c.max_delivery_attempts,
+            max_body_size: 4 * 1024 * 1024,
+            long_polling_timeout_ms: 20_000,
+            consumer_max_attempts: 17,
         }
+    }
+}
+
+/// A protobuf duration of `ms` milliseconds.
+pub fn duration(ms: u64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
+        nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
     }
 }
 
@@ -144,7 +150,10 @@ pub fn consumer_backoff(max_attempts: i32) -> pb::RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::duration_ms;
+
+    fn duration_ms(d: &prost_types::Duration) -> Option<u64> {
+        u64::try_from(d.seconds * 1000 + i64::from(d.nanos / 1_000_000)).ok()
+    }
 
     fn no_fifo(_: &str) -> bool {
         false
