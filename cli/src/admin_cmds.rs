@@ -1,6 +1,8 @@
 //! `topic`, `cluster` and `group` commands: calls of `raftmq.admin.v1.AdminService`.
 
-use anyhow::{Result, bail};
+use std::time::Duration;
+
+use anyhow::Result;
 use raftmq_proto::raftmq::admin::v1::admin_service_client::AdminServiceClient;
 use raftmq_proto::raftmq::admin::v1::{
     ClusterStatusRequest, ClusterStatusResponse, CreateTopicRequest, DeleteTopicRequest,
@@ -11,70 +13,105 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 use crate::args::{ClusterCmd, GroupCmd, KindArg, PermArg, TopicCmd};
-use crate::connect::{Conn, request, rpc_error};
+use crate::connect::{Conn, request, rpc_error, status_line};
 use crate::table::{Align, Table};
 
 async fn client(conn: &Conn) -> Result<AdminServiceClient<Channel>> {
     Ok(AdminServiceClient::new(conn.channel().await?))
 }
 
-pub async fn topic(conn: &Conn, cmd: TopicCmd) -> Result<()> {
-    let mut admin = client(conn).await?;
-    match cmd {
-        TopicCmd::Create {
-            name,
-            queues,
-            kind,
-            perm,
-        } => {
-            let topic = TopicSpec {
-                name: name.clone(),
+/// A change to one topic, as asked for on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TopicChange {
+    Create(TopicSpec),
+    Update {
+        name: String,
+        queues: Option<u32>,
+        kind: Option<KindArg>,
+        perm: Option<PermArg>,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+/// What a `topic` command does: change a topic, or list them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TopicAction {
+    Change(TopicChange),
+    List { json: bool },
+}
+
+impl From<TopicCmd> for TopicAction {
+    fn from(cmd: TopicCmd) -> Self {
+        match cmd {
+            TopicCmd::Create {
+                name,
+                queues,
+                kind,
+                perm,
+                ..
+            } => TopicAction::Change(TopicChange::Create(TopicSpec {
+                name,
                 queues,
                 permission: perm_to_proto(perm) as i32,
                 kind: kind_to_proto(kind) as i32,
-            };
-            admin
-                .create_topic(request(CreateTopicRequest { topic: Some(topic) }, conn.timeout))
-                .await
-                .map_err(rpc_error("CreateTopic"))?;
-            println!(
-                "created topic {name} ({queues} queues, {}, {})",
-                kind_name(kind_to_proto(kind) as i32),
-                perm_short(perm)
-            );
+            })),
+            TopicCmd::Update {
+                name,
+                queues,
+                kind,
+                perm,
+                ..
+            } => TopicAction::Change(TopicChange::Update {
+                name,
+                queues,
+                kind,
+                perm,
+            }),
+            TopicCmd::Delete { name, .. } => TopicAction::Change(TopicChange::Delete { name }),
+            TopicCmd::List { json, .. } => TopicAction::List { json },
         }
-        TopicCmd::Update {
-            name,
-            queues,
-            kind,
-            perm,
-        } => {
-            let topics = list(&mut admin, conn).await?;
-            let Some(current) = topics
-                .topics
-                .into_iter()
-                .filter_map(|t| t.spec)
-                .find(|s| s.name == name)
-            else {
-                bail!("topic {name:?} not found");
-            };
-            let spec = updated_spec(current, queues, kind, perm);
-            let summary = spec_summary(&spec);
-            admin
-                .update_topic(request(UpdateTopicRequest { topic: Some(spec) }, conn.timeout))
-                .await
-                .map_err(rpc_error("UpdateTopic"))?;
-            println!("updated topic {name}: {summary}");
+    }
+}
+
+/// A failed admin call: the call (absent for a check made here) and its status.
+#[derive(Debug)]
+pub struct CallError {
+    pub call: Option<&'static str>,
+    pub status: tonic::Status,
+}
+
+impl CallError {
+    fn of(call: &'static str) -> impl FnOnce(tonic::Status) -> CallError {
+        move |status| CallError {
+            call: Some(call),
+            status,
         }
-        TopicCmd::Delete { name } => {
-            admin
-                .delete_topic(request(DeleteTopicRequest { name: name.clone() }, conn.timeout))
-                .await
-                .map_err(rpc_error("DeleteTopic"))?;
-            println!("deleted topic {name}");
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.call {
+            Some(call) => write!(f, "{call} failed: {}", status_line(&self.status)),
+            None => f.write_str(&status_line(&self.status)),
         }
-        TopicCmd::List { json } => {
-            let resp = list(&mut admin, conn).await?;
+    }
+}
+
+impl std::error::Error for CallError {}
+
+pub async fn topic(conn: &Conn, cmd: TopicCmd) -> Result<()> {
+    let mut admin = client(conn).await?;
+    match TopicAction::from(cmd) {
+        TopicAction::Change(change) => {
+            println!("{}", apply_topic_change(&mut admin, conn.timeout, &change).await?);
+        }
+        TopicAction::List { json } => {
+            let resp = list_topics(&mut admin, conn.timeout)
+                .await
+                .map_err(anyhow::Error::from)?;
             if json {
                 println!("{}", pretty(&topics_json(&resp))?);
             } else {
@@ -85,12 +122,70 @@ pub async fn topic(conn: &Conn, cmd: TopicCmd) -> Result<()> {
     Ok(())
 }
 
+/// Makes `change` through `admin`; on success, the line that says what was done.
+pub async fn apply_topic_change(
+    admin: &mut AdminServiceClient<Channel>,
+    timeout: Duration,
+    change: &TopicChange,
+) -> Result<String, CallError> {
+    match change {
+        TopicChange::Create(spec) => {
+            admin
+                .create_topic(request(
+                    CreateTopicRequest {
+                        topic: Some(spec.clone()),
+                    },
+                    timeout,
+                ))
+                .await
+                .map_err(CallError::of("CreateTopic"))?;
+            Ok(format!("created topic {} ({})", spec.name, spec_summary(spec)))
+        }
+        TopicChange::Update {
+            name,
+            queues,
+            kind,
+            perm,
+        } => {
+            let topics = list_topics(admin, timeout).await?;
+            let Some(current) = topics
+                .topics
+                .into_iter()
+                .filter_map(|t| t.spec)
+                .find(|s| &s.name == name)
+            else {
+                return Err(CallError {
+                    call: None,
+                    status: tonic::Status::not_found(format!("topic {name:?} not found")),
+                });
+            };
+            let spec = updated_spec(current, *queues, *kind, *perm);
+            let summary = spec_summary(&spec);
+            admin
+                .update_topic(request(UpdateTopicRequest { topic: Some(spec) }, timeout))
+                .await
+                .map_err(CallError::of("UpdateTopic"))?;
+            Ok(format!("updated topic {name}: {summary}"))
+        }
+        TopicChange::Delete { name } => {
+            admin
+                .delete_topic(request(DeleteTopicRequest { name: name.clone() }, timeout))
+                .await
+                .map_err(CallError::of("DeleteTopic"))?;
+            Ok(format!("deleted topic {name}"))
+        }
+    }
+}
+
 /// The topics of the broker group (`ListTopics`).
-pub async fn list(admin: &mut AdminServiceClient<Channel>, conn: &Conn) -> Result<ListTopicsResponse> {
+pub async fn list_topics(
+    admin: &mut AdminServiceClient<Channel>,
+    timeout: Duration,
+) -> Result<ListTopicsResponse, CallError> {
     Ok(admin
-        .list_topics(request(ListTopicsRequest {}, conn.timeout))
+        .list_topics(request(ListTopicsRequest {}, timeout))
         .await
-        .map_err(rpc_error("ListTopics"))?
+        .map_err(CallError::of("ListTopics"))?
         .into_inner())
 }
 
@@ -130,7 +225,7 @@ pub async fn group(conn: &Conn, cmd: GroupCmd) -> Result<()> {
     Ok(())
 }
 
-fn pretty(v: &Value) -> Result<String> {
+pub fn pretty(v: &Value) -> Result<String> {
     Ok(serde_json::to_string_pretty(v)?)
 }
 
@@ -151,16 +246,8 @@ fn kind_to_proto(k: KindArg) -> MessageKind {
     }
 }
 
-fn perm_short(p: PermArg) -> &'static str {
-    match p {
-        PermArg::Rw => "rw",
-        PermArg::R => "r",
-        PermArg::W => "w",
-    }
-}
-
 /// `rw`, `r` or `w` for a wire permission (unspecified reads as read-write).
-fn perm_name(p: i32) -> String {
+pub fn perm_name(p: i32) -> String {
     match Permission::try_from(p) {
         Ok(Permission::Unspecified | Permission::ReadWrite) => "rw".into(),
         Ok(Permission::Read) => "r".into(),
@@ -170,7 +257,7 @@ fn perm_name(p: i32) -> String {
 }
 
 /// `normal`, `fifo`, `delay` or `transaction` for a wire kind (unspecified is normal).
-fn kind_name(k: i32) -> String {
+pub fn kind_name(k: i32) -> String {
     match MessageKind::try_from(k) {
         Ok(MessageKind::KindUnspecified | MessageKind::Normal) => "normal".into(),
         Ok(MessageKind::Fifo) => "fifo".into(),
@@ -213,7 +300,7 @@ fn stored(t: &TopicInfo) -> u64 {
     t.queues.iter().map(|q| q.max_offset).sum()
 }
 
-fn topics_table(resp: &ListTopicsResponse) -> String {
+pub fn topics_table(resp: &ListTopicsResponse) -> String {
     if resp.topics.is_empty() {
         return "no topics\n".into();
     }
@@ -237,7 +324,7 @@ fn topics_table(resp: &ListTopicsResponse) -> String {
     table.render()
 }
 
-fn topics_json(resp: &ListTopicsResponse) -> Value {
+pub fn topics_json(resp: &ListTopicsResponse) -> Value {
     Value::Array(
         resp.topics
             .iter()
@@ -280,7 +367,7 @@ fn cluster_json(r: &ClusterStatusResponse) -> Value {
     })
 }
 
-fn opt(v: Option<u64>) -> String {
+pub fn opt(v: Option<u64>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 

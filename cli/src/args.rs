@@ -17,6 +17,11 @@ pub struct Cli {
     )]
     pub server: Vec<String>,
 
+    /// Name server addresses, comma-separated; tried in order until one answers. Needed
+    /// by `namesrv` and by `topic ... --groups`.
+    #[arg(long, global = true, env = "RAFTMQ_NAMESRV", value_delimiter = ',')]
+    pub namesrv: Vec<String>,
+
     /// Deadline of each call (and of each connection attempt), in seconds.
     #[arg(long, global = true, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_secs: u64,
@@ -40,7 +45,14 @@ pub enum Command {
     Send(SendArgs),
     /// Receive messages as a simple consumer and acknowledge them (RocketMQ 5 protocol).
     Receive(ReceiveArgs),
+    /// What the name server knows: broker groups and topic routes (needs --namesrv).
+    #[command(subcommand)]
+    Namesrv(NamesrvCmd),
 }
+
+/// `--groups`: the broker groups a topic command goes to, found through the name server.
+const GROUPS_HELP: &str = "Broker groups to run this on, comma-separated, or `all`; \
+    found through the name server (needs --namesrv). Without it the command goes to --server";
 
 #[derive(Debug, Subcommand)]
 pub enum TopicCmd {
@@ -57,6 +69,8 @@ pub enum TopicCmd {
         /// Permission: rw (read-write), r (read only), w (write only).
         #[arg(long, value_enum, default_value_t = PermArg::Rw)]
         perm: PermArg,
+        #[arg(long, value_delimiter = ',', help = GROUPS_HELP)]
+        groups: Option<Vec<String>>,
     },
     /// Change a topic; what is not given stays as it is.
     #[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["queues", "kind", "perm"])))]
@@ -72,14 +86,50 @@ pub enum TopicCmd {
         /// New permission: rw, r or w.
         #[arg(long, value_enum)]
         perm: Option<PermArg>,
+        #[arg(long, value_delimiter = ',', help = GROUPS_HELP)]
+        groups: Option<Vec<String>>,
     },
     /// Delete a topic.
     Delete {
         /// Topic name.
         name: String,
+        #[arg(long, value_delimiter = ',', help = GROUPS_HELP)]
+        groups: Option<Vec<String>>,
     },
     /// List topics with their queues' max offsets.
     List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_delimiter = ',', help = GROUPS_HELP)]
+        groups: Option<Vec<String>>,
+    },
+}
+
+impl TopicCmd {
+    /// The `--groups` of the command, if given.
+    pub fn groups(&self) -> Option<&[String]> {
+        match self {
+            TopicCmd::Create { groups, .. }
+            | TopicCmd::Update { groups, .. }
+            | TopicCmd::Delete { groups, .. }
+            | TopicCmd::List { groups, .. } => groups.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NamesrvCmd {
+    /// Every broker group with a live member: leader, term, topics and members.
+    Groups {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where a topic's queues are: each hosting group, its spec and its endpoints.
+    Route {
+        /// Topic name.
+        topic: String,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -192,7 +242,9 @@ mod tests {
                 queues,
                 kind,
                 perm,
+                groups,
             }) => {
+                assert_eq!(groups, None);
                 assert_eq!(name, "orders");
                 assert_eq!(queues, 8);
                 assert_eq!(kind, KindArg::Normal);
@@ -284,6 +336,54 @@ mod tests {
             (recv.max, recv.wait_secs, recv.invisible_secs, recv.no_ack),
             (16, 5, 30, true)
         );
+    }
+
+    #[test]
+    fn namesrv_and_groups() {
+        let cli = parse(&[
+            "--namesrv",
+            "a:1,b:2",
+            "topic",
+            "create",
+            "t",
+            "--groups",
+            "g1,g2",
+            "--groups",
+            "g3",
+        ])
+        .expect("parse");
+        assert_eq!(cli.namesrv, vec!["a:1".to_string(), "b:2".to_string()]);
+        let Command::Topic(cmd) = cli.command else {
+            panic!("not topic")
+        };
+        assert_eq!(
+            cmd.groups(),
+            Some(["g1".to_string(), "g2".to_string(), "g3".to_string()].as_slice())
+        );
+
+        let cli = parse(&["topic", "list", "--groups", "all", "--json"]).expect("parse");
+        let Command::Topic(cmd) = cli.command else {
+            panic!("not topic")
+        };
+        assert_eq!(cmd.groups(), Some(["all".to_string()].as_slice()));
+        let cli = parse(&["topic", "delete", "t"]).expect("parse");
+        let Command::Topic(cmd) = cli.command else {
+            panic!("not topic")
+        };
+        assert_eq!(cmd.groups(), None);
+
+        let cli = parse(&["namesrv", "route", "orders", "--json"]).expect("parse");
+        assert!(matches!(
+            cli.command,
+            Command::Namesrv(NamesrvCmd::Route { ref topic, json: true }) if topic == "orders"
+        ));
+        let cli = parse(&["namesrv", "groups", "--namesrv", "x:1"]).expect("parse");
+        assert!(matches!(
+            cli.command,
+            Command::Namesrv(NamesrvCmd::Groups { json: false })
+        ));
+        assert_eq!(cli.namesrv, vec!["x:1".to_string()]);
+        assert!(parse(&["namesrv", "route"]).is_err(), "topic is required");
     }
 
     #[test]

@@ -22,12 +22,7 @@ pub struct Conn {
 impl Conn {
     /// Settings for these `host:port` (or `http://host:port`) addresses.
     pub fn new(servers: &[String], timeout: Duration) -> Result<Self> {
-        let servers: Vec<String> = servers
-            .iter()
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
+        let servers = clean_addrs(servers);
         if servers.is_empty() {
             bail!("no server given (--server host:port or RAFTMQ_SERVER)");
         }
@@ -39,14 +34,39 @@ impl Conn {
         let mut failures = Vec::new();
         for server in &self.servers {
             let endpoint = endpoint(server, self.timeout)?;
-            match tokio::time::timeout(self.timeout, endpoint.connect()).await {
-                Ok(Ok(channel)) => return Ok(channel),
-                Ok(Err(e)) => failures.push(format!("{server}: {}", error_chain(&e))),
-                Err(_) => failures.push(format!("{server}: connect timed out")),
+            match connect(&endpoint, self.timeout).await {
+                Ok(channel) => return Ok(channel),
+                Err(e) => failures.push(format!("{server}: {e}")),
             }
         }
         bail!("no server reachable ({})", failures.join("; "))
     }
+}
+
+/// Trims the addresses and drops empty ones.
+pub fn clean_addrs(addrs: &[String]) -> Vec<String> {
+    addrs
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Connects to one endpoint within `timeout`; the error is one line.
+pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> std::result::Result<Channel, String> {
+    match tokio::time::timeout(timeout, endpoint.connect()).await {
+        Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(e)) => Err(error_chain(&e)),
+        Err(_) => Err("connect timed out".to_string()),
+    }
+}
+
+/// Connects to one `host:port` (or `http://host:port`) address; a malformed address is a
+/// failure like a refused connection.
+pub async fn connect_addr(server: &str, timeout: Duration) -> std::result::Result<Channel, String> {
+    let endpoint = endpoint(server, timeout).map_err(|e| format!("{e:#}"))?;
+    connect(&endpoint, timeout).await
 }
 
 /// The tonic endpoint of one address.

@@ -2,13 +2,17 @@
 //!
 //! Administers topics, shows a broker group's Raft cluster and consumer group progress
 //! (`raftmq.admin.v1.AdminService`), and sends and receives messages with the RocketMQ 5
-//! protocol (`apache.rocketmq.v2.MessagingService`). Run `raftmq --help` for the commands.
+//! protocol (`apache.rocketmq.v2.MessagingService`). With `--namesrv` it also reads the
+//! name server (`raftmq.namesrv.v1.NamesrvService`) and runs topic commands on several
+//! broker groups (`--groups`). Run `raftmq --help` for the commands.
 //! Any failure ends the process with exit code 1 and one line on stderr.
 
 mod admin_cmds;
 mod args;
 mod connect;
 mod message_cmds;
+mod multi_group;
+mod namesrv_cmds;
 mod table;
 
 use std::process::ExitCode;
@@ -18,6 +22,7 @@ use clap::Parser as _;
 
 use crate::args::{Cli, Command};
 use crate::connect::Conn;
+use crate::namesrv_cmds::Namesrv;
 
 /// Restores the default SIGPIPE action (terminate quietly), as command-line tools do, so
 /// that `raftmq topic list | head` ends the tool instead of panicking in `println!`.
@@ -54,12 +59,17 @@ async fn async_main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let conn = Conn::new(&cli.server, Duration::from_secs(cli.timeout_secs))?;
+    let timeout = Duration::from_secs(cli.timeout_secs);
+    // Each command checks only the addresses it uses: --server, or --namesrv.
+    let conn = || Conn::new(&cli.server, timeout);
+    let namesrv = || Namesrv::new(&cli.namesrv, timeout);
     match cli.command {
-        Command::Topic(cmd) => admin_cmds::topic(&conn, cmd).await,
-        Command::Cluster(cmd) => admin_cmds::cluster(&conn, cmd).await,
-        Command::Group(cmd) => admin_cmds::group(&conn, cmd).await,
-        Command::Send(args) => message_cmds::send(&conn, args).await,
-        Command::Receive(args) => message_cmds::receive(&conn, args).await,
+        Command::Topic(cmd) if cmd.groups().is_some() => multi_group::topic(&namesrv()?, timeout, cmd).await,
+        Command::Topic(cmd) => admin_cmds::topic(&conn()?, cmd).await,
+        Command::Namesrv(cmd) => namesrv_cmds::run(&namesrv()?, cmd).await,
+        Command::Cluster(cmd) => admin_cmds::cluster(&conn()?, cmd).await,
+        Command::Group(cmd) => admin_cmds::group(&conn()?, cmd).await,
+        Command::Send(args) => message_cmds::send(&conn()?, args).await,
+        Command::Receive(args) => message_cmds::receive(&conn()?, args).await,
     }
 }
