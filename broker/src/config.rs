@@ -72,8 +72,17 @@ pub struct BrokerConfig {
     /// All members of the group, this node included. The member with the lowest id
     /// initializes a fresh group.
     pub peers: Vec<PeerConfig>,
-    /// Name servers to register with (used once namesrv exists; may be empty).
+    /// Name servers to register with, each `host:port` (a host name or an IP address;
+    /// IPv6 in brackets). Every node registers with every one of them. Default: none (the
+    /// node registers nowhere).
     pub namesrv: Vec<String>,
+    /// How often a node registers with each name server, ms; it also registers at once
+    /// when its role, term, known leader or its group's topics change. Default 30 s
+    /// (RocketMQ's registration interval).
+    pub register_interval_ms: u64,
+    /// Timeout of one registration call (connecting included), ms; below
+    /// `register_interval_ms`. Default 3 s.
+    pub register_timeout_ms: u64,
     /// Largest message body accepted, bytes. Default 4 MiB (RocketMQ's maxMessageSize).
     pub max_body_size: usize,
     /// Most messages in one send request. Default 1024.
@@ -113,6 +122,8 @@ impl Default for BrokerConfig {
             raft_addr: "127.0.0.1:9081".into(),
             peers: Vec::new(),
             namesrv: Vec::new(),
+            register_interval_ms: 30_000,
+            register_timeout_ms: 3_000,
             max_body_size: 4 << 20,
             max_batch_messages: 1024,
             max_long_poll_ms: 20_000,
@@ -146,6 +157,27 @@ fn check_addr(what: &str, addr: &str) -> Result<(), ConfigError> {
         .map_err(|_| bad(format!("{what} {addr:?} is not an IP:port address")))
 }
 
+/// Checks a `host:port` address: a port from 1 to 65535 and a host that is an IP address
+/// (IPv6 in brackets) or a DNS name (letters, digits, '-' and '.').
+fn check_host_port(what: &str, addr: &str) -> Result<(), ConfigError> {
+    let refuse = |why: &str| bad(format!("{what} {addr:?} is not a host:port address: {why}"));
+    if addr.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| refuse("no port"))?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err(refuse("the port must be a number from 1 to 65535")),
+    }
+    let name_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+    if host.is_empty() || host.len() > 253 || !host.chars().all(name_char) {
+        return Err(refuse(
+            "the host must be an IP address ([...] for IPv6) or a DNS name",
+        ));
+    }
+    Ok(())
+}
+
 impl BrokerConfig {
     /// Reads a TOML file.
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
@@ -163,6 +195,7 @@ impl BrokerConfig {
         check_addr("client_addr", &self.client_addr)?;
         check_addr("raft_addr", &self.raft_addr)?;
         self.validate_peers()?;
+        self.validate_registration()?;
         if self.max_body_size == 0 {
             return Err(bad("max_body_size must be positive"));
         }
@@ -234,6 +267,26 @@ impl BrokerConfig {
         Ok(())
     }
 
+    fn validate_registration(&self) -> Result<(), ConfigError> {
+        if self.register_interval_ms == 0 {
+            return Err(bad("register_interval_ms must be positive"));
+        }
+        if self.register_timeout_ms == 0 {
+            return Err(bad("register_timeout_ms must be positive"));
+        }
+        if self.register_timeout_ms >= self.register_interval_ms {
+            return Err(bad("register_timeout_ms must be below register_interval_ms"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for addr in &self.namesrv {
+            check_host_port("namesrv", addr)?;
+            if !seen.insert(addr.as_str()) {
+                return Err(bad(format!("namesrv {addr:?} is listed twice")));
+            }
+        }
+        Ok(())
+    }
+
     /// The most bytes one send batch may put into a log entry.
     pub fn max_batch_bytes(&self) -> u64 {
         4 * self.max_body_size as u64 + self.max_batch_messages as u64 * PER_MESSAGE_METADATA + (1 << 20)
@@ -242,6 +295,14 @@ impl BrokerConfig {
     /// Whether this node initializes a fresh group (the member with the lowest id does).
     pub fn is_initializer(&self) -> bool {
         self.peers.iter().map(|p| p.id).min() == Some(self.node_id)
+    }
+
+    pub fn register_interval(&self) -> Duration {
+        Duration::from_millis(self.register_interval_ms)
+    }
+
+    pub fn register_timeout(&self) -> Duration {
+        Duration::from_millis(self.register_timeout_ms)
     }
 
     pub fn forward_timeout(&self) -> Duration {
@@ -331,6 +392,49 @@ mod tests {
         c.log.max_record_size = 1 << 20;
         assert!(err(c).contains("max_record_size"));
         assert!(PeerConfig::parse("1=a").is_err());
+        assert!(
+            err(BrokerConfig {
+                register_timeout_ms: 30_000,
+                ..three()
+            })
+            .contains("register_timeout_ms")
+        );
+        assert!(
+            err(BrokerConfig {
+                register_interval_ms: 0,
+                ..three()
+            })
+            .contains("register_interval_ms")
+        );
+        let c = BrokerConfig {
+            namesrv: vec![
+                "ns-1.example:9876".into(),
+                "10.0.0.1:9876".into(),
+                "[::1]:9876".into(),
+            ],
+            ..three()
+        };
+        c.validate().expect("valid namesrv addresses");
+        for wrong in [
+            "ns-1",
+            "ns-1:0",
+            "ns-1:x",
+            ":9876",
+            "http://ns:9876",
+            "a b:1",
+            "::1:9876x",
+        ] {
+            let c = BrokerConfig {
+                namesrv: vec![wrong.into()],
+                ..three()
+            };
+            assert!(err(c).contains("namesrv"), "{wrong} accepted");
+        }
+        let twice = BrokerConfig {
+            namesrv: vec!["ns:1".into(), "ns:1".into()],
+            ..three()
+        };
+        assert!(err(twice).contains("listed twice"));
         assert!(PeerConfig::parse("x=a/b").is_err());
     }
 

@@ -14,6 +14,7 @@ pub mod leader_duties;
 pub mod message;
 pub mod node;
 pub mod raft;
+pub mod registrar;
 pub mod service;
 pub mod sm;
 pub mod tls;

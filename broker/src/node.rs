@@ -22,6 +22,7 @@ use crate::raft::RaftGrpcService;
 use crate::raft::server;
 use crate::raft::types::BrokerNode;
 use crate::raft::types::LogStore;
+use crate::registrar;
 use crate::service::Messaging;
 use crate::sm::SmConfig;
 use crate::sm::StateMachine;
@@ -50,11 +51,11 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Node {
     broker: Arc<Broker>,
-    /// Turned true first: the client port and leader duties stop.
+    /// Turned true first: the client port, leader duties and the registrar stop.
     stop: watch::Sender<bool>,
     /// Turned true after Raft stopped: the Raft port stops.
     stop_raft: watch::Sender<bool>,
-    /// The client server and the leader duties.
+    /// The client server, the leader duties and the registrar (with name servers).
     front: Vec<(&'static str, JoinHandle<()>)>,
     raft_server: Option<JoinHandle<()>>,
 }
@@ -123,6 +124,12 @@ impl Node {
             "leader duties",
             tokio::spawn(leader_duties::run(node.broker.clone(), node.stop.subscribe())),
         ));
+        if !config.namesrv.is_empty() {
+            node.front.push((
+                "registrar",
+                tokio::spawn(registrar::run(node.broker.clone(), node.stop.subscribe())),
+            ));
+        }
         node.initialize_if_fresh().await?;
         tracing::info!(
             node = config.node_id,
@@ -220,8 +227,8 @@ impl Node {
         }
     }
 
-    /// Stops in order: the client port and leader duties first (open calls get `grace`),
-    /// then Raft, then the Raft port; finally flushes the state machine.
+    /// Stops in order: the client port, leader duties and the registrar first (open calls
+    /// get `grace`), then Raft, then the Raft port; finally flushes the state machine.
     pub async fn shutdown(self, grace: Duration) {
         tracing::info!("shutting down");
         self.broker.begin_shutdown();

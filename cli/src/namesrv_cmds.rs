@@ -358,6 +358,7 @@ pub(crate) mod tests {
         let resp = TopicRouteResponse {
             topic: "orders".into(),
             groups: vec![GroupRoute {
+                current: 1,
                 group: "g1".into(),
                 spec: Some(TopicSpec {
                     name: "orders".into(),
@@ -421,6 +422,7 @@ pub(crate) mod tests {
             Ok(tonic::Response::new(TopicRouteResponse {
                 topic,
                 groups: vec![GroupRoute {
+                    current: 1,
                     group: "g1".into(),
                     spec: None,
                     endpoints: vec!["127.0.0.1:8081".into()],

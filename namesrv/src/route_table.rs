@@ -52,8 +52,12 @@ pub struct TableFull(pub usize);
 pub struct GroupRoute {
     pub group: String,
     pub spec: TopicSpec,
-    /// Client addresses of the live members, the leader first, then by node id.
+    /// Client addresses of the live members: the leader first, then the other members
+    /// that reported the group's newest term, by node id, then members still at an older
+    /// term (they have not registered since the last election: most likely down).
     pub endpoints: Vec<String>,
+    /// How many of `endpoints` (from the front) reported the newest term; at least 1.
+    pub current: usize,
     pub leader_id: Option<u64>,
 }
 
@@ -145,10 +149,12 @@ impl RouteTable {
                 let live = self.live(members, now);
                 let spec = freshest(&live)?.reg.topics.get(topic)?.clone();
                 let leader_id = leader(&live);
+                let (endpoints, current) = endpoints(&live, leader_id);
                 Some(GroupRoute {
                     group: name.clone(),
                     spec,
-                    endpoints: endpoints(&live, leader_id),
+                    endpoints,
+                    current,
                     leader_id,
                 })
             })
@@ -223,11 +229,17 @@ fn leader(live: &[&Member]) -> Option<u64> {
     live.iter().any(|m| m.reg.node_id == named).then_some(named)
 }
 
-/// Client addresses, the leader first, then by node id.
-fn endpoints(live: &[&Member], leader_id: Option<u64>) -> Vec<String> {
+/// Client addresses: the leader, the other members at the newest term, then the members
+/// at older terms, each part by node id; and how many are at the newest term.
+fn endpoints(live: &[&Member], leader_id: Option<u64>) -> (Vec<String>, usize) {
+    let top = live.iter().map(|m| m.reg.term).max().unwrap_or(0);
     let mut ordered: Vec<&Member> = live.to_vec();
-    ordered.sort_by_key(|m| (Some(m.reg.node_id) != leader_id, m.reg.node_id));
-    ordered.iter().map(|m| m.reg.client_addr.clone()).collect()
+    ordered.sort_by_key(|m| (Some(m.reg.node_id) != leader_id, m.reg.term < top, m.reg.node_id));
+    let current = ordered.iter().filter(|m| m.reg.term == top).count();
+    (
+        ordered.iter().map(|m| m.reg.client_addr.clone()).collect(),
+        current.max(1),
+    )
 }
 
 #[cfg(test)]

@@ -35,9 +35,14 @@ struct Args {
     /// A group member as ID=RAFT_ADDR/CLIENT_ADDR; repeat for every member, this node included.
     #[arg(long = "peer", value_parser = PeerConfig::parse)]
     peers: Vec<PeerConfig>,
-    /// Name server address (repeatable).
-    #[arg(long)]
+    /// Name server to register with, host:port; repeat the flag or separate several with
+    /// commas. Replaces the file's list.
+    #[arg(long, value_delimiter = ',')]
     namesrv: Vec<String>,
+    /// How often to register with each name server, ms (also at once on a role, term,
+    /// leader or topic change).
+    #[arg(long)]
+    register_interval_ms: Option<u64>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -68,21 +73,44 @@ impl Args {
             c.peers = self.peers;
         }
         if !self.namesrv.is_empty() {
-            c.namesrv = self.namesrv;
+            c.namesrv = self
+                .namesrv
+                .iter()
+                .map(|a| a.trim())
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(v) = self.register_interval_ms {
+            c.register_interval_ms = v;
         }
         Ok((c, self.print_config))
     }
 }
 
-async fn terminated() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::SignalKind;
-    use tokio::signal::unix::signal;
-    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT, installed before the node starts so that a signal during startup
+/// stops the process cleanly instead of killing it.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::SignalKind;
+        use tokio::signal::unix::signal;
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("install SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("install SIGINT handler")?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 #[tokio::main]
@@ -100,10 +128,18 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let grace = Duration::from_millis(config.shutdown_grace_ms);
-    let node = Node::start(config).await.context("broker node failed to start")?;
+    let mut signals = Signals::install()?;
+    let node = tokio::select! {
+        node = Node::start(config) => node.context("broker node failed to start")?,
+        signal = signals.recv() => {
+            // The client port is not serving yet; what is on disk is recovered next time.
+            tracing::info!(signal, "stopped while starting");
+            return Ok(());
+        }
+    };
     let failure = tokio::select! {
-        signal = terminated() => {
-            tracing::info!(signal = signal?, "stopping");
+        signal = signals.recv() => {
+            tracing::info!(signal, "stopping");
             None
         }
         reason = node.failed() => Some(reason),

@@ -24,11 +24,11 @@ use tracing::Instrument;
 use super::BoxStream;
 use super::heartbeat::CLIENT_ID_HEADER;
 use super::heartbeat::client_id;
-use raftmq_proto::settings;
-use raftmq_proto::settings::ServerSettings;
 use super::status;
 use crate::command::MessageKind;
 use crate::context::Broker;
+use raftmq_proto::settings;
+use raftmq_proto::settings::ServerSettings;
 
 /// Replies buffered for a slow client before the inbound side waits.
 const REPLY_BUFFER: usize = 16;
@@ -117,9 +117,7 @@ fn on_settings(broker: &Broker, client: Option<&str>, s: &pb::Settings) -> pb::T
             command: None,
         };
     };
-    let reply = settings::reply(s, &server_settings(&broker.config), |t| {
-        is_fifo_topic(broker, t)
-    });
+    let reply = settings::reply(s, &server_settings(&broker.config), |t| is_fifo_topic(broker, t));
     broker.clients.update(client, reply.clone());
     tracing::debug!(client_type = ?reply.client_type, "client settings registered");
     pb::TelemetryCommand {

@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use openraft::EntryPayload;
 
 use super::Entry;
+use super::apply::Op;
 use super::apply::Pending;
 use super::archive;
 use super::archive::SnapshotMeta;
@@ -42,6 +43,10 @@ pub(super) struct Inner {
     /// Bumped after every applied batch that changed consumable state (sends, acks, topic
     /// changes): long-polling receivers wait on it.
     pub changes: tokio::sync::watch::Sender<u64>,
+    /// Bumped after every applied batch that created, updated or deleted a topic (a
+    /// dead-letter topic created on first use included), and after a snapshot install:
+    /// the registrar re-announces the group's topics to the name servers.
+    pub topic_changes: tokio::sync::watch::Sender<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -61,6 +66,7 @@ impl Inner {
             snapshot: Mutex::new(snapshot),
             seq: AtomicU64::new(0),
             changes: tokio::sync::watch::Sender::new(0),
+            topic_changes: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -120,17 +126,36 @@ impl Inner {
                 results.push(result);
             }
             let applied = entries.last().map(|e| e.log_id);
-            store.write(&pending.into_ops(), applied.as_ref(), membership.as_ref())?;
+            let ops = pending.into_ops();
+            store.write(&ops, applied.as_ref(), membership.as_ref())?;
+            // Judged by what was written, not by command kind: a refused CreateTopic
+            // changes nothing, a pop may create a dead-letter topic.
+            let topics_changed = ops
+                .iter()
+                .any(|op| matches!(op, Op::PutTopic(_) | Op::DeleteTopic(_)));
             let consumable = entries.iter().any(|e| match &e.payload {
                 EntryPayload::Normal(cmd) => !matches!(cmd.header(), crate::command::Header::Pop(_)),
                 _ => false,
             });
             if consumable {
-                self.changes.send_modify(|n| *n = n.wrapping_add(1));
+                bump(&self.changes);
+            }
+            if topics_changed {
+                bump(&self.topic_changes);
             }
             Ok(results)
         })
     }
+
+    /// Tells every watcher that the whole state changed (a snapshot was installed).
+    pub fn notify_replaced(&self) {
+        bump(&self.changes);
+        bump(&self.topic_changes);
+    }
+}
+
+fn bump(counter: &tokio::sync::watch::Sender<u64>) {
+    counter.send_modify(|n| *n = n.wrapping_add(1));
 }
 
 /// The meta of the snapshot kept in the directory, if there is a readable one. An unreadable

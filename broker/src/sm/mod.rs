@@ -24,6 +24,8 @@ pub mod read;
 pub mod records;
 pub mod snapshot;
 pub mod store;
+#[cfg(test)]
+mod watch_tests;
 
 use std::io;
 use std::path::Path;
@@ -142,6 +144,13 @@ impl StateMachine {
         self.inner.changes.subscribe()
     }
 
+    /// A receiver that changes after every applied batch that created, updated or deleted
+    /// a topic (dead-letter topics created on first use included), and after a snapshot
+    /// install. The registrar re-announces the group's topics on it.
+    pub fn subscribe_topic_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.topic_changes.subscribe()
+    }
+
     /// A consumer group's pop state (next offset, in-flight messages) on a queue.
     pub fn pop_state(&self, group: &str, topic: &str, queue_id: u32) -> SmResult<Option<PopState>> {
         self.inner
@@ -255,7 +264,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), io::Error> {
         let inner = self.inner.clone();
         let meta = meta.clone();
-        Ok(blocking(move || inner.install_snapshot(&meta, snapshot)).await?)
+        blocking(move || inner.install_snapshot(&meta, snapshot)).await?;
+        self.inner.notify_replaced();
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {

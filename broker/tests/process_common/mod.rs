@@ -15,6 +15,7 @@ use std::time::Instant;
 use anyhow::Context;
 use raftmq_proto::raftmq::admin::v1 as admin;
 use raftmq_proto::raftmq::admin::v1::admin_service_client::AdminServiceClient;
+use raftmq_proto::raftmq::namesrv::v1::namesrv_service_client::NamesrvServiceClient;
 use raftmq_proto::rocketmq::v2 as pb;
 use raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use tonic::transport::Channel;
@@ -41,6 +42,8 @@ pub struct ProcGroup {
     pub nodes: BTreeMap<u64, NodeSpec>,
     children: BTreeMap<u64, Child>,
     extra_env: Vec<(String, String)>,
+    /// The broker group's name.
+    pub group: String,
 }
 
 impl Drop for ProcGroup {
@@ -54,7 +57,7 @@ impl Drop for ProcGroup {
                 let log = self.log_path(*id);
                 if let Ok(text) = std::fs::read_to_string(&log) {
                     let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                    eprintln!("--- node {id} log tail ---");
+                    eprintln!("--- {} node {id} log tail ---", self.group);
                     for l in tail.iter().rev() {
                         eprintln!("{l}");
                     }
@@ -72,6 +75,11 @@ impl ProcGroup {
     /// Starts `n` nodes whose config file has `top_level` (TOML keys before any table)
     /// besides the test defaults.
     pub fn start_with(n: u64, top_level: &str) -> anyhow::Result<Self> {
+        Self::start_named("g1", n, top_level)
+    }
+
+    /// Starts `n` nodes of broker group `group` (see [`Self::start_with`]).
+    pub fn start_named(group: &str, n: u64, top_level: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         std::fs::write(
             dir.path().join("broker.toml"),
@@ -91,6 +99,7 @@ impl ProcGroup {
             nodes,
             children: BTreeMap::new(),
             extra_env: Vec::new(),
+            group: group.to_owned(),
         };
         for id in 1..=n {
             g.start_node(id)?;
@@ -117,7 +126,7 @@ impl ProcGroup {
             .arg("--node-id")
             .arg(id.to_string())
             .arg("--group")
-            .arg("g1")
+            .arg(&self.group)
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("node-{id}")))
             .arg("--client-addr")
@@ -255,6 +264,104 @@ impl ProcGroup {
                 Err(e) => anyhow::bail!("create topic {name}: {e}"),
             }
         }
+    }
+}
+
+/// A `raftmq-namesrv` process on a port chosen at run time; killed when dropped.
+pub struct NamesrvProc {
+    pub addr: String,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Drop for NamesrvProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking()
+            && let Ok(text) = std::fs::read_to_string(&self.log)
+        {
+            eprintln!("--- namesrv {} log tail ---", self.addr);
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// The name server binary: built next to the broker's by `cargo build`/`nextest` of the
+/// workspace.
+pub fn namesrv_bin() -> anyhow::Result<PathBuf> {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_raftmq-broker")).with_file_name("raftmq-namesrv");
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: build the workspace (cargo build -p raftmq-namesrv)",
+        path.display()
+    );
+    Ok(path)
+}
+
+impl NamesrvProc {
+    /// Starts a name server whose log goes into `dir`, with extra flags.
+    pub fn start(dir: &std::path::Path, flags: &[&str]) -> anyhow::Result<Self> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let log = dir.join(format!("namesrv-{}.log", addr.replace(':', "-")));
+        let mut me = Self {
+            addr,
+            log,
+            child: None,
+        };
+        me.restart(flags)?;
+        Ok(me)
+    }
+
+    /// (Re)starts it on the same address.
+    pub fn restart(&mut self, flags: &[&str]) -> anyhow::Result<()> {
+        self.kill()?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(namesrv_bin()?)
+            .arg("--listen")
+            .arg(&self.addr)
+            .args(flags)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn raftmq-namesrv")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILLs it.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn messaging(&self) -> anyhow::Result<MessagingServiceClient<Channel>> {
+        Ok(MessagingServiceClient::new(channel(&self.addr)?))
+    }
+
+    pub fn registry(&self) -> anyhow::Result<NamesrvServiceClient<Channel>> {
+        Ok(NamesrvServiceClient::new(channel(&self.addr)?))
     }
 }
 

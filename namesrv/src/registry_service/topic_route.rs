@@ -27,6 +27,7 @@ pub async fn handle(
             group: r.group.clone(),
             spec: Some(r.spec.to_wire(&topic)),
             endpoints: r.endpoints.clone(),
+            current: u32::try_from(r.current).unwrap_or(u32::MAX),
             leader_id: r.leader_id,
         })
         .collect();

@@ -8,7 +8,9 @@
 //! - A client that sends `x-raftmq-endpoints: all` (raftmq's own) gets every live member
 //!   of the group, the leader first, on every queue, and fails over along that list.
 //! - Any other client gets one address per queue: the group's members taken in turn,
-//!   the leader first (queue 0 on the leader, queue 1 on the next member, …). The
+//!   the leader first (queue 0 on the leader, queue 1 on the next member, …), skipping
+//!   members that have not registered since the group's last election (most likely
+//!   down; they expire after 120 s). The
 //!   official clients turn a multi-address endpoint into an HTTP/2 `:authority` of
 //!   `host1:port1,host2:port2`, which raftmq's HTTP/2 server refuses; and they refresh
 //!   routes only every 30 s. Every member serves every queue (followers forward writes
@@ -71,10 +73,11 @@ pub fn message_queues(topic: &pb::Resource, routes: &[GroupRoute], all: bool) ->
     let mut out = Vec::new();
     for id in 0..most {
         for r in routes.iter().filter(|r| id < r.spec.queues) {
+            let current = r.current.clamp(1, r.endpoints.len().max(1));
             let addrs: &[String] = if all || r.endpoints.is_empty() {
                 &r.endpoints
             } else {
-                let i = id as usize % r.endpoints.len();
+                let i = id as usize % current;
                 &r.endpoints[i..=i]
             };
             out.push(pb::MessageQueue {
@@ -158,6 +161,7 @@ mod tests {
                 kind: admin::MessageKind::Fifo,
             },
             endpoints: endpoints.iter().map(|s| (*s).to_owned()).collect(),
+            current: endpoints.len(),
             leader_id: Some(1),
         }
     }
@@ -203,6 +207,18 @@ mod tests {
             assert_eq!(q.accept_message_types, [pb::MessageType::Fifo as i32]);
             assert_eq!(q.broker.as_ref().map(|b| b.id), Some(0));
         }
+        let mut stale = routes.clone();
+        stale[0].current = 1;
+        let spread: Vec<Vec<i32>> = summary(&message_queues(&topic, &stale, false))
+            .into_iter()
+            .filter(|q| q.0 == "g1")
+            .map(|q| q.2)
+            .collect();
+        assert_eq!(
+            spread,
+            [vec![8082], vec![8082], vec![8082]],
+            "a stale member gets no queue"
+        );
         let all = message_queues(&topic, &routes, true);
         assert_eq!(summary(&all)[0].2, [8082, 8081], "leader first, every member");
         assert_eq!(summary(&all)[3].2, [8082, 8081]);

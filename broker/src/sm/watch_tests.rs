@@ -1,0 +1,133 @@
+//! The state machine's change watches: which applied batches bump the topic watch.
+
+use bytes::Bytes;
+use openraft::EntryPayload;
+use openraft::LogId;
+use openraft::RaftSnapshotBuilder;
+use openraft::impls::leader_id_adv::LeaderId;
+use openraft::storage::RaftStateMachine;
+use tokio::sync::watch;
+
+use super::Entry;
+use super::SmConfig;
+use super::StateMachine;
+use crate::command::Command;
+use crate::command::Header;
+use crate::command::MessageKind;
+use crate::command::MessageMeta;
+use crate::command::Permission;
+use crate::command::TopicConfig;
+
+fn normal(index: u64, cmd: Command) -> Entry {
+    Entry {
+        log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, index),
+        payload: EntryPayload::Normal(cmd),
+    }
+}
+
+fn blank(index: u64) -> Entry {
+    Entry {
+        log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, index),
+        payload: EntryPayload::Blank,
+    }
+}
+
+fn control(index: u64, header: Header) -> Entry {
+    normal(index, Command::control(header).expect("command"))
+}
+
+fn topic(name: &str, queues: u32) -> TopicConfig {
+    TopicConfig {
+        name: name.into(),
+        queues,
+        permission: Permission::ReadWrite,
+        kind: MessageKind::Normal,
+    }
+}
+
+fn send(index: u64, topic: &str) -> Entry {
+    let meta = MessageMeta {
+        topic: topic.into(),
+        queue_id: 0,
+        tag_hash: 0,
+        msg_id: format!("m{index}"),
+    };
+    let header = Header::Send {
+        store_time_ms: 1_700_000_000_000,
+        messages: vec![meta],
+    };
+    let cmd = Command::new(header, vec![Bytes::from_static(b"body")]).expect("command");
+    normal(index, cmd)
+}
+
+/// Whether the watch moved since last asked (and marks it seen).
+fn moved(rx: &mut watch::Receiver<u64>) -> bool {
+    let moved = rx.has_changed().expect("sender alive");
+    rx.borrow_and_update();
+    moved
+}
+
+fn open(dir: &tempfile::TempDir) -> StateMachine {
+    let cfg = SmConfig {
+        block_cache_bytes: 4 << 20,
+        ..SmConfig::default()
+    };
+    StateMachine::open(dir.path(), cfg).expect("open")
+}
+
+#[tokio::test]
+async fn topic_watch_moves_on_topic_changes_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sm = open(&dir);
+    let mut topics = sm.subscribe_topic_changes();
+    let mut changes = sm.subscribe_changes();
+
+    sm.apply_entries(vec![blank(1)]).await.expect("apply");
+    assert!(!moved(&mut topics), "a blank entry changes no topic");
+
+    let batch = vec![control(2, Header::CreateTopic(topic("a", 2))), send(3, "a")];
+    sm.apply_entries(batch).await.expect("apply");
+    assert!(moved(&mut topics), "a created topic");
+    assert!(moved(&mut changes));
+
+    sm.apply_entries(vec![send(4, "a")]).await.expect("apply");
+    assert!(!moved(&mut topics), "a send changes no topic");
+    assert!(moved(&mut changes), "a send is consumable");
+
+    let refused = control(5, Header::CreateTopic(topic("a", 8)));
+    sm.apply_entries(vec![refused]).await.expect("apply");
+    assert!(!moved(&mut topics), "a refused create writes nothing");
+
+    sm.apply_entries(vec![control(6, Header::UpdateTopic(topic("a", 4)))])
+        .await
+        .expect("apply");
+    assert!(moved(&mut topics), "an updated topic");
+
+    let delete = Header::DeleteTopic { name: "a".into() };
+    sm.apply_entries(vec![control(7, delete)]).await.expect("apply");
+    assert!(moved(&mut topics), "a deleted topic");
+}
+
+#[tokio::test]
+async fn topic_watch_moves_on_snapshot_install() {
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (mut a, mut b) = (open(&a_dir), open(&b_dir));
+    a.apply_entries(vec![control(1, Header::CreateTopic(topic("a", 2)))])
+        .await
+        .expect("apply");
+    let snap = a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("snapshot");
+    let mut topics = b.subscribe_topic_changes();
+    b.install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .expect("install");
+    assert!(moved(&mut topics), "an installed snapshot replaces the topics");
+    assert_eq!(b.topics().expect("topics").len(), 1);
+}
