@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use raft_log::LogConfig;
+use raftmq_transport::TlsSource;
 use serde::Deserialize;
 use serde::Serialize;
 
@@ -320,6 +321,22 @@ impl BrokerConfig {
     pub fn spool_dir(&self) -> PathBuf {
         self.data_dir.join("incoming")
     }
+
+    /// The client port's TLS certificate: `tls_cert_file` / `tls_key_file` when set,
+    /// otherwise a self-signed one for `localhost` and the client address's host,
+    /// generated once into `<data_dir>/tls/`.
+    pub fn tls_source(&self) -> TlsSource {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => TlsSource::Generated {
+                dir: self.data_dir.join("tls"),
+                hosts: raftmq_transport::tls::default_hosts(&self.client_addr),
+            },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -446,5 +463,32 @@ mod tests {
         .expect("parse");
         assert_eq!((c.node_id, c.group.as_str(), c.max_body_size), (3, "g1", 4 << 20));
         assert!(toml::from_str::<BrokerConfig>("nodeid = 3").is_err());
+    }
+
+    #[test]
+    fn tls_comes_from_the_files_or_is_generated_into_the_data_dir() {
+        let c = BrokerConfig {
+            data_dir: "/var/lib/raftmq".into(),
+            ..three()
+        };
+        assert_eq!(
+            c.tls_source(),
+            TlsSource::Generated {
+                dir: "/var/lib/raftmq/tls".into(),
+                hosts: vec!["localhost".into(), "127.0.0.1".into()],
+            }
+        );
+        let files = BrokerConfig {
+            tls_cert_file: Some("c.pem".into()),
+            tls_key_file: Some("k.pem".into()),
+            ..three()
+        };
+        assert_eq!(
+            files.tls_source(),
+            TlsSource::Files {
+                cert: "c.pem".into(),
+                key: "k.pem".into(),
+            }
+        );
     }
 }

@@ -3,7 +3,6 @@
 //! configuration, all changed only by applying Raft entries.
 
 pub mod admin;
-pub mod client_listener;
 pub mod clients;
 pub mod command;
 pub mod config;
@@ -17,4 +16,3 @@ pub mod raft;
 pub mod registrar;
 pub mod service;
 pub mod sm;
-pub mod tls;

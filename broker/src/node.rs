@@ -27,6 +27,7 @@ use crate::service::Messaging;
 use crate::sm::SmConfig;
 use crate::sm::StateMachine;
 use openraft::async_runtime::WatchReceiver;
+use raftmq_transport::ServerTls;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +45,7 @@ pub enum StartError {
     #[error("raft: {0}")]
     Raft(String),
     #[error("tls: {0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] raftmq_transport::TransportError),
 }
 
 /// A started node.
@@ -84,7 +85,7 @@ impl Node {
         }
         let raft_listener = bind(&config.raft_addr).await?;
         let client_listener = bind(&config.client_addr).await?;
-        let tls = crate::tls::acceptor(&config)?;
+        let tls = ServerTls::new(&config.tls_source())?;
 
         let (log, report) = {
             let (dir, cfg) = (config.log_dir(), config.log.clone());
@@ -119,7 +120,7 @@ impl Node {
             raft_server: None,
         };
         node.spawn_raft_server(raft_listener);
-        node.spawn_client_server(client_listener, tls);
+        node.spawn_client_server(client_listener, &tls);
         node.front.push((
             "leader duties",
             tokio::spawn(leader_duties::run(node.broker.clone(), node.stop.subscribe())),
@@ -165,12 +166,12 @@ impl Node {
         self.raft_server = Some(task);
     }
 
-    fn spawn_client_server(&mut self, listener: TcpListener, tls: tokio_rustls::TlsAcceptor) {
+    fn spawn_client_server(&mut self, listener: TcpListener, tls: &ServerTls) {
         let messaging = Messaging::new(self.broker.clone()).into_server();
         let admin = Admin::new(self.broker.clone()).into_server();
         let shutdown = Self::stopped(&self.stop);
         let max = self.broker.config.max_connections;
-        let incoming = crate::client_listener::incoming(listener, tls, max, self.stop.subscribe());
+        let incoming = raftmq_transport::incoming(listener, tls.acceptor(), max, self.stop.subscribe());
         let task = tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .tcp_nodelay(true)

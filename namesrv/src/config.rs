@@ -1,9 +1,11 @@
 //! The name server's configuration: a TOML file, overridden by flags.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use raftmq_proto::settings::ServerSettings;
+use raftmq_transport::TlsSource;
 use serde::Deserialize;
 use serde::Serialize;
 
@@ -22,8 +24,14 @@ pub struct NamesrvConfig {
     pub scan_interval_ms: u64,
     /// Most broker nodes registered at once. Default 4,096.
     pub max_members: usize,
-    /// Most open connections. Default 10,000.
+    /// Most open connections (plaintext and TLS together). Default 10,000.
     pub max_connections: usize,
+    /// PEM certificate chain for TLS on the port (which serves plaintext too); with
+    /// `tls_key_file`. Unset: a self-signed certificate for `localhost` and the listen
+    /// host is generated in memory at every start.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for TLS on the port.
+    pub tls_key_file: Option<PathBuf>,
     /// Largest message body clients are told brokers accept, bytes (Telemetry settings at
     /// the access point; brokers check for themselves). Default 4 MiB.
     pub max_body_size: usize,
@@ -44,6 +52,8 @@ impl Default for NamesrvConfig {
             scan_interval_ms: 5_000,
             max_members: 4_096,
             max_connections: 10_000,
+            tls_cert_file: None,
+            tls_key_file: None,
             max_body_size: s.max_body_size,
             long_polling_timeout_ms: s.long_polling_timeout_ms,
             max_delivery_attempts: s.consumer_max_attempts,
@@ -86,7 +96,26 @@ impl NamesrvConfig {
         if self.max_body_size == 0 || self.max_delivery_attempts == 0 {
             return Err(bad("max_body_size and max_delivery_attempts must be positive"));
         }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(bad(
+                "tls_cert_file and tls_key_file go together: set both or neither",
+            ));
+        }
         Ok(())
+    }
+
+    /// The port's TLS certificate: the configured files, or an ephemeral self-signed one
+    /// (a name server keeps nothing on disk).
+    pub fn tls_source(&self) -> TlsSource {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => TlsSource::Ephemeral {
+                hosts: raftmq_transport::tls::default_hosts(&self.listen),
+            },
+        }
     }
 
     pub fn expiry(&self) -> Duration {
@@ -138,6 +167,35 @@ mod tests {
         assert!(
             toml::from_str::<NamesrvConfig>("expiry = 3\n").is_err(),
             "unknown keys refused"
+        );
+    }
+
+    #[test]
+    fn tls_files_go_together_and_default_to_an_ephemeral_certificate() {
+        let c = NamesrvConfig {
+            listen: "10.0.0.5:9876".into(),
+            ..NamesrvConfig::default()
+        };
+        assert_eq!(
+            c.tls_source(),
+            TlsSource::Ephemeral {
+                hosts: vec!["localhost".into(), "10.0.0.5".into()]
+            }
+        );
+        let half = NamesrvConfig {
+            tls_cert_file: Some("cert.pem".into()),
+            ..NamesrvConfig::default()
+        };
+        assert!(half.validate().expect_err("bad").0.contains("tls_key_file"));
+        let parsed: NamesrvConfig =
+            toml::from_str("tls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n").expect("toml");
+        parsed.validate().expect("valid");
+        assert_eq!(
+            parsed.tls_source(),
+            TlsSource::Files {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            }
         );
     }
 }

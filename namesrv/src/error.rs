@@ -23,6 +23,9 @@ pub enum NamesrvError {
     /// A configuration that cannot work.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// TLS cannot be set up (certificate or key files).
+    #[error("tls: {0}")]
+    Tls(#[from] raftmq_transport::TransportError),
 }
 
 impl NamesrvError {
@@ -39,7 +42,7 @@ impl NamesrvError {
             }
             NamesrvError::TopicNotFound(_) => tonic::Status::not_found(self.to_string()),
             NamesrvError::Full(_) => tonic::Status::resource_exhausted(self.to_string()),
-            NamesrvError::Listen { .. } | NamesrvError::Config(_) => {
+            NamesrvError::Listen { .. } | NamesrvError::Config(_) | NamesrvError::Tls(_) => {
                 tonic::Status::internal(self.to_string())
             }
         }
@@ -52,7 +55,9 @@ impl NamesrvError {
             NamesrvError::InvalidTopic(_) => rmq::Code::IllegalTopic,
             NamesrvError::TopicNotFound(_) => rmq::Code::TopicNotFound,
             NamesrvError::Full(_) => rmq::Code::TooManyRequests,
-            NamesrvError::Listen { .. } | NamesrvError::Config(_) => rmq::Code::InternalServerError,
+            NamesrvError::Listen { .. } | NamesrvError::Config(_) | NamesrvError::Tls(_) => {
+                rmq::Code::InternalServerError
+            }
         };
         status(code, self.to_string())
     }

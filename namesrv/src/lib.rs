@@ -8,7 +8,6 @@
 
 pub mod config;
 pub mod error;
-pub mod listener;
 pub mod registration;
 pub mod registry;
 pub mod registry_service;

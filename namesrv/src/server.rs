@@ -1,11 +1,13 @@
 //! A running name server: one gRPC port serving the registry service and the client calls
-//! of an access point, and the loop that drops silent broker nodes.
+//! of an access point, in TLS and plaintext alike (RocketMQ's Java, Go, C# and C++ clients
+//! use TLS by default), and the loop that drops silent broker nodes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
+use raftmq_transport::ServerTls;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -13,7 +15,6 @@ use tracing::Instrument;
 
 use crate::config::NamesrvConfig;
 use crate::error::NamesrvError;
-use crate::listener;
 use crate::registry::Registry;
 use crate::registry_service::Registrar;
 use crate::route_table::RouteTable;
@@ -27,6 +28,7 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 #[derive(Debug)]
 pub struct Namesrv {
     addr: SocketAddr,
+    tls: ServerTls,
     registry: Arc<Registry>,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
@@ -34,9 +36,11 @@ pub struct Namesrv {
 }
 
 impl Namesrv {
-    /// Validates `config`, binds its port and starts serving.
+    /// Validates `config`, loads (or generates) its TLS certificate, binds its port and
+    /// starts serving.
     pub async fn start(config: NamesrvConfig) -> Result<Self, NamesrvError> {
         config.validate()?;
+        let tls = ServerTls::new(&config.tls_source())?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|source| NamesrvError::Listen {
@@ -61,7 +65,8 @@ impl Namesrv {
             config: config.clone(),
             stop: stop_rx.clone(),
         });
-        let incoming = listener::incoming(listener, config.max_connections, stop_rx.clone());
+        let incoming =
+            raftmq_transport::incoming(listener, tls.acceptor(), config.max_connections, stop_rx.clone());
         let mut done = stop_rx;
         let server = tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
@@ -77,9 +82,15 @@ impl Namesrv {
                 tracing::error!(error = %e, "name server stopped serving");
             }
         });
-        tracing::info!(%addr, expiry_ms = config.expiry_ms, "name server listening");
+        tracing::info!(
+            %addr,
+            expiry_ms = config.expiry_ms,
+            tls_cert = ?config.tls_cert_file,
+            "name server listening (TLS and plaintext)"
+        );
         Ok(Self {
             addr,
+            tls,
             registry,
             stop,
             server,
@@ -90,6 +101,12 @@ impl Namesrv {
     /// The address the port is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The certificate the port presents to TLS clients, PEM (with no files configured, the
+    /// self-signed one generated at start).
+    pub fn tls_cert_pem(&self) -> &str {
+        self.tls.cert_pem()
     }
 
     /// The registry (for tests and tools in the same process).
