@@ -1,0 +1,22 @@
+//! raftmq's Rust client: producers and consumers with RocketMQ's semantics, speaking the
+//! RocketMQ 5 gRPC protocol (`apache.rocketmq.v2`) to raftmq name servers and brokers.
+//!
+//! - [`config::ClientConfig`]: access points (name servers, tried in order), timeouts.
+//! - [`route`]: topic routes, cached and refreshed; every queue names its broker group and
+//!   the addresses that reach it, the leader first.
+//! - [`error::ClientError`]: one error type; [`error::ClientError::is_retryable`] tells
+//!   what may succeed when tried again, and a send that may or may not have been stored
+//!   is [`error::ClientError::OutcomeUnknown`], never a plain failure.
+
+pub mod access;
+pub mod config;
+pub mod error;
+pub mod message;
+pub mod route;
+pub mod rpc;
+pub mod session;
+
+pub use config::ClientConfig;
+pub use error::ClientError;
+pub use error::Result;
+pub use message::Message;

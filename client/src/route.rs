@@ -1,0 +1,323 @@
+//! Topic routes: which message queues a topic has, on which broker group, reached at which
+//! addresses. Asked of the access points (name servers) in turn, cached, refreshed every
+//! `route_refresh` and on demand; a failed refresh keeps the last route.
+
+use std::collections::BTreeSet;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use raftmq_proto::rocketmq::v2 as pb;
+
+use crate::access::AccessPoints;
+use crate::error::ClientError;
+use crate::error::Result;
+use crate::rpc::ENDPOINTS_HEADER;
+use crate::rpc::Rpc;
+
+/// One message queue of a topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageQueue {
+    pub topic: String,
+    /// The broker group (RocketMQ's broker name).
+    pub broker: String,
+    /// The queue id within its broker group.
+    pub id: i32,
+    /// Addresses that reach the group, the leader first.
+    pub endpoints: Vec<String>,
+    pub permission: pb::Permission,
+    pub accept: Vec<pb::MessageType>,
+    wire: pb::MessageQueue,
+}
+
+impl MessageQueue {
+    /// Whether producers may send to it.
+    pub fn writable(&self) -> bool {
+        matches!(self.permission, pb::Permission::Write | pb::Permission::ReadWrite)
+    }
+
+    /// Whether consumers may receive from it.
+    pub fn readable(&self) -> bool {
+        matches!(self.permission, pb::Permission::Read | pb::Permission::ReadWrite)
+    }
+
+    /// The queue as the protocol names it.
+    pub fn to_wire(&self) -> pb::MessageQueue {
+        self.wire.clone()
+    }
+
+    /// The queue from the protocol's form; None without a broker or an address.
+    pub fn from_wire(q: &pb::MessageQueue) -> Option<Self> {
+        let broker = q.broker.as_ref()?;
+        let endpoints = addresses(broker.endpoints.as_ref()?);
+        if endpoints.is_empty() {
+            return None;
+        }
+        Some(Self {
+            topic: q.topic.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
+            broker: broker.name.clone(),
+            id: q.id,
+            endpoints,
+            permission: pb::Permission::try_from(q.permission).unwrap_or(pb::Permission::None),
+            accept: q
+                .accept_message_types
+                .iter()
+                .filter_map(|t| pb::MessageType::try_from(*t).ok())
+                .collect(),
+            wire: q.clone(),
+        })
+    }
+
+    /// `broker:id`, for logs and maps.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.broker, self.id)
+    }
+}
+
+/// `host:port` of every address of `e` (IPv6 in brackets).
+pub fn addresses(e: &pb::Endpoints) -> Vec<String> {
+    e.addresses
+        .iter()
+        .map(|a| {
+            if a.host.contains(':') {
+                format!("[{}]:{}", a.host, a.port)
+            } else {
+                format!("{}:{}", a.host, a.port)
+            }
+        })
+        .collect()
+}
+
+/// A topic's queues, in the order the route lists them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicRoute {
+    pub topic: String,
+    pub queues: Vec<MessageQueue>,
+}
+
+impl TopicRoute {
+    /// The broker groups, in order of first appearance.
+    pub fn brokers(&self) -> Vec<&str> {
+        let mut seen = BTreeSet::new();
+        self.queues
+            .iter()
+            .filter(|q| seen.insert(q.broker.as_str()))
+            .map(|q| q.broker.as_str())
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    route: Arc<TopicRoute>,
+    fetched: Instant,
+}
+
+/// The route cache of one client.
+#[derive(Debug)]
+pub struct Routes {
+    rpc: Arc<Rpc>,
+    access: Mutex<AccessPoints>,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Routes {
+    pub fn new(rpc: Arc<Rpc>) -> Self {
+        let access = AccessPoints::new(rpc.config().access_points.clone());
+        Self {
+            rpc,
+            access: Mutex::new(access),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The route of `topic`: the cached one while younger than the refresh interval,
+    /// else a fresh one (or the cached one when the refresh fails).
+    pub async fn get(&self, topic: &str) -> Result<Arc<TopicRoute>> {
+        let cached = lock(&self.cache).get(topic).cloned();
+        if let Some(c) = &cached
+            && c.fetched.elapsed() < self.rpc.config().route_refresh
+        {
+            return Ok(c.route.clone());
+        }
+        match self.refresh(topic).await {
+            Ok(r) => Ok(r),
+            Err(e) if e.is_retryable() => match cached {
+                Some(c) => {
+                    tracing::warn!(topic, error = %e, "route refresh failed; keeping the last route");
+                    Ok(c.route)
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Asks the access points, in turn, for the route of `topic`.
+    pub async fn refresh(&self, topic: &str) -> Result<Arc<TopicRoute>> {
+        if topic.is_empty() {
+            return Err(ClientError::InvalidArgument("empty topic".into()));
+        }
+        let order = lock(&self.access).order();
+        let mut last = ClientError::Unreachable("no access point".into());
+        for point in order {
+            match self.query(&point, topic).await {
+                Ok(route) => {
+                    lock(&self.access).answered(&point);
+                    let route = Arc::new(route);
+                    let entry = Cached {
+                        route: route.clone(),
+                        fetched: Instant::now(),
+                    };
+                    lock(&self.cache).insert(topic.to_owned(), entry);
+                    return Ok(route);
+                }
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!(access_point = %point, error = %e, "access point failed; trying the next");
+                    last = e;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    async fn query(&self, point: &str, topic: &str) -> Result<TopicRoute> {
+        let mut client = self.rpc.messaging(point)?;
+        let msg = pb::QueryRouteRequest {
+            topic: Some(pb::Resource {
+                resource_namespace: self.rpc.config().namespace.clone(),
+                name: topic.to_owned(),
+            }),
+            endpoints: access_endpoints(point),
+        };
+        let mut req = self.rpc.request(msg, self.rpc.config().request_timeout);
+        req.metadata_mut().insert(
+            ENDPOINTS_HEADER,
+            tonic::metadata::MetadataValue::from_static("all"),
+        );
+        let resp = client.query_route(req).await.map_err(|s| {
+            self.rpc.drop_channel(point);
+            crate::rpc::call_error(&s, point, false)
+        })?;
+        let resp = resp.into_inner();
+        let status = resp.status.unwrap_or_default();
+        if status.code != pb::Code::Ok as i32 {
+            return Err(ClientError::from_status(&status, point));
+        }
+        let queues: Vec<MessageQueue> = resp
+            .message_queues
+            .iter()
+            .filter_map(MessageQueue::from_wire)
+            .collect();
+        if queues.is_empty() {
+            return Err(ClientError::NotFound(format!(
+                "topic {topic} has no usable queue"
+            )));
+        }
+        Ok(TopicRoute {
+            topic: topic.to_owned(),
+            queues,
+        })
+    }
+
+    /// Topics with a cached route.
+    pub fn topics(&self) -> Vec<String> {
+        lock(&self.cache).keys().cloned().collect()
+    }
+
+    /// Every address of every cached route.
+    pub fn all_endpoints(&self) -> BTreeSet<String> {
+        lock(&self.cache)
+            .values()
+            .flat_map(|c| c.route.queues.iter().flat_map(|q| q.endpoints.iter().cloned()))
+            .collect()
+    }
+}
+
+/// The access point as protocol endpoints (a broker answering QueryRoute advertises it
+/// when it listens on every interface).
+fn access_endpoints(point: &str) -> Option<pb::Endpoints> {
+    let (host, port) = point.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let scheme = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => pb::AddressScheme::IPv4,
+        Ok(std::net::IpAddr::V6(_)) => pb::AddressScheme::IPv6,
+        Err(_) => pb::AddressScheme::DomainName,
+    };
+    Some(pb::Endpoints {
+        scheme: scheme as i32,
+        addresses: vec![pb::Address {
+            host: host.to_owned(),
+            port: port.parse().ok()?,
+        }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(broker: &str, id: i32, ports: &[i32]) -> pb::MessageQueue {
+        pb::MessageQueue {
+            topic: Some(pb::Resource {
+                resource_namespace: String::new(),
+                name: "t".into(),
+            }),
+            id,
+            permission: pb::Permission::ReadWrite as i32,
+            broker: Some(pb::Broker {
+                name: broker.into(),
+                id: 0,
+                endpoints: Some(pb::Endpoints {
+                    scheme: pb::AddressScheme::IPv4 as i32,
+                    addresses: ports
+                        .iter()
+                        .map(|p| pb::Address {
+                            host: "127.0.0.1".into(),
+                            port: *p,
+                        })
+                        .collect(),
+                }),
+            }),
+            accept_message_types: vec![pb::MessageType::Normal as i32],
+        }
+    }
+
+    #[test]
+    fn queues_keep_their_group_addresses_and_permission() {
+        let q = MessageQueue::from_wire(&wire("g1", 3, &[8082, 8081])).expect("queue");
+        assert_eq!(q.key(), "g1:3");
+        assert_eq!(q.endpoints, ["127.0.0.1:8082", "127.0.0.1:8081"]);
+        assert!(q.writable() && q.readable());
+        assert_eq!(q.accept, [pb::MessageType::Normal]);
+        assert_eq!(q.to_wire(), wire("g1", 3, &[8082, 8081]));
+        assert!(MessageQueue::from_wire(&wire("g1", 0, &[])).is_none());
+        let route = TopicRoute {
+            topic: "t".into(),
+            queues: vec![
+                q.clone(),
+                MessageQueue::from_wire(&wire("g2", 0, &[8091])).expect("queue"),
+                q,
+            ],
+        };
+        assert_eq!(route.brokers(), ["g1", "g2"]);
+        let v6 = pb::Endpoints {
+            scheme: pb::AddressScheme::IPv6 as i32,
+            addresses: vec![pb::Address {
+                host: "::1".into(),
+                port: 1,
+            }],
+        };
+        assert_eq!(addresses(&v6), ["[::1]:1"]);
+        assert_eq!(
+            access_endpoints("10.0.0.1:9876").map(|e| e.scheme),
+            Some(pb::AddressScheme::IPv4 as i32)
+        );
+    }
+}
