@@ -1,0 +1,611 @@
+//! Harness of the process-level tests: real `raftmq-broker` (and `raftmq-namesrv`)
+//! processes on loopback ports chosen at run time, data in a temporary folder, talked to
+//! over gRPC. Every process started here is killed (by its own handle) when its owner is
+//! dropped.
+//!
+//! The binaries are looked up in `RAFTMQ_BIN_DIR` if set, else next to the running test
+//! (`target/<profile>/`), where `cargo test`/`nextest` of the workspace builds them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Stdio;
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::Context;
+use raftmq_proto::raftmq::admin::v1 as admin;
+use raftmq_proto::raftmq::admin::v1::admin_service_client::AdminServiceClient;
+use raftmq_proto::raftmq::namesrv::v1::namesrv_service_client::NamesrvServiceClient;
+use raftmq_proto::rocketmq::v2 as pb;
+use raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
+use tonic::transport::Channel;
+
+/// How long any awaited condition may take.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A port the OS considers free right now.
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub id: u64,
+    pub client: String,
+    pub raft: String,
+}
+
+/// Three broker processes.
+#[derive(Debug)]
+pub struct ProcGroup {
+    pub dir: tempfile::TempDir,
+    pub nodes: BTreeMap<u64, NodeSpec>,
+    children: BTreeMap<u64, Child>,
+    extra_env: Vec<(String, String)>,
+    /// The broker group's name.
+    pub group: String,
+}
+
+impl Drop for ProcGroup {
+    fn drop(&mut self) {
+        for (_, mut c) in std::mem::take(&mut self.children) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            for id in self.nodes.keys() {
+                let log = self.log_path(*id);
+                if let Ok(text) = std::fs::read_to_string(&log) {
+                    let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                    eprintln!("--- {} node {id} log tail ---", self.group);
+                    for l in tail.iter().rev() {
+                        eprintln!("{l}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl ProcGroup {
+    pub fn start(n: u64) -> anyhow::Result<Self> {
+        Self::start_with(n, "")
+    }
+
+    /// Starts `n` nodes whose config file has `top_level` (TOML keys before any table)
+    /// besides the test defaults.
+    pub fn start_with(n: u64, top_level: &str) -> anyhow::Result<Self> {
+        Self::start_named("g1", n, top_level)
+    }
+
+    /// Starts `n` nodes of broker group `group` (see [`Self::start_with`]).
+    pub fn start_named(group: &str, n: u64, top_level: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(
+            dir.path().join("broker.toml"),
+            format!("{top_level}\n[log]\nsegment_size = 67108864\n"),
+        )?;
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            let spec = NodeSpec {
+                id,
+                client: format!("127.0.0.1:{}", free_port()?),
+                raft: format!("127.0.0.1:{}", free_port()?),
+            };
+            nodes.insert(id, spec);
+        }
+        let mut g = Self {
+            dir,
+            nodes,
+            children: BTreeMap::new(),
+            extra_env: Vec::new(),
+            group: group.to_owned(),
+        };
+        for id in 1..=n {
+            g.start_node(id)?;
+        }
+        Ok(g)
+    }
+
+    fn log_path(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node-{id}.log"))
+    }
+
+    /// Starts (or restarts) node `id` with its data dir.
+    pub fn start_node(&mut self, id: u64) -> anyhow::Result<()> {
+        let spec = self.nodes[&id].clone();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))?;
+        // Small segments (written by `start_with`): each node preallocates its current one.
+        let config = self.dir.path().join("broker.toml");
+        let mut cmd = Command::new(bin("raftmq-broker")?);
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("--node-id")
+            .arg(id.to_string())
+            .arg("--group")
+            .arg(&self.group)
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("node-{id}")))
+            .arg("--client-addr")
+            .arg(&spec.client)
+            .arg("--raft-addr")
+            .arg(&spec.raft);
+        for p in self.nodes.values() {
+            cmd.arg("--peer").arg(format!("{}={}/{}", p.id, p.raft, p.client));
+        }
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("spawn raftmq-broker")?;
+        self.children.insert(id, child);
+        Ok(())
+    }
+
+    /// SIGKILLs node `id`.
+    pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
+        if let Some(mut c) = self.children.remove(&id) {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERMs node `id` and waits for it to exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self, id: u64) -> anyhow::Result<bool> {
+        let Some(mut c) = self.children.remove(&id) else {
+            return Ok(true);
+        };
+        let pid = c.id().to_string();
+        Command::new("kill").arg("-TERM").arg(&pid).status()?;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = c.try_wait()? {
+                return Ok(status.success());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "node {id} ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `timeout` for node `id` to exit by itself; its exit status if it did.
+    pub fn wait_exit(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        let Some(c) = self.children.get_mut(&id) else {
+            return Ok(None);
+        };
+        loop {
+            if let Some(status) = c.try_wait()? {
+                self.children.remove(&id);
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn client_addr(&self, id: u64) -> &str {
+        &self.nodes[&id].client
+    }
+
+    pub async fn messaging(&self, id: u64) -> anyhow::Result<MessagingServiceClient<Channel>> {
+        let ch = channel(self.client_addr(id))?;
+        Ok(MessagingServiceClient::new(ch))
+    }
+
+    pub async fn admin(&self, id: u64) -> anyhow::Result<AdminServiceClient<Channel>> {
+        let ch = channel(self.client_addr(id))?;
+        Ok(AdminServiceClient::new(ch))
+    }
+
+    /// Waits until some live node among `among` reports a leader in `among` that accepts
+    /// writes (a topic listing through it works); returns its id.
+    pub async fn wait_leader(&self, among: &[u64]) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            for &id in among {
+                let Ok(mut a) = self.admin(id).await else { continue };
+                let Ok(resp) = a.cluster_status(admin::ClusterStatusRequest {}).await else {
+                    continue;
+                };
+                let s = resp.into_inner();
+                if let Some(l) = s.leader_id
+                    && among.contains(&l)
+                {
+                    return Ok(l);
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no leader among {among:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Creates a topic through any node, retrying while the group elects.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        queues: u32,
+        kind: admin::MessageKind,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let leader = self
+                .wait_leader(&self.nodes.keys().copied().collect::<Vec<_>>())
+                .await?;
+            let mut a = self.admin(leader).await?;
+            let req = admin::CreateTopicRequest {
+                topic: Some(admin::TopicSpec {
+                    name: name.into(),
+                    queues,
+                    permission: admin::Permission::ReadWrite as i32,
+                    kind: kind as i32,
+                }),
+            };
+            match a.create_topic(req).await {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() < deadline && e.code() == tonic::Code::Unavailable => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => anyhow::bail!("create topic {name}: {e}"),
+            }
+        }
+    }
+}
+
+/// A `raftmq-namesrv` process on a port chosen at run time; killed when dropped.
+#[derive(Debug)]
+pub struct NamesrvProc {
+    pub addr: String,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Drop for NamesrvProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking()
+            && let Ok(text) = std::fs::read_to_string(&self.log)
+        {
+            eprintln!("--- namesrv {} log tail ---", self.addr);
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// A raftmq binary: in `RAFTMQ_BIN_DIR`, else in the target folder of the running test
+/// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`).
+pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = match std::env::var_os("RAFTMQ_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe()?;
+            let deps = exe.parent().context("test binary without a folder")?;
+            deps.parent()
+                .context("test binary folder without a parent")?
+                .to_path_buf()
+        }
+    };
+    let path = dir.join(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: build the workspace's binaries first (cargo build --workspace --bins)",
+        path.display()
+    );
+    Ok(path)
+}
+
+impl NamesrvProc {
+    /// Starts a name server whose log goes into `dir`, with extra flags.
+    pub fn start(dir: &std::path::Path, flags: &[&str]) -> anyhow::Result<Self> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let log = dir.join(format!("namesrv-{}.log", addr.replace(':', "-")));
+        let mut me = Self {
+            addr,
+            log,
+            child: None,
+        };
+        me.restart(flags)?;
+        Ok(me)
+    }
+
+    /// (Re)starts it on the same address.
+    pub fn restart(&mut self, flags: &[&str]) -> anyhow::Result<()> {
+        self.kill()?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(bin("raftmq-namesrv")?)
+            .arg("--listen")
+            .arg(&self.addr)
+            .args(flags)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn raftmq-namesrv")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILLs it.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn messaging(&self) -> anyhow::Result<MessagingServiceClient<Channel>> {
+        Ok(MessagingServiceClient::new(channel(&self.addr)?))
+    }
+
+    pub fn registry(&self) -> anyhow::Result<NamesrvServiceClient<Channel>> {
+        Ok(NamesrvServiceClient::new(channel(&self.addr)?))
+    }
+}
+
+fn channel(addr: &str) -> anyhow::Result<Channel> {
+    Ok(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(30))
+        .connect_lazy())
+}
+
+/// A message as a producer sends it.
+pub fn message(topic: &str, id: &str, body: &[u8], group: Option<&str>) -> pb::Message {
+    pb::Message {
+        topic: Some(pb::Resource {
+            resource_namespace: String::new(),
+            name: topic.into(),
+        }),
+        user_properties: Default::default(),
+        system_properties: Some(pb::SystemProperties {
+            message_id: id.into(),
+            tag: Some("TagA".into()),
+            message_group: group.map(Into::into),
+            body_encoding: pb::Encoding::Identity as i32,
+            message_type: if group.is_some() {
+                pb::MessageType::Fifo as i32
+            } else {
+                pb::MessageType::Normal as i32
+            },
+            ..Default::default()
+        }),
+        body: body.to_vec(),
+    }
+}
+
+/// Sends one message; returns the top-level status code and the entry's offset.
+pub async fn send(c: &mut MessagingServiceClient<Channel>, m: pb::Message) -> anyhow::Result<(i32, i64)> {
+    let resp = c
+        .send_message(pb::SendMessageRequest { messages: vec![m] })
+        .await?
+        .into_inner();
+    let code = resp.status.map_or(0, |s| s.code);
+    let offset = resp.entries.first().map_or(-1, |e| e.offset);
+    Ok((code, offset))
+}
+
+/// One receive: (status code, messages).
+pub async fn receive(
+    c: &mut MessagingServiceClient<Channel>,
+    topic: &str,
+    group: &str,
+    batch: i32,
+    wait: Duration,
+) -> anyhow::Result<(i32, Vec<pb::Message>)> {
+    let req = pb::ReceiveMessageRequest {
+        group: Some(pb::Resource {
+            resource_namespace: String::new(),
+            name: group.into(),
+        }),
+        message_queue: Some(pb::MessageQueue {
+            topic: Some(pb::Resource {
+                resource_namespace: String::new(),
+                name: topic.into(),
+            }),
+            id: -1,
+            ..Default::default()
+        }),
+        filter_expression: Some(pb::FilterExpression {
+            r#type: pb::FilterType::Tag as i32,
+            expression: "*".into(),
+        }),
+        batch_size: batch,
+        invisible_duration: Some(raftmq_proto::prost_types::Duration {
+            seconds: 30,
+            nanos: 0,
+        }),
+        auto_renew: false,
+        long_polling_timeout: Some(raftmq_proto::prost_types::Duration {
+            seconds: wait.as_secs() as i64,
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    let mut request = tonic::Request::new(req);
+    request.set_timeout(wait + Duration::from_secs(5));
+    let mut stream = c.receive_message(request).await?.into_inner();
+    let mut code = 0;
+    let mut out = Vec::new();
+    while let Some(item) = stream.message().await? {
+        match item.content {
+            Some(pb::receive_message_response::Content::Status(s)) => code = s.code,
+            Some(pb::receive_message_response::Content::Message(m)) => out.push(m),
+            _ => {}
+        }
+    }
+    Ok((code, out))
+}
+
+/// Acks messages; returns the top-level status code.
+pub async fn ack(
+    c: &mut MessagingServiceClient<Channel>,
+    topic: &str,
+    group: &str,
+    msgs: &[pb::Message],
+) -> anyhow::Result<i32> {
+    let entries = msgs
+        .iter()
+        .filter_map(|m| {
+            let s = m.system_properties.as_ref()?;
+            Some(pb::AckMessageEntry {
+                message_id: s.message_id.clone(),
+                receipt_handle: s.receipt_handle.clone()?,
+                ..Default::default()
+            })
+        })
+        .collect();
+    let resp = c
+        .ack_message(pb::AckMessageRequest {
+            group: Some(pb::Resource {
+                resource_namespace: String::new(),
+                name: group.into(),
+            }),
+            topic: Some(pb::Resource {
+                resource_namespace: String::new(),
+                name: topic.into(),
+            }),
+            entries,
+        })
+        .await?
+        .into_inner();
+    Ok(resp.status.map_or(0, |s| s.code))
+}
+
+pub fn msg_id(m: &pb::Message) -> String {
+    m.system_properties
+        .as_ref()
+        .map(|s| s.message_id.clone())
+        .unwrap_or_default()
+}
+
+/// Name servers and broker groups that register with all of them: what the client's
+/// tests run against.
+#[derive(Debug)]
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub namesrvs: Vec<NamesrvProc>,
+    pub groups: Vec<ProcGroup>,
+}
+
+impl Cluster {
+    /// Starts `namesrvs` name servers and one three-node group per name in `groups`, each
+    /// node registering every `register_interval_ms`; `broker_toml` adds top-level broker
+    /// keys. Waits until every group has a leader.
+    pub async fn start(
+        namesrvs: usize,
+        groups: &[&str],
+        register_interval_ms: u64,
+        broker_toml: &str,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let namesrvs = (0..namesrvs)
+            .map(|_| NamesrvProc::start(dir.path(), &[]))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let list: Vec<String> = namesrvs.iter().map(|n| format!("{:?}", n.addr)).collect();
+        let top = format!(
+            "namesrv = [{}]\nregister_interval_ms = {register_interval_ms}\nregister_timeout_ms = {}\n{broker_toml}",
+            list.join(", "),
+            (register_interval_ms / 2).min(3_000)
+        );
+        let groups = groups
+            .iter()
+            .map(|g| ProcGroup::start_named(g, 3, &top))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for g in &groups {
+            g.wait_leader(&g.nodes.keys().copied().collect::<Vec<_>>())
+                .await?;
+        }
+        Ok(Self {
+            dir,
+            namesrvs,
+            groups,
+        })
+    }
+
+    /// The name servers' addresses, as a client's access points.
+    pub fn access_points(&self) -> Vec<String> {
+        self.namesrvs.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// The group named `name`.
+    pub fn group(&self, name: &str) -> &ProcGroup {
+        self.groups
+            .iter()
+            .find(|g| g.group == name)
+            .unwrap_or_else(|| panic!("no group {name}"))
+    }
+
+    /// The group named `name`, to kill or restart its nodes.
+    pub fn group_mut(&mut self, name: &str) -> &mut ProcGroup {
+        self.groups
+            .iter_mut()
+            .find(|g| g.group == name)
+            .unwrap_or_else(|| panic!("no group {name}"))
+    }
+
+    /// Creates `topic` with `queues` queues on every group and waits until the first name
+    /// server routes it on all of them.
+    pub async fn create_topic(
+        &self,
+        topic: &str,
+        queues: u32,
+        kind: admin::MessageKind,
+    ) -> anyhow::Result<()> {
+        for g in &self.groups {
+            g.create_topic(topic, queues, kind).await?;
+        }
+        let Some(n) = self.namesrvs.first() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut c = n.registry()?;
+            let req = raftmq_proto::raftmq::namesrv::v1::TopicRouteRequest { topic: topic.into() };
+            if let Ok(r) = c.topic_route(req).await
+                && r.get_ref().groups.len() == self.groups.len()
+                && r.get_ref().groups.iter().all(|g| g.leader_id.is_some())
+            {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{topic} never routed on every group");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
