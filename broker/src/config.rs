@@ -103,6 +103,16 @@ pub struct BrokerConfig {
     pub shutdown_grace_ms: u64,
     /// Most open client connections (plaintext and TLS together). Default 10,000.
     pub max_connections: usize,
+    /// A push consumer with no open Telemetry stream and no heartbeat for this long
+    /// leaves its group, ms. (A closed stream or a termination notice removes it at once.)
+    /// Default 30 s.
+    pub consumer_expiry_ms: u64,
+    /// A push consumer that stops asking for its assignment loses its queues after this
+    /// long, ms. Default 15 s.
+    pub assignment_lease_ms: u64,
+    /// After becoming leader, queues are granted only to members that say they hold them
+    /// for this long, ms (so no queue gets two owners across the change). Default 6 s.
+    pub assignment_grace_ms: u64,
     /// PEM certificate chain for TLS on the client port; with `tls_key_file`. Unset: a
     /// self-signed certificate is generated into `<data_dir>/tls/`.
     pub tls_cert_file: Option<PathBuf>,
@@ -134,6 +144,9 @@ impl Default for BrokerConfig {
             forward_timeout_ms: 30_000,
             shutdown_grace_ms: 5_000,
             max_connections: 10_000,
+            consumer_expiry_ms: 30_000,
+            assignment_lease_ms: 15_000,
+            assignment_grace_ms: 6_000,
             tls_cert_file: None,
             tls_key_file: None,
             raft: RaftConfig::default(),
@@ -224,6 +237,12 @@ impl BrokerConfig {
         }
         if self.max_connections == 0 {
             return Err(bad("max_connections must be positive"));
+        }
+        if self.consumer_expiry_ms == 0 || self.assignment_lease_ms == 0 {
+            return Err(bad("consumer_expiry_ms and assignment_lease_ms must be positive"));
+        }
+        if self.assignment_grace_ms > self.assignment_lease_ms {
+            return Err(bad("assignment_grace_ms must not exceed assignment_lease_ms"));
         }
         if self.max_delivery_attempts == 0 {
             return Err(bad("max_delivery_attempts must be at least 1"));

@@ -14,6 +14,7 @@ use openraft::errors::ForwardReason;
 use openraft::errors::RaftError;
 use raft_log::CommitLog;
 
+use crate::assignment::Consumers;
 use crate::clients::ClientRegistry;
 use crate::command::Command;
 use crate::command::CommandResult;
@@ -43,6 +44,8 @@ pub struct Broker {
     pub sm: StateMachine,
     pub log: CommitLog,
     pub clients: ClientRegistry,
+    /// Push consumers' group membership and queue leases.
+    pub consumers: Consumers,
     pub forwarder: Forwarder,
     /// Round-robin position for choosing queues.
     next_queue: AtomicU64,
@@ -84,6 +87,12 @@ impl Broker {
         Self {
             id: config.node_id,
             clients: ClientRegistry::new(config.max_clients),
+            consumers: Consumers::new(
+                Duration::from_millis(config.consumer_expiry_ms),
+                config.max_clients,
+                Duration::from_millis(config.assignment_lease_ms),
+                Duration::from_millis(config.assignment_grace_ms),
+            ),
             forwarder,
             config,
             raft,

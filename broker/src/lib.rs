@@ -3,6 +3,7 @@
 //! configuration, all changed only by applying Raft entries.
 
 pub mod admin;
+pub mod assignment;
 pub mod clients;
 pub mod command;
 pub mod config;

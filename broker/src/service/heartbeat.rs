@@ -40,6 +40,7 @@ pub async fn handle(
             match check_group(req.get_ref().group.as_ref()) {
                 Ok(()) => {
                     broker.clients.touch(id);
+                    note_push_consumer(broker, id, req.get_ref());
                     status::ok()
                 }
                 Err(st) => st,
@@ -47,6 +48,22 @@ pub async fn handle(
         }
     };
     Ok(Response::new(pb::HeartbeatResponse { status: Some(st) }))
+}
+
+/// A push consumer's heartbeat keeps it a member of its group.
+fn note_push_consumer(broker: &Broker, client: &str, req: &pb::HeartbeatRequest) {
+    if req.client_type != pb::ClientType::PushConsumer as i32 {
+        return;
+    }
+    if let Some(g) = req.group.as_ref().filter(|g| !g.name.is_empty()) {
+        let now = std::time::Instant::now();
+        if !broker
+            .consumers
+            .members_mut(|m| m.heartbeat(&g.name, client, now))
+        {
+            tracing::warn!(group = %g.name, "too many consumers; this one is not a member");
+        }
+    }
 }
 
 /// A consumer's group must be a valid name; producers send none (or an empty one).

@@ -15,6 +15,7 @@ pub mod long_poll;
 pub mod notify_termination;
 pub mod offsets;
 pub mod pull_message;
+pub mod query_assignment;
 pub mod query_route;
 pub mod receipt;
 pub mod receive_message;
@@ -165,7 +166,12 @@ impl MessagingService for Messaging {
         &self,
         req: Request<pb::QueryAssignmentRequest>,
     ) -> Result<Response<pb::QueryAssignmentResponse>, Status> {
-        unsupported::query_assignment(&self.broker, req).await
+        routed!(
+            self,
+            req,
+            query_assignment,
+            query_assignment::handle(&self.broker, req).await
+        )
     }
 
     type ReceiveMessageStream = BoxStream<pb::ReceiveMessageResponse>;

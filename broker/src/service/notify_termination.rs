@@ -22,6 +22,13 @@ pub async fn handle(
         Some(id) => {
             tracing::Span::current().record("client_id", id);
             broker.clients.remove(id);
+            let group = req
+                .get_ref()
+                .group
+                .as_ref()
+                .map(|g| g.name.as_str())
+                .filter(|g| !g.is_empty());
+            broker.consumers.members_mut(|m| m.left(group, id));
             tracing::debug!("client terminated");
             status::ok()
         }

@@ -56,7 +56,7 @@ pub async fn handle(
     Ok(Response::new(resp))
 }
 
-fn route(broker: &Broker, req: &pb::QueryRouteRequest) -> BrokerResult<Vec<pb::MessageQueue>> {
+pub(crate) fn route(broker: &Broker, req: &pb::QueryRouteRequest) -> BrokerResult<Vec<pb::MessageQueue>> {
     let topic = req.topic.clone().unwrap_or_default();
     tracing::Span::current().record("topic", topic.name.as_str());
     keys::validate_topic_name(&topic.name).map_err(|e| BrokerError::invalid(InvalidCode::IllegalTopic, e))?;

@@ -56,6 +56,8 @@ async fn serve(
     tx: mpsc::Sender<Reply>,
 ) {
     tracing::debug!("telemetry stream opened");
+    // The push-consumer group this stream keeps its client a member of.
+    let mut joined: Option<String> = None;
     loop {
         let frame = tokio::select! {
             frame = inbound.message() => frame,
@@ -70,13 +72,49 @@ async fn serve(
                 break;
             }
         };
+        if let (Some(id), Some(Command::Settings(s))) = (client.as_deref(), &cmd.command) {
+            join_group(&broker, id, s, &mut joined);
+        }
         if let Some(reply) = on_command(&broker, client.as_deref(), cmd)
             && tx.send(Ok(reply)).await.is_err()
         {
             break;
         }
     }
+    if let (Some(id), Some(group)) = (client.as_deref(), joined) {
+        broker.consumers.members_mut(|m| m.stream_closed(&group, id));
+        tracing::info!(group, "push consumer's stream closed; it leaves the group here");
+    }
     tracing::debug!("telemetry stream closed");
+}
+
+/// A push consumer's settings make the stream hold its membership of the group.
+fn join_group(broker: &Broker, client: &str, s: &pb::Settings, joined: &mut Option<String>) {
+    let push = s.client_type == Some(pb::ClientType::PushConsumer as i32);
+    let group = match &s.pub_sub {
+        Some(pb::settings::PubSub::Subscription(sub)) => sub.group.as_ref().map(|g| g.name.clone()),
+        _ => None,
+    };
+    let Some(group) = group.filter(|g| push && !g.is_empty()) else {
+        return;
+    };
+    if joined.as_deref() == Some(group.as_str()) {
+        return;
+    }
+    let now = std::time::Instant::now();
+    let added = broker.consumers.members_mut(|m| {
+        if let Some(old) = joined.as_deref() {
+            m.stream_closed(old, client);
+        }
+        m.stream_opened(&group, client, now)
+    });
+    if added {
+        tracing::info!(group, "push consumer joined through its stream");
+        *joined = Some(group);
+    } else {
+        tracing::warn!(group, "too many consumers; this one is not a member");
+        *joined = None;
+    }
 }
 
 /// What to answer a client's frame with, if anything.

@@ -1,6 +1,5 @@
 //! Calls of the protocol raftmq does not serve yet: each answers `NOT_IMPLEMENTED` with a
-//! clear message, never an empty or OK response. (ForwardMessageToDeadLetterQueue is served:
-//! it only passes through here until it is routed directly.)
+//! clear message, never an empty or OK response.
 
 use std::sync::Arc;
 
@@ -18,16 +17,6 @@ fn not_implemented(what: &str) -> Option<pb::Status> {
         Code::NotImplemented,
         format!("{what} is not supported by raftmq yet"),
     ))
-}
-
-pub async fn query_assignment(
-    _broker: &Arc<Broker>,
-    _req: Request<pb::QueryAssignmentRequest>,
-) -> Result<Response<pb::QueryAssignmentResponse>, Status> {
-    Ok(Response::new(pb::QueryAssignmentResponse {
-        status: not_implemented("QueryAssignment (push consumers)"),
-        assignments: Vec::new(),
-    }))
 }
 
 pub async fn end_transaction(
