@@ -1,4 +1,5 @@
-"""Starts and controls a local three-node raftmq broker group for the tests.
+"""Starts and controls local raftmq broker groups (three nodes each) and name servers
+for the tests.
 
 Ports are picked at run time (bind port 0, read it, close), data and logs go into a
 folder the caller gives (a pytest temp folder). Processes are only ever signalled
@@ -13,6 +14,10 @@ Contract used (see the brief in README/DESIGN):
   raftmq-broker --node-id N --group G --data-dir DIR --client-addr H:P --raft-addr H:P
                 --peer ID=RAFT_ADDR/CLIENT_ADDR ...
   raftmq --server H:P[,H:P...] cluster status --json | topic create NAME --queues Q --kind K
+  raftmq-namesrv --listen H:P [--expiry-ms N] [--scan-interval-ms N]
+Brokers register with name servers listed in their TOML (top-level keys, before any
+[table]): namesrv = ["H:P", ...], register_interval_ms, register_timeout_ms; see
+namesrv_toml() and Cluster.extra_toml.
 """
 
 from __future__ import annotations
@@ -39,6 +44,31 @@ segment_size = 134217728
 
 class ClusterError(Exception):
     pass
+
+
+def namesrv_toml(addrs, register_interval_ms: int | None = None,
+                 register_timeout_ms: int | None = None) -> str:
+    """Top-level broker TOML keys that make every node register with ADDRS."""
+    lines = ["namesrv = [" + ", ".join(json.dumps(a) for a in addrs) + "]"]
+    if register_interval_ms is not None:
+        lines.append(f"register_interval_ms = {int(register_interval_ms)}")
+    if register_timeout_ms is not None:
+        lines.append(f"register_timeout_ms = {int(register_timeout_ms)}")
+    return "\n".join(lines) + "\n"
+
+
+def _pdeathsig_cmd(cmd: list[str], setpriv: str | None) -> list[str]:
+    return [setpriv, "--pdeathsig", "KILL", "--"] + cmd if setpriv else cmd
+
+
+def _tail_file(p: Path, lines: int) -> str:
+    if not p.exists():
+        return f"(no log {p})"
+    with open(p, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 64 * 1024))
+        text = re.sub(r"\x1b\[[0-9;]*m", "", f.read().decode(errors="replace"))
+    return f"--- {p} (last {lines} lines)\n" + "\n".join(text.splitlines()[-lines:])
 
 
 class CliError(ClusterError):
@@ -111,6 +141,9 @@ class Cluster:
     # keeps the disk use of a test group small: the commit log preallocates whole
     # segments (1 GiB each by default).
     config_toml: str | None = TEST_CONFIG
+    # Top-level TOML keys (e.g. namesrv_toml(...)) written before config_toml, whose
+    # [tables] would otherwise swallow them.
+    extra_toml: str = ""
     nodes: dict[int, Node] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -122,10 +155,15 @@ class Cluster:
             if not os.access(b, os.X_OK):
                 raise ClusterError(f"no executable {b}")
         self.config_path = None
+        toml_text = ""
+        if self.extra_toml:
+            toml_text += self.extra_toml.rstrip("\n") + "\n"
         if self.config_toml:
+            toml_text += self.config_toml
+        if toml_text:
             self.base_dir.mkdir(parents=True, exist_ok=True)
             self.config_path = self.base_dir / "broker.toml"
-            self.config_path.write_text(self.config_toml)
+            self.config_path.write_text(toml_text)
         ports = free_ports(2 * self.size)
         for i in range(1, self.size + 1):
             d = self.base_dir / f"node-{i}"
@@ -190,9 +228,7 @@ class Cluster:
         if threading.current_thread() is not threading.main_thread():
             raise ClusterError("start brokers from the main thread (see module doc)")
         n.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = self.broker_cmd(node_id)
-        if self._setpriv:
-            cmd = [self._setpriv, "--pdeathsig", "KILL", "--"] + cmd
+        cmd = _pdeathsig_cmd(self.broker_cmd(node_id), self._setpriv)
         env = dict(os.environ, RUST_LOG=self.rust_log)
         with open(n.log_path, "ab") as log:
             log.write(f"=== {time.strftime('%H:%M:%S')} start #{n.starts + 1}: {' '.join(cmd)}\n".encode())
@@ -365,14 +401,7 @@ class Cluster:
     # ---- diagnostics ------------------------------------------------------------------
 
     def tail(self, node_id: int, lines: int = 40) -> str:
-        p = self.nodes[node_id].log_path
-        if not p.exists():
-            return f"(no log {p})"
-        with open(p, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            text = re.sub(r"\x1b\[[0-9;]*m", "", f.read().decode(errors="replace"))
-        return f"--- {p} (last {lines} lines)\n" + "\n".join(text.splitlines()[-lines:])
+        return _tail_file(self.nodes[node_id].log_path, lines)
 
     def remove_data(self) -> None:
         """Deletes the nodes' data folders (logs stay). Only when nothing runs."""
@@ -382,6 +411,229 @@ class Cluster:
 
     def describe(self) -> str:
         return "\n".join(
-            f"node {n.node_id}: pid {n.pid} alive={n.alive()} client {n.client_addr} raft {n.raft_addr}"
+            f"{self.group} node {n.node_id}: pid {n.pid} alive={n.alive()} client {n.client_addr} raft {n.raft_addr}"
             for n in self.nodes.values()
         )
+
+
+# ---- name servers ---------------------------------------------------------------------
+
+
+@dataclass
+class Namesrv:
+    """One raftmq-namesrv process on a port picked at construction; the port stays the
+    same across restarts (brokers keep registering with the address in their TOML).
+    Started through setpriv --pdeathsig like the brokers: start and restart it from the
+    main thread only."""
+
+    bin_dir: Path
+    base_dir: Path
+    name: str = "ns1"
+    expiry_ms: int | None = None
+    scan_interval_ms: int | None = None
+    rust_log: str = field(default_factory=lambda: os.environ.get("RUST_LOG", "info"))
+    port: int = 0
+    proc: subprocess.Popen | None = None
+    starts: int = 0
+    stopped_on_purpose: bool = False
+
+    def __post_init__(self):
+        self.bin_dir = Path(self.bin_dir)
+        self.base_dir = Path(self.base_dir)
+        self.bin = self.bin_dir / "raftmq-namesrv"
+        if not os.access(self.bin, os.X_OK):
+            raise ClusterError(f"no executable {self.bin}")
+        self.dir = self.base_dir / self.name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_ports(1)[0]
+        self._setpriv = shutil.which("setpriv")
+
+    @property
+    def addr(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "namesrv.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def cmd(self) -> list[str]:
+        cmd = [str(self.bin), "--listen", self.addr]
+        if self.expiry_ms is not None:
+            cmd += ["--expiry-ms", str(self.expiry_ms)]
+        if self.scan_interval_ms is not None:
+            cmd += ["--scan-interval-ms", str(self.scan_interval_ms)]
+        return cmd
+
+    def start(self, wait: float = 20.0) -> "Namesrv":
+        """Starts the process and waits until its port accepts connections."""
+        if self.alive():
+            raise ClusterError(f"name server {self.name} is already running (pid {self.pid})")
+        if threading.current_thread() is not threading.main_thread():
+            raise ClusterError("start name servers from the main thread (see module doc)")
+        cmd = _pdeathsig_cmd(self.cmd(), self._setpriv)
+        env = dict(os.environ, RUST_LOG=self.rust_log)
+        with open(self.log_path, "ab") as log:
+            log.write(f"=== {time.strftime('%H:%M:%S')} start #{self.starts + 1}: {' '.join(cmd)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=env, start_new_session=True,
+            )
+        self.starts += 1
+        self.stopped_on_purpose = False
+        self.wait_listening(timeout=wait)
+        return self
+
+    def wait_listening(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.alive():
+                raise ClusterError(f"name server {self.name} exited:\n{self.tail()}")
+            try:
+                socket.create_connection((HOST, self.port), timeout=0.5).close()
+                return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise ClusterError(f"name server {self.name} does not listen on {self.addr} "
+                                   f"after {timeout}s\n{self.tail()}")
+            time.sleep(0.1)
+
+    def kill(self, sig: int = signal.SIGKILL) -> float:
+        """Sends SIG; for SIGKILL waits until the process is gone. Returns the monotonic
+        time at which the signal was sent."""
+        if not self.alive():
+            raise ClusterError(f"name server {self.name} is not running")
+        self.stopped_on_purpose = True
+        t = time.monotonic()
+        self.proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            self.proc.wait(timeout=10)
+        return t
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after GRACE seconds. No-op if not running."""
+        if not self.alive():
+            return
+        self.stopped_on_purpose = True
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def restart(self, wait: float = 20.0) -> "Namesrv":
+        self.stop()
+        return self.start(wait=wait)
+
+    close = stop
+
+    def tail(self, lines: int = 40) -> str:
+        return _tail_file(self.log_path, lines)
+
+    def describe(self) -> str:
+        return f"namesrv {self.name}: pid {self.pid} alive={self.alive()} listen {self.addr}"
+
+
+@dataclass
+class Federation:
+    """Name servers plus broker groups registering with all of them (see the
+    namesrv_env fixture in conftest.py)."""
+
+    namesrvs: list[Namesrv]
+    groups: dict[str, Cluster]
+
+    def ns(self, i: int) -> Namesrv:
+        return self.namesrvs[i]
+
+    def close(self, grace: float = 10.0) -> None:
+        """Stops the broker groups, then the name servers; every process this object
+        started, also when one of the stops fails."""
+        errors = []
+        for c in self.groups.values():
+            try:
+                c.close(grace=grace)
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+        for ns in self.namesrvs:
+            try:
+                ns.stop(grace=grace)
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+        if errors:
+            raise ClusterError(f"cleanup failed: {errors}")
+
+    def remove_data(self) -> None:
+        for c in self.groups.values():
+            c.remove_data()
+
+    def route(self, ns: Namesrv, topic: str):
+        """QueryRoute at name server NS (raw gRPC): the QueryRouteResponse."""
+        import rmq  # noqa: PLC0415 - only the tests that use name servers need grpc
+
+        with rmq.Raw(ns.addr) as raw:
+            return raw.query_route(topic)
+
+    def wait_routed(self, topic: str, queues: dict[str, int] | None = None,
+                    namesrvs=None, timeout: float = 20.0) -> dict:
+        """Waits until every name server in NAMESRVS (default: the running ones) answers
+        QueryRoute for TOPIC with exactly QUEUES {group: queue count} (default: 4 per
+        group of this federation), each queue naming one address of a live member of its
+        group. Returns {ns addr: QueryRouteResponse}."""
+        import grpc  # noqa: PLC0415
+        from rocketmq.grpc_protocol import Code  # noqa: PLC0415
+
+        queues = queues if queues is not None else {g: 4 for g in self.groups}
+        namesrvs = namesrvs if namesrvs is not None else [n for n in self.namesrvs if n.alive()]
+        deadline = time.monotonic() + timeout
+        got, last = {}, {}
+        while True:
+            for ns in namesrvs:
+                if ns.addr in got:
+                    continue
+                try:
+                    res = self.route(ns, topic)
+                except grpc.RpcError as e:
+                    last[ns.addr] = f"grpc {e.code()} {e.details()}"
+                    continue
+                if res.status.code != Code.OK:
+                    last[ns.addr] = f"{Code.Name(res.status.code)} {res.status.message}"
+                    continue
+                counts: dict[str, int] = {}
+                bad = []
+                for q in res.message_queues:
+                    g = q.broker.name
+                    counts[g] = counts.get(g, 0) + 1
+                    addrs = [f"{a.host}:{a.port}" for a in q.broker.endpoints.addresses]
+                    c = self.groups.get(g)
+                    live = c.client_addrs(c.live_ids()) if c else []
+                    if len(addrs) != 1 or addrs[0] not in live:
+                        bad.append((g, q.id, addrs))
+                if counts == queues and not bad:
+                    got[ns.addr] = res
+                else:
+                    last[ns.addr] = f"queues per group {counts}, want {queues}; not one live member: {bad}"
+            if len(got) == len(namesrvs):
+                return got
+            if time.monotonic() > deadline:
+                raise ClusterError(f"topic {topic} not routed as wanted after {timeout}s: {last}")
+            time.sleep(0.2)
+
+    def describe(self) -> str:
+        return "\n".join([ns.describe() for ns in self.namesrvs]
+                         + [c.describe() for c in self.groups.values()])
+
+    def tails(self, lines: int = 30) -> str:
+        out = [ns.tail(lines) for ns in self.namesrvs]
+        for c in self.groups.values():
+            out += [c.tail(i, lines) for i in c.nodes]
+        return "\n".join(out)

@@ -6,7 +6,7 @@
 #   tests/python/run.sh                 all tests
 #   tests/python/run.sh -k failover     extra arguments go to pytest
 #
-#   RAFTMQ_BIN_DIR   folder with raftmq-broker and raftmq
+#   RAFTMQ_BIN_DIR   folder with raftmq-broker, raftmq-namesrv and raftmq
 #                    (default ${CARGO_TARGET_DIR:-target}/debug; built there when missing)
 #   RAFTMQ_PY_VENV   the venv (default ~/.cache/raftmq-ci/venv; see scripts/python_env.sh)
 #   RAFTMQ_TEST_KEEP set to 1 to keep the nodes' data of passing test files too (logs
@@ -17,13 +17,14 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 if [[ -z "${RAFTMQ_BIN_DIR:-}" ]]; then
     RAFTMQ_BIN_DIR="${CARGO_TARGET_DIR:-$REPO/target}/debug"
-    if [[ ! -x "$RAFTMQ_BIN_DIR/raftmq-broker" || ! -x "$RAFTMQ_BIN_DIR/raftmq" ]]; then
-        echo "run.sh: building raftmq-broker and raftmq (debug)"
-        (cd "$REPO" && cargo build -p raftmq-broker -p raftmq-cli)
+    if [[ ! -x "$RAFTMQ_BIN_DIR/raftmq-broker" || ! -x "$RAFTMQ_BIN_DIR/raftmq"
+          || ! -x "$RAFTMQ_BIN_DIR/raftmq-namesrv" ]]; then
+        echo "run.sh: building raftmq-broker, raftmq-namesrv and raftmq (debug)"
+        (cd "$REPO" && cargo build -p raftmq-namesrv -p raftmq-broker -p raftmq-cli)
     fi
 fi
 export RAFTMQ_BIN_DIR
-for b in raftmq-broker raftmq; do
+for b in raftmq-broker raftmq-namesrv raftmq; do
     [[ -x "$RAFTMQ_BIN_DIR/$b" ]] || {
         echo "run.sh: no $b in $RAFTMQ_BIN_DIR" >&2
         exit 1
