@@ -539,3 +539,38 @@ async fn subscribers_of_a_fifo_topic_are_told_to_consume_in_order() -> anyhow::R
     h.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_may_choose_the_queue_with_the_queue_header() -> anyhow::Result<()> {
+    let mut h = Harness::start().await?;
+    let on_queue = |id: &str, queue: i32| {
+        let mut m = message(TOPIC, id, None, None, "chosen");
+        if let Some(sp) = m.system_properties.as_mut() {
+            sp.queue_id = queue;
+        }
+        let mut r = Request::new(pb::SendMessageRequest { messages: vec![m] });
+        r.metadata_mut()
+            .insert("x-raftmq-queue", "client".parse().expect("ascii"));
+        r
+    };
+    for i in 0..3 {
+        let resp = h
+            .client
+            .send_message(on_queue(&format!("q1-{i}"), 1))
+            .await?
+            .into_inner();
+        assert_eq!(resp.status.map(|s| s.code), Some(Code::Ok as i32));
+    }
+    let sm = &h.node().broker().sm;
+    assert_eq!(
+        (sm.next_offset(TOPIC, 0)?, sm.next_offset(TOPIC, 1)?),
+        (0, 3),
+        "all on queue 1"
+    );
+    let resp = h.client.send_message(on_queue("bad", 7)).await?.into_inner();
+    let st = resp.status.expect("status");
+    assert_eq!(st.code, Code::BadRequest as i32, "{}", st.message);
+    assert!(st.message.contains("queue 7"), "{}", st.message);
+    h.stop().await;
+    Ok(())
+}

@@ -27,9 +27,10 @@ pub enum ClientError {
     /// (a read, a route query).
     #[error("timed out: {0}")]
     Timeout(String),
-    /// A send whose outcome is unknown: it timed out or its connection failed after the
-    /// request left, for example during a leader change. The message may or may not be
-    /// stored; sending it again may store it twice.
+    /// A change whose outcome is unknown: it timed out or its connection failed after the
+    /// request left, for example during a leader change. A send may or may not have stored
+    /// the message (sending it again may store it twice); an ack or a change of
+    /// invisibility may or may not have taken effect.
     #[error("outcome unknown (the message may have been stored): {0}")]
     OutcomeUnknown(String),
     /// The client (or the component) was shut down.

@@ -10,13 +10,22 @@
 
 pub mod access;
 pub mod config;
+pub mod consumer;
 pub mod error;
 pub mod message;
+pub mod producer;
 pub mod route;
 pub mod rpc;
 pub mod session;
+pub mod telemetry;
 
 pub use config::ClientConfig;
+pub use consumer::FilterExpression;
+pub use consumer::PullConsumer;
+pub use consumer::ReceivedMessage;
+pub use consumer::SimpleConsumer;
+pub use consumer::StartFrom;
 pub use error::ClientError;
 pub use error::Result;
 pub use message::Message;
+pub use producer::Producer;

@@ -29,6 +29,11 @@ pub async fn handle(
     broker: &Arc<Broker>,
     req: Request<pb::SendMessageRequest>,
 ) -> Result<Response<pb::SendMessageResponse>, Status> {
+    let client_queues = req
+        .metadata()
+        .get(QUEUE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("client"));
     let messages = req.into_inner().messages;
     let ids: Vec<String> = messages
         .iter()
@@ -39,7 +44,14 @@ pub async fn handle(
                 .unwrap_or_default()
         })
         .collect();
-    let resp = match send(broker, messages).await {
+    let requested: Vec<Option<u32>> = messages
+        .iter()
+        .map(|m| {
+            let q = m.system_properties.as_ref().map_or(0, |s| s.queue_id);
+            client_queues.then(|| u32::try_from(q).unwrap_or(u32::MAX))
+        })
+        .collect();
+    let resp = match send(broker, messages, &requested).await {
         Ok(entries) => pb::SendMessageResponse {
             status: Some(status::ok()),
             entries,
@@ -71,9 +83,19 @@ pub async fn handle(
     Ok(Response::new(resp))
 }
 
-async fn send(broker: &Broker, messages: Vec<pb::Message>) -> BrokerResult<Vec<pb::SendResultEntry>> {
+/// The request header by which a client says it chose each message's queue
+/// (`system_properties.queue_id`): `x-raftmq-queue: client`. Without it the broker places
+/// messages itself (queue ids are 0 by default in the protocol, so the field alone cannot
+/// tell a choice of queue 0 from no choice).
+pub const QUEUE_HEADER: &str = "x-raftmq-queue";
+
+async fn send(
+    broker: &Broker,
+    messages: Vec<pb::Message>,
+    requested: &[Option<u32>],
+) -> BrokerResult<Vec<pb::SendResultEntry>> {
     let stored = validate(broker, messages)?;
-    let (metas, records) = placed(broker, &stored)?;
+    let (metas, records) = placed(broker, &stored, requested)?;
     let header = Header::Send {
         store_time_ms: now_ms(),
         messages: metas,
@@ -127,15 +149,19 @@ fn validate(broker: &Broker, messages: Vec<pb::Message>) -> BrokerResult<Vec<Sto
     Ok(stored)
 }
 
-/// Each message's queue (a FIFO message's by its group, the others round-robin) and
-/// record.
-fn placed(broker: &Broker, stored: &[StoredMessage]) -> BrokerResult<(Vec<MessageMeta>, Vec<Bytes>)> {
+/// Each message's queue (the one the client chose when it asked to choose, else a FIFO
+/// message's by its group, the others round-robin) and record.
+fn placed(
+    broker: &Broker,
+    stored: &[StoredMessage],
+    requested: &[Option<u32>],
+) -> BrokerResult<(Vec<MessageMeta>, Vec<Bytes>)> {
     let mut metas = Vec::with_capacity(stored.len());
     let mut records = Vec::with_capacity(stored.len());
     let rr = broker.next_round_robin();
     // A batch usually names one topic: read each topic's config once.
     let mut queue_counts: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
-    for m in stored {
+    for (i, m) in stored.iter().enumerate() {
         let queues = match queue_counts.get(m.topic.as_str()) {
             Some(q) => *q,
             None => {
@@ -144,9 +170,16 @@ fn placed(broker: &Broker, stored: &[StoredMessage]) -> BrokerResult<(Vec<Messag
                 q
             }
         };
-        let queue_id = match &m.message_group {
-            Some(g) => group_queue(g, queues),
-            None => (rr % u64::from(queues)) as u32,
+        let queue_id = match (requested.get(i).copied().flatten(), &m.message_group) {
+            (Some(q), _) if q < queues => q,
+            (Some(q), _) => {
+                return Err(BrokerError::invalid(
+                    InvalidCode::BadRequest,
+                    format!("queue {q} is not a queue of topic {} (0..{queues})", m.topic),
+                ));
+            }
+            (None, Some(g)) => group_queue(g, queues),
+            (None, None) => (rr % u64::from(queues)) as u32,
         };
         metas.push(MessageMeta {
             topic: m.topic.clone(),

@@ -1,0 +1,540 @@
+//! The pull consumer: the application reads queues from offsets it moves itself, and
+//! commits them to the broker group so that a consumer of the same group started later
+//! resumes there.
+//!
+//! - [`PullConsumer::subscribe`] takes every readable queue of a topic,
+//!   [`PullConsumer::assign`] exactly the queues given. Nothing is rebalanced: two pull
+//!   consumers of one group that subscribe to one topic both read all of it. Sharing a
+//!   topic's queues among a group's consumers (clustering) is the push consumer's job.
+//! - A queue starts at the group's committed offset; a queue the group never committed
+//!   starts where [`StartFrom`] says: the first message still held, the end, or the first
+//!   message stored at or after a time (brokers answer QueryOffset by timestamp with a
+//!   binary search of the queue).
+//! - [`PullConsumer::poll`] long-polls every assigned queue at once (PullMessage, which
+//!   any member of the broker group answers) and returns what the first queue(s) with
+//!   messages gave, each queue's messages in offset order; it moves the positions past
+//!   them. [`PullConsumer::commit`] writes the positions (UpdateOffset).
+//!
+//! A position is never moved backwards: an offset beyond a queue's end (a seek too far, or
+//! a follower that is behind) stays until the queue reaches it.
+//!
+//! A message whose body does not match its digest is handed out with
+//! [`ReceivedMessage::corrupted`] set (see [`super::received`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::SystemTime;
+
+use futures_util::FutureExt;
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use futures_util::stream::FuturesUnordered;
+use raftmq_proto::rocketmq::v2 as pb;
+use raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
+use raftmq_proto::rocketmq::v2::pull_message_response::Content;
+use tokio::time::Instant;
+
+use super::FilterExpression;
+use super::GroupCalls;
+use super::Preferred;
+use super::ReceivedMessage;
+use super::assignment::Assignment;
+use super::assignment::Pulled;
+use super::check_group;
+use super::check_status;
+use super::duration;
+use super::leader_hint;
+use super::received::timestamp;
+use super::resolve_config;
+use crate::config::ClientConfig;
+use crate::error::ClientError;
+use crate::error::Result;
+use crate::message::check_topic;
+use crate::route::MessageQueue;
+use crate::rpc::call_error;
+use crate::session::ClientKind;
+use crate::session::Session;
+
+type Stub = MessagingServiceClient<tonic::transport::Channel>;
+
+/// Messages one pull of one queue asks for by default.
+pub const DEFAULT_BATCH_SIZE: u32 = 32;
+/// Most messages one pull may ask for (the broker's limit).
+pub const MAX_BATCH_SIZE: u32 = 1024;
+
+/// Where a queue starts that the consumer group never committed an offset on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    /// The first message the queue still holds.
+    First,
+    /// The queue's end: only messages sent from now on (RocketMQ's default).
+    #[default]
+    Last,
+    /// The first message stored at or after this time (the end if there is none).
+    Timestamp(SystemTime),
+}
+
+/// Builds a [`PullConsumer`].
+#[derive(Debug, Clone)]
+pub struct PullConsumerBuilder {
+    config: Option<ClientConfig>,
+    access_points: Vec<String>,
+    group: String,
+    start_from: StartFrom,
+    batch_size: u32,
+}
+
+impl PullConsumerBuilder {
+    /// The whole client configuration (access points, timeouts, namespace).
+    pub fn config(mut self, config: ClientConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Name servers, `host:port` (replacing those of [`Self::config`]).
+    pub fn access_points<I, S>(mut self, points: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.access_points = points.into_iter().map(|s| s.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// The consumer group whose offsets are read and committed (required).
+    pub fn consumer_group(mut self, group: impl Into<String>) -> Self {
+        self.group = group.into();
+        self
+    }
+
+    /// Where queues start that the group never committed. Default [`StartFrom::Last`].
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.start_from = start;
+        self
+    }
+
+    /// Most messages one pull of one queue returns (1..=1024). Default 32.
+    pub fn batch_size(mut self, n: u32) -> Self {
+        self.batch_size = n;
+        self
+    }
+
+    /// Checks the settings and starts the client.
+    pub async fn build(self) -> Result<PullConsumer> {
+        check_group(&self.group)?;
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return Err(ClientError::InvalidArgument(format!(
+                "batch size {} is not in 1..={MAX_BATCH_SIZE}",
+                self.batch_size
+            )));
+        }
+        let config = resolve_config(self.config, &self.access_points)?;
+        let kind = ClientKind::PullConsumer {
+            group: self.group.clone(),
+        };
+        let core = Core {
+            session: Session::start(config, kind)?,
+            group: self.group,
+            batch_size: self.batch_size as i32,
+            start_from: self.start_from,
+            preferred: Preferred::default(),
+        };
+        Ok(PullConsumer {
+            core,
+            assignment: Assignment::default(),
+        })
+    }
+}
+
+/// A consumer that reads queues from offsets it keeps and commits. Build it with
+/// [`PullConsumer::builder`]; call [`PullConsumer::shutdown`] when done.
+#[derive(Debug)]
+pub struct PullConsumer {
+    core: Core,
+    assignment: Assignment,
+}
+
+impl PullConsumer {
+    /// A builder with the defaults.
+    pub fn builder() -> PullConsumerBuilder {
+        PullConsumerBuilder {
+            config: None,
+            access_points: Vec::new(),
+            group: String::new(),
+            start_from: StartFrom::default(),
+            batch_size: DEFAULT_BATCH_SIZE,
+        }
+    }
+
+    /// The consumer group.
+    pub fn consumer_group(&self) -> &str {
+        &self.core.group
+    }
+
+    /// The readable queues of `topic`; an unknown topic is [`ClientError::NotFound`].
+    pub async fn fetch_queues(&self, topic: &str) -> Result<Vec<MessageQueue>> {
+        self.core.check_running()?;
+        check_topic(topic)?;
+        let route = self.core.session.routes.get(topic).await?;
+        Ok(route.queues.iter().filter(|q| q.readable()).cloned().collect())
+    }
+
+    /// Reads every readable queue of `topic` with `filter` (added to what is assigned;
+    /// subscribing again replaces the topic's queues and filter, keeping positions).
+    pub async fn subscribe(&mut self, topic: &str, filter: FilterExpression) -> Result<()> {
+        let queues = self.fetch_queues(topic).await?;
+        self.assignment.set_topic(topic, queues, &filter);
+        Ok(())
+    }
+
+    /// Stops reading `topic`.
+    pub fn unsubscribe(&mut self, topic: &str) {
+        self.assignment.remove_topic(topic);
+    }
+
+    /// Reads exactly `queues` (every message), replacing the whole assignment. Positions
+    /// of queues assigned before are kept.
+    pub fn assign(&mut self, queues: Vec<MessageQueue>) {
+        self.assignment.replace(queues, &FilterExpression::All);
+    }
+
+    /// The queues assigned.
+    pub fn assignment(&self) -> Vec<MessageQueue> {
+        self.assignment.queues()
+    }
+
+    /// The offset the next poll reads `queue` from; None before it is known (the first
+    /// poll finds it) or for a queue not assigned.
+    pub fn position(&self, queue: &MessageQueue) -> Option<i64> {
+        self.assignment.position(queue)
+    }
+
+    /// Reads `queue` from `offset` on. The queue must be assigned.
+    pub fn seek(&mut self, queue: &MessageQueue, offset: i64) -> Result<()> {
+        self.assignment.seek(queue, offset)
+    }
+
+    /// Reads `queue` from the first message it still holds.
+    pub async fn seek_to_begin(&mut self, queue: &MessageQueue) -> Result<()> {
+        self.seek_to(queue, StartFrom::First).await
+    }
+
+    /// Reads `queue` from its end: only messages sent from now on.
+    pub async fn seek_to_end(&mut self, queue: &MessageQueue) -> Result<()> {
+        self.seek_to(queue, StartFrom::Last).await
+    }
+
+    /// Reads `queue` from the first message stored at or after `time`.
+    pub async fn seek_to_timestamp(&mut self, queue: &MessageQueue, time: SystemTime) -> Result<()> {
+        self.seek_to(queue, StartFrom::Timestamp(time)).await
+    }
+
+    async fn seek_to(&mut self, queue: &MessageQueue, at: StartFrom) -> Result<()> {
+        self.core.check_running()?;
+        self.assignment.check_assigned(queue)?;
+        let offset = self.core.query_offset(queue, at).await?;
+        self.assignment.seek(queue, offset)
+    }
+
+    /// Long-polls every assigned queue from its position for up to `timeout` and returns
+    /// the messages of the first queue(s) that had any (empty when none had), each
+    /// queue's in offset order, moving their positions past them. Queues whose pull (or
+    /// whose start) failed are logged and skipped; only when all fail is it an error.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ReceivedMessage>> {
+        self.core.check_running()?;
+        if self.assignment.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "nothing to poll: subscribe to a topic or assign queues first".into(),
+            ));
+        }
+        self.refresh_routes().await;
+        let mut errors = self.resolve_positions().await;
+        let core = &self.core;
+        let mut pulls: FuturesUnordered<_> = self
+            .assignment
+            .targets()
+            .into_iter()
+            .map(|(queue, filter, offset)| core.pull(queue, filter, offset, timeout))
+            .collect();
+        let total = pulls.len() + errors.len();
+        let mut out = Vec::new();
+        while let Some(result) = pulls.next().await {
+            let found = self.assignment.apply(result, &mut out, &mut errors);
+            if found {
+                // Take what other queues have ready, without waiting for them.
+                while let Some(Some(result)) = pulls.next().now_or_never() {
+                    self.assignment.apply(result, &mut out, &mut errors);
+                }
+                break;
+            }
+        }
+        if errors.len() == total
+            && let Some(e) = errors.into_iter().next()
+        {
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    /// Updates the assigned queues from the (cached) routes: their addresses, and the
+    /// new queues of topics subscribed to.
+    async fn refresh_routes(&mut self) {
+        for topic in self.assignment.topics() {
+            if let Ok(route) = self.core.session.routes.get(&topic).await {
+                self.assignment.update_route(&route);
+            }
+        }
+    }
+
+    /// Finds the start of every assigned queue without a position: the group's committed
+    /// offset, else where [`StartFrom`] says. Returns the errors of the queues whose
+    /// start could not be found (they are skipped until it can).
+    async fn resolve_positions(&mut self) -> Vec<ClientError> {
+        let unresolved = self.assignment.unresolved();
+        let core = &self.core;
+        let found = join_all(unresolved.iter().map(|q| async move {
+            let committed = core.get_offset(q).await?;
+            let position = match committed {
+                Some(o) => o,
+                None => core.query_offset(q, core.start_from).await?,
+            };
+            Ok::<_, ClientError>((committed, position))
+        }))
+        .await;
+        let mut errors = Vec::new();
+        for (queue, found) in unresolved.iter().zip(found) {
+            match found {
+                Ok((committed, position)) => self.assignment.resolved(queue, committed, position),
+                Err(e) => {
+                    tracing::warn!(queue = %queue.key(), topic = %queue.topic, error = %e, "cannot find where to start");
+                    errors.push(e);
+                }
+            }
+        }
+        errors
+    }
+
+    /// Commits the position of every assigned queue that moved since its last commit.
+    pub async fn commit(&mut self) -> Result<()> {
+        self.core.check_running()?;
+        let pending = self.assignment.to_commit();
+        let core = &self.core;
+        let results = join_all(pending.iter().map(|(q, o)| core.update_offset(q, *o))).await;
+        let mut first_error = None;
+        for ((queue, offset), r) in pending.iter().zip(results) {
+            match r {
+                Ok(()) => self.assignment.committed(queue, *offset),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Commits `offset` (the next message to read) for `queue`, assigned or not.
+    pub async fn commit_queue(&mut self, queue: &MessageQueue, offset: i64) -> Result<()> {
+        self.core.check_running()?;
+        if offset < 0 {
+            return Err(ClientError::InvalidArgument(format!(
+                "offset {offset} is negative"
+            )));
+        }
+        self.core.update_offset(queue, offset).await?;
+        self.assignment.committed(queue, offset);
+        Ok(())
+    }
+
+    /// The group's committed offset of `queue`, read from its broker group; None when
+    /// it never committed one.
+    pub async fn committed(&self, queue: &MessageQueue) -> Result<Option<i64>> {
+        self.core.check_running()?;
+        self.core.get_offset(queue).await
+    }
+
+    /// Stops the client. Positions not committed are lost. Later calls are
+    /// [`ClientError::Shutdown`].
+    pub async fn shutdown(&self) {
+        self.core.session.shutdown().await;
+    }
+}
+
+impl Drop for PullConsumer {
+    fn drop(&mut self) {
+        let session = &self.core.session;
+        if !session.is_stopped()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let session = session.clone();
+            rt.spawn(async move { session.shutdown().await });
+        }
+    }
+}
+
+/// The calls of a pull consumer (everything but its assignment).
+#[derive(Debug)]
+struct Core {
+    session: Arc<Session>,
+    group: String,
+    batch_size: i32,
+    start_from: StartFrom,
+    preferred: Preferred,
+}
+
+impl Core {
+    fn check_running(&self) -> Result<()> {
+        if self.session.is_stopped() {
+            return Err(ClientError::Shutdown);
+        }
+        Ok(())
+    }
+
+    fn calls(&self) -> GroupCalls<'_> {
+        GroupCalls {
+            rpc: &self.session.rpc,
+            preferred: &self.preferred,
+        }
+    }
+
+    fn group(&self) -> Option<pb::Resource> {
+        Some(self.session.resource(&self.group))
+    }
+
+    fn timeout(&self) -> Duration {
+        self.session.config().request_timeout
+    }
+
+    /// Pulls `queue` from `offset`, waiting up to `wait` for messages; keeps those
+    /// `filter` wants (the broker matches tag hashes only).
+    async fn pull(
+        &self,
+        queue: MessageQueue,
+        filter: FilterExpression,
+        offset: i64,
+        wait: Duration,
+    ) -> Result<Pulled> {
+        let timeout = self.timeout();
+        let req = pb::PullMessageRequest {
+            group: self.group(),
+            message_queue: Some(queue.to_wire()),
+            offset,
+            batch_size: self.batch_size,
+            filter_expression: Some(filter.to_wire()),
+            long_polling_timeout: None,
+        };
+        let deadline = Instant::now() + timeout + wait;
+        let (wire, next) = self
+            .calls()
+            .call(&queue.broker, &queue.endpoints, deadline, |addr, left| {
+                let mut req = req.clone();
+                req.long_polling_timeout = Some(duration(left.saturating_sub(timeout)));
+                self.pull_at(addr, req, left)
+            })
+            .await?;
+        let messages = wire
+            .into_iter()
+            .map(|m| ReceivedMessage::from_wire(m, &queue.broker, &queue.endpoints))
+            .filter(|m| filter.matches(m.tag.as_deref()))
+            .collect();
+        Ok(Pulled {
+            queue,
+            from: offset,
+            messages,
+            next,
+        })
+    }
+
+    /// One pull at `addr`: the messages and the offset to pull next.
+    async fn pull_at(
+        &self,
+        addr: String,
+        req: pb::PullMessageRequest,
+        left: Duration,
+    ) -> Result<((Vec<pb::Message>, i64), Option<String>)> {
+        let rpc = &self.session.rpc;
+        let from = req.offset;
+        let resp = rpc
+            .messaging(&addr)?
+            .pull_message(rpc.request(req, left))
+            .await
+            .map_err(|s| call_error(&s, &addr, false))?;
+        let hint = leader_hint(resp.metadata());
+        let mut stream = resp.into_inner();
+        let (mut status, mut messages, mut next) = (None, Vec::new(), None);
+        while let Some(item) = stream.message().await.map_err(|s| call_error(&s, &addr, false))? {
+            match item.content {
+                Some(Content::Status(s)) => status = Some(s),
+                Some(Content::Message(m)) => messages.push(m),
+                Some(Content::NextOffset(n)) => next = Some(n),
+                None => {}
+            }
+        }
+        let code = status.as_ref().map_or(pb::Code::Unspecified as i32, |s| s.code);
+        if code == pb::Code::IllegalOffset as i32 {
+            // A seek past the end, or a follower behind: read the queue once it gets there.
+            tracing::debug!(%addr, from, end = ?next, "offset beyond the queue's end");
+        } else if code != pb::Code::MessageNotFound as i32 {
+            check_status(status.as_ref(), &addr)?;
+        }
+        let last = messages
+            .last()
+            .and_then(|m| m.system_properties.as_ref()?.queue_offset)
+            .map(|o| o + 1);
+        // Never backwards: that would deliver messages again.
+        let next = next.or(last).unwrap_or(from).max(from);
+        Ok(((messages, next), hint))
+    }
+
+    /// The group's committed offset of `queue` (None: never committed).
+    async fn get_offset(&self, queue: &MessageQueue) -> Result<Option<i64>> {
+        let req = pb::GetOffsetRequest {
+            group: self.group(),
+            message_queue: Some(queue.to_wire()),
+        };
+        let call = |mut c: Stub, r| async move { c.get_offset(r).await };
+        let answer = |resp: pb::GetOffsetResponse, addr: &str| {
+            if resp.status.as_ref().map(|s| s.code) == Some(pb::Code::OffsetNotFound as i32) {
+                return Ok(None);
+            }
+            check_status(resp.status.as_ref(), addr).map(|()| Some(resp.offset))
+        };
+        self.calls()
+            .unary(&queue.broker, &queue.endpoints, false, req, call, answer)
+            .await
+    }
+
+    /// The offset of `queue` that `at` names.
+    async fn query_offset(&self, queue: &MessageQueue, at: StartFrom) -> Result<i64> {
+        let (policy, time) = match at {
+            StartFrom::First => (pb::QueryOffsetPolicy::Beginning, None),
+            StartFrom::Last => (pb::QueryOffsetPolicy::End, None),
+            StartFrom::Timestamp(t) => (pb::QueryOffsetPolicy::Timestamp, Some(timestamp(t))),
+        };
+        let req = pb::QueryOffsetRequest {
+            message_queue: Some(queue.to_wire()),
+            query_offset_policy: policy as i32,
+            timestamp: time,
+        };
+        let call = |mut c: Stub, r| async move { c.query_offset(r).await };
+        let answer = |resp: pb::QueryOffsetResponse, addr: &str| {
+            check_status(resp.status.as_ref(), addr).map(|()| resp.offset)
+        };
+        self.calls()
+            .unary(&queue.broker, &queue.endpoints, false, req, call, answer)
+            .await
+    }
+
+    /// Commits `offset` for `queue` (idempotent, so retried freely).
+    async fn update_offset(&self, queue: &MessageQueue, offset: i64) -> Result<()> {
+        let req = pb::UpdateOffsetRequest {
+            group: self.group(),
+            message_queue: Some(queue.to_wire()),
+            offset,
+        };
+        let call = |mut c: Stub, r| async move { c.update_offset(r).await };
+        let answer = |resp: pb::UpdateOffsetResponse, addr: &str| check_status(resp.status.as_ref(), addr);
+        self.calls()
+            .unary(&queue.broker, &queue.endpoints, false, req, call, answer)
+            .await
+    }
+}

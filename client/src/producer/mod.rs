@@ -1,0 +1,389 @@
+//! The producer: sends messages to a topic's queues with RocketMQ's semantics.
+//!
+//! ```no_run
+//! # async fn demo() -> raftmq_client::Result<()> {
+//! use raftmq_client::Message;
+//! use raftmq_client::producer::Producer;
+//!
+//! let producer = Producer::builder()
+//!     .access_points(["127.0.0.1:9876"])
+//!     .producer_group("orders-producer")
+//!     .start()
+//!     .await?;
+//! let receipt = producer
+//!     .send(Message::new("orders", "hello").with_tag("created").with_key("order-1"))
+//!     .await?;
+//! println!("{} stored on {} at offset {}", receipt.message_id, receipt.broker, receipt.offset);
+//! producer.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! - **Sync** ([`Producer::send`], [`Producer::send_batch`]): waits for the receipt. A
+//!   failed attempt is retried (by default twice), each time on another broker group when the
+//!   topic has one ([`retry`]); groups that failed or answered slowly are avoided for a
+//!   while ([`fault`]). Within one attempt the queue's addresses are tried in turn, the
+//!   leader first: a follower forwards to the leader.
+//! - **Async** ([`Producer::send_async`]): the same send on a task of its own, started at
+//!   once; await the returned [`SendHandle`] for the receipt.
+//! - **Oneway** ([`Producer::send_oneway`]): one attempt, no answer awaited, no retry.
+//! - **Ordered**: a message with a message group (its sharding key) always goes to the one
+//!   queue of that key ([`select`]) and is never retried on another queue; retries stay
+//!   on its group's addresses.
+//!
+//! Time: a call to one address has the request timeout (default 3 s). A timeout ends the
+//! attempt (the group's other addresses would wait as long again), a refused connection
+//! moves on to the next address at once; so a send takes about `attempts × timeout` plus
+//! backoffs at worst, more only with addresses that neither answer nor refuse.
+//!
+//! Every message gets a client-made unique id ([`crate::message::new_message_id`]), kept
+//! across retries, so a consumer can tell a message stored twice (after an unknown
+//! outcome) by its id.
+
+mod attempt;
+mod builder;
+pub mod fault;
+mod prepared;
+pub mod retry;
+pub mod select;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
+use std::task::Context;
+use std::task::Poll;
+use std::time::Duration;
+use std::time::Instant;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use builder::ProducerBuilder;
+pub use builder::ProducerOptions;
+pub use prepared::check_batch;
+
+use crate::config::ClientConfig;
+use crate::error::ClientError;
+use crate::error::Result;
+use crate::message::Message;
+use crate::route::MessageQueue;
+use crate::route::TopicRoute;
+use crate::session::ClientKind;
+use crate::session::Session;
+
+use self::fault::FaultTracker;
+use self::prepared::Prepared;
+use self::prepared::receipts;
+use self::prepared::writable_groups;
+use self::retry::RetryPlan;
+use self::retry::Verdict;
+
+/// Where a message was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendReceipt {
+    /// The client-made id of the message.
+    pub message_id: String,
+    /// Its topic.
+    pub topic: String,
+    /// The broker group that stored it.
+    pub broker: String,
+    /// The queue within the group: the one the producer chose (it tells the broker with
+    /// the `x-raftmq-queue: client` header), or for an ordered message (with a message
+    /// group) the queue its group's broker stores that key on. None only if unknown.
+    pub queue_id: Option<i32>,
+    /// The message's offset in its queue.
+    pub offset: i64,
+    /// The address that answered.
+    pub endpoint: String,
+    /// Attempts made, this one included (1 when the first attempt succeeded).
+    pub attempts: u32,
+}
+
+/// A running producer; cheap to clone (clones share everything). Call
+/// [`Producer::shutdown`] when done.
+#[derive(Debug, Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    session: Arc<Session>,
+    options: ProducerOptions,
+    faults: Mutex<FaultTracker>,
+    /// The round-robin position per topic.
+    next_queue: Mutex<HashMap<String, usize>>,
+    /// Per broker group, the address that answered last (or the leader a follower named).
+    preferred: Mutex<HashMap<String, String>>,
+    in_flight: Arc<watch::Sender<usize>>,
+    closing: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Without a shutdown, stop the session's loops (they hold the session, not us).
+        if !self.session.is_stopped()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let session = self.session.clone();
+            rt.spawn(async move { session.shutdown().await });
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A send in flight on a task of its own ([`Producer::send_async`]); resolves to its
+/// receipt. Dropping it does not cancel the send.
+#[derive(Debug)]
+pub struct SendHandle(JoinHandle<Result<SendReceipt>>);
+
+impl Future for SendHandle {
+    type Output = Result<SendReceipt>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|e| {
+                Err(ClientError::OutcomeUnknown(format!(
+                    "the send task ended early: {e}"
+                )))
+            })
+        })
+    }
+}
+
+/// Counts a background send while it runs.
+struct InFlight(Arc<watch::Sender<usize>>);
+
+impl InFlight {
+    fn new(counter: &Arc<watch::Sender<usize>>) -> Self {
+        counter.send_modify(|n| *n += 1);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+impl Producer {
+    /// A builder with RocketMQ's defaults: 3 s request timeout, 2 retries, 4 MiB messages,
+    /// fault avoidance on.
+    pub fn builder() -> ProducerBuilder {
+        ProducerBuilder::new()
+    }
+
+    fn with(config: ClientConfig, options: ProducerOptions) -> Result<Self> {
+        let session = Session::start(config, ClientKind::Producer)?;
+        let (in_flight, _) = watch::channel(0);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                session,
+                options,
+                faults: Mutex::new(FaultTracker::new()),
+                next_queue: Mutex::new(HashMap::new()),
+                preferred: Mutex::new(HashMap::new()),
+                in_flight: Arc::new(in_flight),
+                closing: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The shared client core: configuration, RPC channels, routes.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.inner.session
+    }
+
+    /// The producer's options.
+    pub fn options(&self) -> &ProducerOptions {
+        &self.inner.options
+    }
+
+    fn running(&self) -> Result<()> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(ClientError::Shutdown);
+        }
+        Ok(())
+    }
+
+    /// Sends one message and waits for its receipt, retrying as the [`retry`] module
+    /// says. A message with a message group is sent in order (see the module docs).
+    pub async fn send(&self, message: Message) -> Result<SendReceipt> {
+        self.running()?;
+        let receipts = self.send_all(vec![message]).await?;
+        receipts
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::OutcomeUnknown("an answer without a receipt".into()))
+    }
+
+    /// Sends a batch of messages of one topic (and one message group, or none) as one
+    /// request: they are stored together, on one queue, at consecutive offsets, or not at
+    /// all. The bodies may add up to [`ProducerOptions::max_message_size`].
+    pub async fn send_batch(&self, messages: Vec<Message>) -> Result<Vec<SendReceipt>> {
+        self.running()?;
+        self.send_all(messages).await
+    }
+
+    /// Starts sending `message` on a task of its own, at once; the handle resolves to what
+    /// [`Producer::send`] would return.
+    pub fn send_async(&self, message: Message) -> SendHandle {
+        let this = self.clone();
+        let ready = self.running();
+        let guard = InFlight::new(&self.inner.in_flight);
+        SendHandle(tokio::spawn(async move {
+            let _guard = guard;
+            ready?;
+            let receipts = this.send_all(vec![message]).await?;
+            receipts
+                .into_iter()
+                .next()
+                .ok_or_else(|| ClientError::OutcomeUnknown("an answer without a receipt".into()))
+        }))
+    }
+
+    /// Sends `message` without waiting for the broker's answer and without retrying: one
+    /// attempt on one queue (whose addresses are still tried in turn while none can be
+    /// reached). Returns once the message is checked, its route known and the request
+    /// started; its errors are bad input, an unknown topic, or a shut-down producer.
+    pub async fn send_oneway(&self, message: Message) -> Result<()> {
+        self.running()?;
+        let prepared = self.prepare(vec![message])?;
+        let route = self.session().routes.get(&prepared.topic).await?;
+        let index = self.pick(&route, &prepared, &[])?;
+        let queue = route.queues[index].clone();
+        let this = self.clone();
+        let guard = InFlight::new(&self.inner.in_flight);
+        tokio::spawn(async move {
+            let _guard = guard;
+            if let Err(e) = this.attempt_on(&queue, &prepared).await {
+                tracing::debug!(queue = %queue.key(), error = %e, "oneway send failed");
+            }
+        });
+        Ok(())
+    }
+
+    /// Refuses new sends, waits (a bounded time) for async and oneway sends in flight,
+    /// then stops the session and tells the brokers the client is gone.
+    pub async fn shutdown(&self) {
+        self.inner.closing.store(true, Ordering::Release);
+        let per_attempt = self.session().config().request_timeout;
+        let budget = per_attempt * self.options().retry.max_attempts.saturating_add(1);
+        let mut idle = self.inner.in_flight.subscribe();
+        if tokio::time::timeout(budget, idle.wait_for(|n| *n == 0))
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutting down with sends still in flight");
+        }
+        self.session().shutdown().await;
+    }
+
+    fn prepare(&self, messages: Vec<Message>) -> Result<Prepared> {
+        Prepared::new(messages, self.options().max_message_size)
+    }
+
+    /// The sync send of checked messages: attempts as the retry plan allows.
+    async fn send_all(&self, messages: Vec<Message>) -> Result<Vec<SendReceipt>> {
+        let prepared = self.prepare(messages)?;
+        let route = self.session().routes.get(&prepared.topic).await?;
+        let groups = match prepared.key {
+            Some(_) => 1,
+            None => writable_groups(&route),
+        };
+        let mut plan = RetryPlan::new(self.options().retry.clone(), groups);
+        loop {
+            let queue = &route.queues[self.pick(&route, &prepared, plan.tried())?];
+            plan.start_attempt(&queue.broker);
+            match self.attempt_on(queue, &prepared).await {
+                Ok(stored) => return Ok(receipts(&prepared, &route, queue, stored, plan.attempts())),
+                Err(e) => match plan.on_failure(e) {
+                    Verdict::Retry { delay } => {
+                        let attempts = plan.attempts();
+                        tracing::debug!(queue = %queue.key(), attempts, ?delay, "retrying the send");
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                    }
+                    Verdict::Fail(e) => return Err(e),
+                },
+            }
+        }
+    }
+
+    /// The index in the route of the next attempt's queue.
+    fn pick(&self, route: &TopicRoute, prepared: &Prepared, tried: &[String]) -> Result<usize> {
+        let picked = match &prepared.key {
+            Some(key) => select::ordered_queue(&route.queues, key),
+            None => {
+                let start = self.next_start(&route.topic);
+                let now = Instant::now();
+                if self.options().fault_avoidance {
+                    let faults = lock(&self.inner.faults);
+                    select::select_queue(&route.queues, start, tried, &faults, now)
+                } else {
+                    select::select_queue(&route.queues, start, tried, &FaultTracker::new(), now)
+                }
+            }
+        };
+        picked.ok_or_else(|| ClientError::NotFound(format!("topic {} has no writable queue", route.topic)))
+    }
+
+    fn next_start(&self, topic: &str) -> usize {
+        let mut next = lock(&self.inner.next_queue);
+        let n = next
+            .entry(topic.to_owned())
+            .or_insert_with(|| rand::random::<u32>() as usize);
+        *n = n.wrapping_add(1);
+        *n
+    }
+
+    /// One attempt on `queue`'s group; feeds the fault tracker and the preferred address.
+    async fn attempt_on(&self, queue: &MessageQueue, prepared: &Prepared) -> Result<attempt::Stored> {
+        let config = self.session().config();
+        let req = prepared.request(&config.namespace, queue.id);
+        let addrs = self.addresses(queue);
+        let started = Instant::now();
+        let result = attempt::attempt(&self.session().rpc, &addrs, &req, config.request_timeout).await;
+        self.observe(queue, started.elapsed(), &result);
+        result
+    }
+
+    /// The queue's addresses, the one that answered last for its group first.
+    fn addresses(&self, queue: &MessageQueue) -> Vec<String> {
+        let mut addrs = queue.endpoints.clone();
+        if let Some(p) = lock(&self.inner.preferred).get(&queue.broker)
+            && let Some(i) = addrs.iter().position(|a| a == p)
+        {
+            addrs[..=i].rotate_right(1);
+        }
+        addrs
+    }
+
+    fn observe(&self, queue: &MessageQueue, latency: Duration, result: &Result<attempt::Stored>) {
+        let now = Instant::now();
+        match result {
+            Ok(stored) => {
+                let answered = stored
+                    .leader
+                    .as_ref()
+                    .filter(|l| queue.endpoints.contains(l))
+                    .unwrap_or(&stored.endpoint);
+                lock(&self.inner.preferred).insert(queue.broker.clone(), answered.clone());
+                lock(&self.inner.faults).record_success(&queue.broker, latency, now);
+            }
+            Err(e) if e.is_retryable() => {
+                lock(&self.inner.preferred).remove(&queue.broker);
+                lock(&self.inner.faults).record_failure(&queue.broker, latency, now);
+            }
+            Err(_) => {}
+        }
+    }
+}
