@@ -9,6 +9,7 @@
 //! after each full round, for at most `request_timeout` after the first failure.
 
 mod assignment;
+mod ops;
 pub mod filter;
 pub mod pull;
 pub mod received;

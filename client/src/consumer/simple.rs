@@ -22,26 +22,20 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use raftmq_proto::rocketmq::v2 as pb;
-use raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
-use raftmq_proto::rocketmq::v2::receive_message_response::Content;
-use tokio::time::Instant;
 
 use super::FilterExpression;
 use super::GroupCalls;
+use super::ops::GroupOps;
+use super::ops::receipt_handle;
 use super::Preferred;
 use super::ReceivedMessage;
 use super::check_group;
-use super::check_status;
-use super::duration;
-use super::leader_hint;
 use super::resolve_config;
 use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::error::Result;
 use crate::message::check_topic;
 use crate::route::MessageQueue;
-use crate::rpc::call_error;
 use crate::session::ClientKind;
 use crate::session::Session;
 
@@ -52,7 +46,6 @@ pub const MIN_INVISIBLE_DURATION: Duration = Duration::from_secs(10);
 /// Longest invisible duration (RocketMQ: 12 h).
 pub const MAX_INVISIBLE_DURATION: Duration = Duration::from_secs(12 * 3600);
 
-type Stub = MessagingServiceClient<tonic::transport::Channel>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -235,8 +228,12 @@ impl SimpleConsumer {
         }
     }
 
-    fn resource(&self, name: &str) -> Option<pb::Resource> {
-        Some(self.session.resource(name))
+    fn ops(&self) -> GroupOps<'_> {
+        GroupOps {
+            calls: self.calls(),
+            group: self.session.resource(&self.group),
+            namespace: &self.session.config().namespace,
+        }
     }
 
     /// Long-polls the next queue for up to `max_messages` messages (brokers hand out at
@@ -260,36 +257,9 @@ impl SimpleConsumer {
             )));
         }
         let (queue, filter) = self.next_queue().await?;
-        let req = pb::ReceiveMessageRequest {
-            group: self.resource(&self.group),
-            message_queue: Some(queue.to_wire()),
-            filter_expression: Some(filter.to_wire()),
-            batch_size: i32::try_from(max_messages).unwrap_or(i32::MAX),
-            invisible_duration: Some(duration(invisible_duration)),
-            auto_renew: false,
-            ..Default::default()
-        };
-        let timeout = self.session.config().request_timeout;
-        let deadline = Instant::now() + timeout + self.await_duration;
-        let wire = self
-            .calls()
-            .call(&queue.broker, &queue.endpoints, deadline, |addr, left| {
-                let mut req = req.clone();
-                req.long_polling_timeout = Some(duration(left.saturating_sub(timeout)));
-                self.receive_at(addr, req, left)
-            })
-            .await?;
-        let mut out = Vec::with_capacity(wire.len());
-        for m in wire {
-            let m = ReceivedMessage::from_wire(m, &queue.broker, &queue.endpoints);
-            if m.corrupted {
-                tracing::error!(message_id = %m.message_id, queue = %queue.key(), offset = m.queue_offset,
-                    "body does not match its digest; left invisible to be delivered again");
-                continue;
-            }
-            out.push(m);
-        }
-        Ok(out)
+        self.ops()
+            .receive(&queue, &filter, max_messages, invisible_duration, self.await_duration)
+            .await
     }
 
     /// The queue to poll next and the filter of its topic.
@@ -311,69 +281,13 @@ impl SimpleConsumer {
         Ok((q.clone(), filter))
     }
 
-    /// One receive at `addr`: the messages (none for an empty poll).
-    async fn receive_at(
-        &self,
-        addr: String,
-        req: pb::ReceiveMessageRequest,
-        left: Duration,
-    ) -> Result<(Vec<pb::Message>, Option<String>)> {
-        let rpc = &self.session.rpc;
-        let mut client = rpc.messaging(&addr)?;
-        let resp = client
-            .receive_message(rpc.request(req, left))
-            .await
-            .map_err(|s| call_error(&s, &addr, false))?;
-        let hint = leader_hint(resp.metadata());
-        let mut stream = resp.into_inner();
-        let mut status = None;
-        let mut messages = Vec::new();
-        loop {
-            match stream.message().await {
-                Ok(Some(item)) => match item.content {
-                    Some(Content::Status(s)) => status = Some(s),
-                    Some(Content::Message(m)) => messages.push(m),
-                    Some(Content::DeliveryTimestamp(_)) | None => {}
-                },
-                Ok(None) => break,
-                // The messages that came whole are delivered; the rest become visible again.
-                Err(_) if !messages.is_empty() => break,
-                Err(s) => return Err(call_error(&s, &addr, false)),
-            }
-        }
-        match status.as_ref().map(|s| s.code) {
-            Some(c) if c == pb::Code::MessageNotFound as i32 => Ok((Vec::new(), hint)),
-            _ => check_status(status.as_ref(), &addr).map(|()| (messages, hint)),
-        }
-    }
-
     /// Acknowledges `message`: the group is done with it and it is not delivered again.
     /// A handle that is no longer current (the message was delivered again since, or
     /// acknowledged already) is a broker error with `INVALID_RECEIPT_HANDLE`.
     pub async fn ack(&self, message: &ReceivedMessage) -> Result<()> {
         self.check_running()?;
-        let req = pb::AckMessageRequest {
-            group: self.resource(&self.group),
-            topic: self.resource(&message.topic),
-            entries: vec![pb::AckMessageEntry {
-                message_id: message.message_id.clone(),
-                receipt_handle: receipt_handle(message)?.to_owned(),
-                lite_topic: None,
-            }],
-        };
-        let call = |mut c: Stub, r| async move { c.ack_message(r).await };
-        let answer = |resp: pb::AckMessageResponse, addr: &str| {
-            let status = resp
-                .entries
-                .into_iter()
-                .next()
-                .and_then(|e| e.status)
-                .or(resp.status);
-            check_status(status.as_ref(), addr)
-        };
-        self.calls()
-            .unary(&message.broker, &message.endpoints, true, req, call, answer)
-            .await
+        let mut answers = self.ops().ack(&[message]).await?;
+        answers.pop().unwrap_or(Ok(()))
     }
 
     /// Makes `message` invisible for `d` from now (up to 12 h; zero makes it visible at
@@ -391,25 +305,7 @@ impl SimpleConsumer {
             )));
         }
         let old = receipt_handle(message)?.to_owned();
-        let req = pb::ChangeInvisibleDurationRequest {
-            group: self.resource(&self.group),
-            topic: self.resource(&message.topic),
-            receipt_handle: old.clone(),
-            invisible_duration: Some(duration(d)),
-            message_id: message.message_id.clone(),
-            lite_topic: None,
-            suspend: None,
-        };
-        let call = |mut c: Stub, r| async move { c.change_invisible_duration(r).await };
-        let answer = |resp: pb::ChangeInvisibleDurationResponse, addr: &str| {
-            check_status(resp.status.as_ref(), addr)?;
-            Ok(Some(resp.receipt_handle).filter(|h| !h.is_empty()))
-        };
-        let handle = self
-            .calls()
-            .unary(&message.broker, &message.endpoints, true, req, call, answer)
-            .await?
-            .unwrap_or(old);
+        let handle = self.ops().change_invisible(message, d).await?.unwrap_or(old);
         message.receipt_handle = Some(handle.clone());
         message.invisible_duration = Some(d);
         Ok(handle)
@@ -431,15 +327,6 @@ impl Drop for SimpleConsumer {
             rt.spawn(async move { session.shutdown().await });
         }
     }
-}
-
-fn receipt_handle(message: &ReceivedMessage) -> Result<&str> {
-    message.receipt_handle.as_deref().ok_or_else(|| {
-        ClientError::InvalidArgument(format!(
-            "message {} has no receipt handle (pulled messages are committed, not acknowledged)",
-            message.message_id
-        ))
-    })
 }
 
 #[cfg(test)]
