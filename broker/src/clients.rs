@@ -24,6 +24,11 @@ impl ClientInfo {
         }
     }
 
+    /// Whether the client announced itself as a push consumer.
+    pub fn is_push_consumer(&self) -> bool {
+        self.settings.client_type == Some(pb::ClientType::PushConsumer as i32)
+    }
+
     /// The most deliveries the client's retry policy allows, if it announced one.
     pub fn max_attempts(&self) -> Option<u32> {
         let p = self.settings.backoff_policy.as_ref()?;

@@ -20,8 +20,11 @@ pub mod session;
 pub mod telemetry;
 
 pub use config::ClientConfig;
+pub use consumer::ConsumeMode;
+pub use consumer::ConsumeResult;
 pub use consumer::FilterExpression;
 pub use consumer::PullConsumer;
+pub use consumer::PushConsumer;
 pub use consumer::ReceivedMessage;
 pub use consumer::SimpleConsumer;
 pub use consumer::StartFrom;

@@ -80,10 +80,18 @@ pub async fn handle(
     broker: &Arc<Broker>,
     req: Request<pb::ReceiveMessageRequest>,
 ) -> Result<Response<BoxStream<pb::ReceiveMessageResponse>>, Status> {
+    let client = client_of(broker, &req);
+    let only_requested = client.as_ref().is_some_and(ClientInfo::is_push_consumer)
+        || req
+            .metadata()
+            .get(QUEUE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("only"));
     let call = Call {
         started: Instant::now(),
         grpc_timeout: long_poll::grpc_timeout(req.metadata()),
-        client: client_of(broker, &req),
+        client,
+        only_requested,
     };
     let items = stream::once(receive(broker.clone(), req.into_inner(), call)).flat_map(stream::iter);
     Ok(Response::new(Box::pin(items)))
@@ -95,7 +103,14 @@ struct Call {
     started: Instant,
     grpc_timeout: Option<Duration>,
     client: Option<ClientInfo>,
+    /// Pop the requested queue only: a push consumer owns the queue it was assigned, and
+    /// must not be handed another member's.
+    only_requested: bool,
 }
+
+/// The request header by which a client asks to pop the requested queue only
+/// (`x-raftmq-queue: only`); push consumers (by their registered settings) always do.
+pub const QUEUE_HEADER: &str = "x-raftmq-queue";
 
 /// The calling client's registered settings (they say FIFO and max attempts).
 fn client_of<T>(broker: &Broker, req: &Request<T>) -> Option<ClientInfo> {
@@ -161,7 +176,15 @@ impl Receive {
         }
         let client = call.client.as_ref();
         Ok(Self {
-            queue_ids: queue_order(queue.id, config.queues, broker.next_round_robin()),
+            queue_ids: if call.only_requested {
+                u32::try_from(queue.id)
+                    .ok()
+                    .filter(|q| *q < config.queues)
+                    .into_iter()
+                    .collect()
+            } else {
+                queue_order(queue.id, config.queues, broker.next_round_robin())
+            },
             batch,
             invisible_ms,
             filter,

@@ -9,12 +9,12 @@
 //! after each full round, for at most `request_timeout` after the first failure.
 
 mod assignment;
-mod ops;
 pub mod filter;
+mod ops;
 pub mod pull;
+pub mod push;
 pub mod received;
 pub mod simple;
-// push consumer: added by the lead
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -37,6 +37,9 @@ use crate::rpc::call_error;
 pub use filter::FilterExpression;
 pub use pull::PullConsumer;
 pub use pull::StartFrom;
+pub use push::ConsumeMode;
+pub use push::ConsumeResult;
+pub use push::PushConsumer;
 pub use received::ReceivedMessage;
 pub use simple::SimpleConsumer;
 

@@ -29,7 +29,13 @@ pub(crate) struct GroupOps<'a> {
     pub calls: GroupCalls<'a>,
     pub group: pb::Resource,
     pub namespace: &'a str,
+    /// Receive from the asked queue only (a push consumer owns its queues); otherwise the
+    /// broker may hand out messages of the topic's other queues when this one is empty.
+    pub only_requested: bool,
 }
+
+/// The request header that asks a broker to pop the requested queue only.
+const QUEUE_HEADER: &str = "x-raftmq-queue";
 
 impl GroupOps<'_> {
     fn topic(&self, name: &str) -> Option<pb::Resource> {
@@ -91,8 +97,14 @@ impl GroupOps<'_> {
     ) -> Result<(Vec<pb::Message>, Option<String>)> {
         let rpc = self.calls.rpc;
         let mut client = rpc.messaging(&addr)?;
+        let mut request = rpc.request(req, left);
+        if self.only_requested {
+            request
+                .metadata_mut()
+                .insert(QUEUE_HEADER, tonic::metadata::MetadataValue::from_static("only"));
+        }
         let resp = client
-            .receive_message(rpc.request(req, left))
+            .receive_message(request)
             .await
             .map_err(|s| call_error(&s, &addr, false))?;
         let hint = leader_hint(resp.metadata());

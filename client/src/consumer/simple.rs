@@ -22,14 +22,13 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-
 use super::FilterExpression;
 use super::GroupCalls;
-use super::ops::GroupOps;
-use super::ops::receipt_handle;
 use super::Preferred;
 use super::ReceivedMessage;
 use super::check_group;
+use super::ops::GroupOps;
+use super::ops::receipt_handle;
 use super::resolve_config;
 use crate::config::ClientConfig;
 use crate::error::ClientError;
@@ -45,7 +44,6 @@ pub const DEFAULT_AWAIT_DURATION: Duration = Duration::from_secs(20);
 pub const MIN_INVISIBLE_DURATION: Duration = Duration::from_secs(10);
 /// Longest invisible duration (RocketMQ: 12 h).
 pub const MAX_INVISIBLE_DURATION: Duration = Duration::from_secs(12 * 3600);
-
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -233,6 +231,7 @@ impl SimpleConsumer {
             calls: self.calls(),
             group: self.session.resource(&self.group),
             namespace: &self.session.config().namespace,
+            only_requested: false,
         }
     }
 
@@ -258,7 +257,13 @@ impl SimpleConsumer {
         }
         let (queue, filter) = self.next_queue().await?;
         self.ops()
-            .receive(&queue, &filter, max_messages, invisible_duration, self.await_duration)
+            .receive(
+                &queue,
+                &filter,
+                max_messages,
+                invisible_duration,
+                self.await_duration,
+            )
             .await
     }
 
