@@ -189,6 +189,11 @@ pub fn holdings(events: &[Event]) -> BTreeMap<usize, Vec<(String, i32)>> {
     out
 }
 
+/// A queue: broker group and queue id.
+pub type Queue = (String, i32);
+/// One ownership: member, from, until (Unix ms).
+pub type Owned = (usize, u128, u128);
+
 /// Ownership intervals `[assigned, released)` per queue; a member killed at `killed` ends
 /// its open intervals there.
 pub fn intervals(
@@ -196,7 +201,7 @@ pub fn intervals(
     killed: &BTreeMap<usize, u128>,
 ) -> BTreeMap<(String, i32), Vec<(usize, u128, u128)>> {
     let mut open: BTreeMap<((String, i32), usize), u128> = BTreeMap::new();
-    let mut out: BTreeMap<(String, i32), Vec<(usize, u128, u128)>> = BTreeMap::new();
+    let mut out: BTreeMap<Queue, Vec<Owned>> = BTreeMap::new();
     for e in events {
         let key = (e.queue.clone(), e.member);
         match e.kind.as_str() {
