@@ -196,10 +196,7 @@ pub type Owned = (usize, u128, u128);
 
 /// Ownership intervals `[assigned, released)` per queue; a member killed at `killed` ends
 /// its open intervals there.
-pub fn intervals(
-    events: &[Event],
-    killed: &BTreeMap<usize, u128>,
-) -> BTreeMap<(String, i32), Vec<(usize, u128, u128)>> {
+pub fn intervals(events: &[Event], killed: &BTreeMap<usize, u128>) -> BTreeMap<Queue, Vec<Owned>> {
     let mut open: BTreeMap<((String, i32), usize), u128> = BTreeMap::new();
     let mut out: BTreeMap<Queue, Vec<Owned>> = BTreeMap::new();
     for e in events {
