@@ -111,7 +111,7 @@ pub struct BrokerConfig {
     /// long, ms. Default 15 s.
     pub assignment_lease_ms: u64,
     /// After becoming leader, queues are granted only to members that say they hold them
-    /// for this long, ms (so no queue gets two owners across the change). Default 6 s.
+    /// for this long, ms (so no queue gets two owners across the change). Default 3 s.
     pub assignment_grace_ms: u64,
     /// PEM certificate chain for TLS on the client port; with `tls_key_file`. Unset: a
     /// self-signed certificate is generated into `<data_dir>/tls/`.
@@ -146,7 +146,7 @@ impl Default for BrokerConfig {
             max_connections: 10_000,
             consumer_expiry_ms: 30_000,
             assignment_lease_ms: 15_000,
-            assignment_grace_ms: 6_000,
+            assignment_grace_ms: 3_000,
             tls_cert_file: None,
             tls_key_file: None,
             raft: RaftConfig::default(),
