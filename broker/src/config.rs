@@ -110,9 +110,7 @@ pub struct BrokerConfig {
     /// A push consumer that stops asking for its assignment loses its queues after this
     /// long, ms. Default 15 s.
     pub assignment_lease_ms: u64,
-    /// After becoming leader, queues are granted only to members that say they hold them
-    /// for this long, ms (so no queue gets two owners across the change). Default 3 s.
-    pub assignment_grace_ms: u64,
+
     /// PEM certificate chain for TLS on the client port; with `tls_key_file`. Unset: a
     /// self-signed certificate is generated into `<data_dir>/tls/`.
     pub tls_cert_file: Option<PathBuf>,
@@ -146,7 +144,6 @@ impl Default for BrokerConfig {
             max_connections: 10_000,
             consumer_expiry_ms: 30_000,
             assignment_lease_ms: 15_000,
-            assignment_grace_ms: 3_000,
             tls_cert_file: None,
             tls_key_file: None,
             raft: RaftConfig::default(),
@@ -240,9 +237,6 @@ impl BrokerConfig {
         }
         if self.consumer_expiry_ms == 0 || self.assignment_lease_ms == 0 {
             return Err(bad("consumer_expiry_ms and assignment_lease_ms must be positive"));
-        }
-        if self.assignment_grace_ms > self.assignment_lease_ms {
-            return Err(bad("assignment_grace_ms must not exceed assignment_lease_ms"));
         }
         if self.max_delivery_attempts == 0 {
             return Err(bad("max_delivery_attempts must be at least 1"));

@@ -91,7 +91,6 @@ impl Broker {
                 Duration::from_millis(config.consumer_expiry_ms),
                 config.max_clients,
                 Duration::from_millis(config.assignment_lease_ms),
-                Duration::from_millis(config.assignment_grace_ms),
             ),
             forwarder,
             config,

@@ -101,14 +101,12 @@ fn csv(ids: &[i32]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumers_share_queues_and_a_dead_one_leaves_at_once() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut config = node_common::config(
+    let config = node_common::config(
         "broker-q",
         dir.path(),
         format!("127.0.0.1:{}", free_port()?),
         format!("127.0.0.1:{}", free_port()?),
     );
-    // The grace after an election (unit-tested in assignment::lease) would only delay this.
-    config.assignment_grace_ms = 0;
     let url = format!("http://{}", config.client_addr);
     let node = Node::start(config).await?;
     node.broker()

@@ -7,9 +7,11 @@
 //!   (the owner's query lists what it still consumes; without that list, when the owner's
 //!   own target no longer contains it), when the owner leaves the group, or when the
 //!   owner's lease runs out (no query for `lease`).
-//! - After a leader change the table starts empty: for `grace` the new leader grants only
-//!   queues their querying member says it already holds, so that a queue granted by the
-//!   old leader is not given to a second member before its holder has spoken.
+//! - After a leader change the table starts empty, and the old leader's grants are unknown:
+//!   until every current member of the group has asked once (saying what it holds), or a
+//!   whole lease has passed, the new leader grants only the queues a member says it
+//!   already holds. So a queue granted by the old leader is never given to a second member
+//!   while its holder may still consume it.
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -41,9 +43,10 @@ pub struct Query<'a> {
 #[derive(Debug, Clone)]
 pub struct Assigner {
     lease: Duration,
-    grace: Duration,
-    grace_until: Instant,
     term: u64,
+    term_started: Instant,
+    /// Per consumer group, the members that asked since this term began.
+    asked: BTreeMap<String, BTreeSet<String>>,
     grants: BTreeMap<(String, String), BTreeMap<u32, Grant>>,
 }
 
@@ -76,12 +79,12 @@ pub fn allocate(queues: u32, members: &[String], client: &str) -> Vec<u32> {
 }
 
 impl Assigner {
-    pub fn new(lease: Duration, grace: Duration, now: Instant) -> Self {
+    pub fn new(lease: Duration, now: Instant) -> Self {
         Self {
             lease,
-            grace,
-            grace_until: now + grace,
             term: 0,
+            term_started: now,
+            asked: BTreeMap::new(),
             grants: BTreeMap::new(),
         }
     }
@@ -90,16 +93,27 @@ impl Assigner {
     pub fn observe_term(&mut self, term: u64, now: Instant) {
         if term != self.term {
             self.term = term;
+            self.term_started = now;
+            self.asked.clear();
             self.grants.clear();
-            self.grace_until = now + self.grace;
         }
+    }
+
+    /// Whether grants of the last leader may still be in use: some current member has not
+    /// said what it holds since this term began, and a lease has not passed yet.
+    fn in_grace(&mut self, q: &Query<'_>) -> bool {
+        let asked = self.asked.entry(q.group.to_owned()).or_default();
+        asked.insert(q.client.to_owned());
+        asked.retain(|c| q.members.contains(c));
+        let everyone = q.members.iter().all(|m| asked.contains(m));
+        !everyone && q.now.saturating_duration_since(self.term_started) < self.lease
     }
 
     /// The queues `q.client` owns now (its answer), after releasing and granting.
     pub fn query(&mut self, q: &Query<'_>) -> Vec<u32> {
         let key = (q.group.to_owned(), q.topic.to_owned());
         let lease = self.lease;
-        let in_grace = q.now < self.grace_until;
+        let in_grace = self.in_grace(q);
         let grants = self.grants.entry(key.clone()).or_default();
         // Owners that left, leases that ran out, queues that no longer exist.
         grants.retain(|queue, g| {

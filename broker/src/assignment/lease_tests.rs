@@ -1,7 +1,6 @@
 use super::*;
 
 const LEASE: Duration = Duration::from_secs(15);
-const GRACE: Duration = Duration::from_secs(6);
 
 fn names(n: &[&str]) -> Vec<String> {
     n.iter().map(|s| (*s).to_owned()).collect()
@@ -26,10 +25,10 @@ fn ask(
     })
 }
 
-/// A fresh assigner past its grace period.
+/// A fresh assigner past its first lease (no earlier grants can be in use).
 fn ready(now: Instant) -> (Assigner, Instant) {
-    let a = Assigner::new(LEASE, GRACE, now);
-    (a, now + GRACE)
+    let a = Assigner::new(LEASE, now);
+    (a, now + LEASE)
 }
 
 #[test]
@@ -108,12 +107,12 @@ fn without_a_holding_list_the_answer_itself_releases() {
 }
 
 #[test]
-fn a_new_leader_grants_only_claimed_queues_during_its_grace() {
+fn a_new_leader_grants_only_claimed_queues_until_every_member_spoke() {
     let t0 = Instant::now();
-    let mut a = Assigner::new(LEASE, GRACE, t0);
+    let mut a = Assigner::new(LEASE, t0);
     a.observe_term(7, t0);
     let both = names(&["a", "b"]);
-    // b asks first, claiming nothing (it had nothing): nothing handed out in the grace.
+    // b asks first, claiming nothing: a has not spoken, so nothing unclaimed is handed out.
     assert!(ask(&mut a, "b", &both, Some(&[]), t0).is_empty());
     // a claims everything it held under the old leader; it keeps its target part.
     assert_eq!(
@@ -125,19 +124,18 @@ fn a_new_leader_grants_only_claimed_queues_during_its_grace() {
         "a still holds 4..8"
     );
     assert_eq!(ask(&mut a, "a", &both, Some(&[0, 1, 2, 3]), t0), [0, 1, 2, 3]);
-    assert!(
-        ask(&mut a, "b", &both, Some(&[]), t0).is_empty(),
-        "free, but the grace runs"
-    );
-    assert_eq!(ask(&mut a, "b", &both, Some(&[]), t0 + GRACE), [4, 5, 6, 7]);
+    // Everyone spoke: free queues go to their target at once.
+    assert_eq!(ask(&mut a, "b", &both, Some(&[]), t0), [4, 5, 6, 7]);
     // The same term again changes nothing; a new one starts afresh.
-    a.observe_term(7, t0 + GRACE);
-    assert_eq!(
-        ask(&mut a, "b", &both, Some(&[4, 5, 6, 7]), t0 + GRACE),
-        [4, 5, 6, 7]
+    a.observe_term(7, t0);
+    assert_eq!(ask(&mut a, "b", &both, Some(&[4, 5, 6, 7]), t0), [4, 5, 6, 7]);
+    a.observe_term(8, t0);
+    assert!(
+        ask(&mut a, "a", &both, Some(&[]), t0).is_empty(),
+        "b has not spoken"
     );
-    a.observe_term(8, t0 + GRACE);
-    assert!(ask(&mut a, "a", &both, Some(&[]), t0 + GRACE).is_empty());
+    // A member that never speaks holds up the free queues for one lease at most.
+    assert_eq!(ask(&mut a, "a", &both, Some(&[]), t0 + LEASE), [0, 1, 2, 3]);
 }
 
 #[test]
@@ -173,5 +171,100 @@ fn every_queue_has_at_most_one_owner_through_joins_and_leaves() {
         }
         let owned: usize = holding.values().map(Vec::len).sum();
         assert_eq!(owned, 8, "every queue owned after settling: {holding:?}");
+    }
+}
+
+mod model {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One step of a group of up to four clients.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Client `c` joins (if out) or leaves (if in; its process dies: it holds nothing).
+        Toggle(usize),
+        /// Client `c` asks, saying what it holds; it then holds what it was answered plus
+        /// (for `keep` of them) queues it still drains.
+        Ask { c: usize, keep: bool },
+        /// Time passes.
+        Wait(u64),
+        /// A new leader takes over.
+        Elect,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0..4usize).prop_map(Step::Toggle),
+            (0..4usize, any::<bool>()).prop_map(|(c, keep)| Step::Ask { c, keep }),
+            (0..20_000u64).prop_map(Step::Wait),
+            Just(Step::Elect),
+        ]
+    }
+
+    proptest! {
+        /// Whatever members do, no queue is ever held by two of them, as long as each
+        /// member only holds what it was granted (and lets go of what it no longer has only
+        /// by saying so).
+        #[test]
+        fn no_queue_is_ever_held_twice(steps in proptest::collection::vec(step(), 1..200)) {
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut a = Assigner::new(LEASE, now);
+            let mut term = 1;
+            a.observe_term(term, now);
+            let names: Vec<String> = (0..4).map(|i| format!("c{i}")).collect();
+            let mut members: BTreeSet<usize> = BTreeSet::new();
+            let mut held: BTreeMap<usize, BTreeSet<u32>> = BTreeMap::new();
+            let mut last_ask: BTreeMap<usize, Instant> = BTreeMap::new();
+            for s in steps {
+                match s {
+                    Step::Toggle(c) => {
+                        if !members.remove(&c) {
+                            members.insert(c);
+                        } else {
+                            held.remove(&c);
+                        }
+                    }
+                    Step::Ask { c, keep } if members.contains(&c) => {
+                        let live: Vec<String> = members.iter().map(|m| names[*m].clone()).collect();
+                        let mine = held.get(&c).cloned().unwrap_or_default();
+                        let answer: BTreeSet<u32> = a
+                            .query(&Query {
+                                group: "g",
+                                topic: "t",
+                                client: &names[c],
+                                queues: 8,
+                                members: &live,
+                                holding: Some(&mine),
+                                now,
+                            })
+                            .into_iter()
+                            .collect();
+                        // It keeps draining what it lost when `keep`, else lets go now.
+                        let next: BTreeSet<u32> = if keep { answer.union(&mine).copied().collect() } else { answer };
+                        held.insert(c, next);
+                        last_ask.insert(c, now);
+                    }
+                    Step::Ask { .. } => {}
+                    Step::Wait(ms) => now += Duration::from_millis(ms),
+                    Step::Elect => {
+                        term += 1;
+                        a.observe_term(term, now);
+                    }
+                }
+                // A member that has not asked for a whole lease stops consuming (its client
+                // would have lost the queues); model that by dropping its holdings.
+                for (c, at) in &last_ask {
+                    if now.saturating_duration_since(*at) > LEASE {
+                        held.remove(c);
+                    }
+                }
+                let mut seen = BTreeSet::new();
+                for q in held.values().flatten() {
+                    prop_assert!(seen.insert(*q), "queue {} held twice: {:?}", q, held);
+                }
+            }
+        }
     }
 }

@@ -25,12 +25,12 @@ pub struct Consumers {
 }
 
 impl Consumers {
-    pub fn new(member_expiry: Duration, max_members: usize, lease: Duration, grace: Duration) -> Self {
+    pub fn new(member_expiry: Duration, max_members: usize, lease: Duration) -> Self {
         let now = Instant::now();
         Self {
             inner: Mutex::new((
                 Membership::new(member_expiry, max_members),
-                Assigner::new(lease, grace, now),
+                Assigner::new(lease, now),
             )),
         }
     }
