@@ -126,6 +126,17 @@ impl Broker {
         Some((id, node))
     }
 
+    /// Waits until a read of the state machine sees every write committed before the call:
+    /// confirms leadership with a quorum (read index) and waits for the apply to catch up.
+    /// A new leader's applied state may lag what the group committed.
+    pub async fn read_barrier(&self) -> BrokerResult<()> {
+        self.raft
+            .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+            .await
+            .map(|_| ())
+            .map_err(|e| BrokerError::Unavailable(format!("cannot confirm a linearizable read: {e}")))
+    }
+
     /// Whether this node is the leader right now.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow_watched().state == ServerState::Leader

@@ -1,7 +1,10 @@
 //! A push consumer: consumes a topic as a member of a consumer group until SIGTERM or
 //! Ctrl-C, then finishes what it has and leaves the group.
 //!
-//!     RAFTMQ_NAMESRV=127.0.0.1:9876 cargo run -p raftmq-client --example push_consumer -- TOPIC GROUP [--ordered] [--quiet]
+//!     RAFTMQ_NAMESRV=127.0.0.1:9876 cargo run -p raftmq-client --example push_consumer -- TOPIC GROUP [--ordered] [--quiet] [--from=first|last|UNIX_MS]
+//!
+//! `--from` says where a group that never consumed a queue starts on it (default `last`:
+//! only messages stored from the group's first poll of the queue on).
 //!
 //! Prints one line per event, for people and for the tests that run it as a process:
 //!     ASSIGNED <unix ms> <broker group> <queue id>
@@ -18,6 +21,7 @@ use raftmq_client::ConsumeMode;
 use raftmq_client::ConsumeResult;
 use raftmq_client::FilterExpression;
 use raftmq_client::PushConsumer;
+use raftmq_client::StartFrom;
 use raftmq_client::consumer::push::PushOptions;
 use raftmq_client::consumer::push::QueueEvent;
 
@@ -38,10 +42,20 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let positional: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let (Some(topic), Some(group)) = (positional.first(), positional.get(1)) else {
-        anyhow::bail!("usage: push_consumer TOPIC GROUP [--ordered] [--quiet]");
+        anyhow::bail!("usage: push_consumer TOPIC GROUP [--ordered] [--quiet] [--from=first|last|UNIX_MS]");
     };
     let ordered = args.iter().any(|a| a == "--ordered");
     let quiet = args.iter().any(|a| a == "--quiet");
+    let start_from = match args.iter().find_map(|a| a.strip_prefix("--from=")) {
+        None | Some("last") => StartFrom::Last,
+        Some("first") => StartFrom::First,
+        Some(ms) => {
+            let ms: u64 = ms
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--from={ms}: not first, last or unix ms"))?;
+            StartFrom::Timestamp(UNIX_EPOCH + Duration::from_millis(ms))
+        }
+    };
     let namesrv = std::env::var("RAFTMQ_NAMESRV").unwrap_or_else(|_| "127.0.0.1:9876".into());
     let options = PushOptions {
         mode: if ordered {
@@ -52,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         // The shortest RocketMQ allows: a killed member's unacknowledged messages come back
         // soon.
         invisible_duration: Duration::from_secs(10),
+        start_from,
         ..PushOptions::default()
     };
     let consumer = PushConsumer::builder()

@@ -11,6 +11,7 @@ pub struct AccessPoints {
 }
 
 impl AccessPoints {
+    /// The access points, in the order given; the first is current.
     pub fn new(points: Vec<String>) -> Self {
         Self { points, current: 0 }
     }

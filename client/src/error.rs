@@ -16,8 +16,11 @@ pub enum ClientError {
     /// The broker refused the call with a protocol code.
     #[error("broker {endpoint} answered {code:?} ({}): {message}", *code as i32)]
     Broker {
+        /// The protocol code.
         code: pb::Code,
+        /// The broker's explanation.
         message: String,
+        /// The address that answered.
         endpoint: String,
     },
     /// No endpoint could be reached (connection refused, reset, unavailable).
@@ -49,6 +52,13 @@ impl ClientError {
             ClientError::Broker { code, .. } => retryable_code(*code),
             ClientError::InvalidArgument(_) | ClientError::NotFound(_) | ClientError::Shutdown => false,
         }
+    }
+
+    /// Whether the topic's route may have changed under a call that failed so (an address
+    /// gone, a group without a leader or without the topic): worth refreshing the route.
+    /// Bad input and a shut-down client are not.
+    pub fn suggests_route_refresh(&self) -> bool {
+        self.is_retryable() || matches!(self, ClientError::NotFound(_))
     }
 
     /// The protocol code, for a broker error.
@@ -114,6 +124,10 @@ mod tests {
         assert!(ClientError::OutcomeUnknown("x".into()).is_retryable());
         assert!(!ClientError::InvalidArgument("x".into()).is_retryable());
         assert!(!ClientError::NotFound("x".into()).is_retryable());
+        assert!(ClientError::NotFound("x".into()).suggests_route_refresh());
+        assert!(ClientError::Timeout("x".into()).suggests_route_refresh());
+        assert!(!ClientError::InvalidArgument("x".into()).suggests_route_refresh());
+        assert!(!ClientError::Shutdown.suggests_route_refresh());
         let busy = ClientError::from_status(
             &pb::Status {
                 code: pb::Code::HaNotAvailable as i32,

@@ -8,6 +8,8 @@
 //!   what may succeed when tried again, and a send that may or may not have been stored
 //!   is [`error::ClientError::OutcomeUnknown`], never a plain failure.
 
+#![warn(missing_docs)]
+
 pub mod access;
 pub mod config;
 pub mod consumer;

@@ -22,7 +22,9 @@ pub const TOPIC_MAX_LEN: usize = 127;
 /// A message to send.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Message {
+    /// The topic it is sent to.
     pub topic: String,
+    /// The body (not empty; at most the producer's max message size).
     pub body: Vec<u8>,
     /// One tag; consumers filter on it.
     pub tag: Option<String>,

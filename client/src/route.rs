@@ -1,11 +1,20 @@
 //! Topic routes: which message queues a topic has, on which broker group, reached at which
 //! addresses. Asked of the access points (name servers) in turn, cached, refreshed every
 //! `route_refresh` and on demand; a failed refresh keeps the last route.
+//!
+//! On demand: a producer whose send attempt failed, or a consumer whose receive or pull
+//! failed, calls [`Routes::refresh_soon`] (the queue may have moved, its group may have
+//! gained or lost an address). That starts one refresh in the background unless one of
+//! the topic is running, or the route, or the last on-demand attempt, is younger than
+//! [`ON_DEMAND_MIN_INTERVAL`] ([`OnDemand`]): a burst of failures costs one query per
+//! topic and second at most. The caller goes on with the route it has; later calls see
+//! the new one.
 
 use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::time::Duration;
 use std::time::Instant;
 
 use raftmq_proto::rocketmq::v2 as pb;
@@ -19,6 +28,7 @@ use crate::rpc::Rpc;
 /// One message queue of a topic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageQueue {
+    /// The topic's name.
     pub topic: String,
     /// The broker group (RocketMQ's broker name).
     pub broker: String,
@@ -26,7 +36,9 @@ pub struct MessageQueue {
     pub id: i32,
     /// Addresses that reach the group, the leader first.
     pub endpoints: Vec<String>,
+    /// Whether producers may write and consumers read.
     pub permission: pb::Permission,
+    /// The message types the queue takes (normal, FIFO, ...).
     pub accept: Vec<pb::MessageType>,
     wire: pb::MessageQueue,
 }
@@ -92,7 +104,9 @@ pub fn addresses(e: &pb::Endpoints) -> Vec<String> {
 /// A topic's queues, in the order the route lists them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicRoute {
+    /// The topic's name.
     pub topic: String,
+    /// Its queues on every broker group.
     pub queues: Vec<MessageQueue>,
 }
 
@@ -114,12 +128,71 @@ struct Cached {
     fetched: Instant,
 }
 
+/// The least time between two on-demand refreshes of one topic, and the least age of the
+/// route one replaces.
+pub const ON_DEMAND_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// When an on-demand route refresh may start, per topic. Sans-IO: fed with the time.
+#[derive(Debug, Clone, Default)]
+pub struct OnDemand {
+    topics: HashMap<String, Attempt>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    started: Instant,
+    running: bool,
+}
+
+impl OnDemand {
+    /// Whether a refresh of `topic`, whose route was fetched at `fetched` (None: never),
+    /// may start at `now`: none of the topic is running, and both the route and the last
+    /// on-demand attempt are at least [`ON_DEMAND_MIN_INTERVAL`] old. If so, the refresh
+    /// counts as running from `now` until [`OnDemand::finished`].
+    pub fn try_start(&mut self, topic: &str, fetched: Option<Instant>, now: Instant) -> bool {
+        let old_enough = |t: Instant| now.saturating_duration_since(t) >= ON_DEMAND_MIN_INTERVAL;
+        if !fetched.is_none_or(old_enough) {
+            return false;
+        }
+        if let Some(a) = self.topics.get(topic)
+            && (a.running || !old_enough(a.started))
+        {
+            return false;
+        }
+        self.topics.insert(
+            topic.to_owned(),
+            Attempt {
+                started: now,
+                running: true,
+            },
+        );
+        true
+    }
+
+    /// The refresh of `topic` ended (whatever its outcome).
+    pub fn finished(&mut self, topic: &str) {
+        if let Some(a) = self.topics.get_mut(topic) {
+            a.running = false;
+        }
+    }
+}
+
 /// The route cache of one client.
 #[derive(Debug)]
 pub struct Routes {
     rpc: Arc<Rpc>,
     access: Mutex<AccessPoints>,
     cache: Mutex<HashMap<String, Cached>>,
+    on_demand: Mutex<OnDemand>,
+}
+
+/// Marks an on-demand refresh finished when dropped (also when its task is aborted).
+struct Finished(Arc<Routes>, String);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        lock(&self.0.on_demand).finished(&self.1);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -127,13 +200,46 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Routes {
+    /// An empty cache asking the access points of `rpc`'s configuration.
     pub fn new(rpc: Arc<Rpc>) -> Self {
         let access = AccessPoints::new(rpc.config().access_points.clone());
         Self {
             rpc,
             access: Mutex::new(access),
             cache: Mutex::new(HashMap::new()),
+            on_demand: Mutex::new(OnDemand::default()),
         }
+    }
+
+    /// The cached route of `topic`, however old; never asks anyone.
+    pub fn cached(&self, topic: &str) -> Option<Arc<TopicRoute>> {
+        lock(&self.cache).get(topic).map(|c| c.route.clone())
+    }
+
+    /// Refreshes the route of `topic` in the background, soon, after a call on one of its
+    /// queues failed; rate-limited by [`OnDemand`]. Returns whether a refresh started.
+    /// Needs a Tokio runtime (without one it does nothing).
+    pub fn refresh_soon(self: &Arc<Self>, topic: &str) -> bool {
+        if topic.is_empty() {
+            return false;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let fetched = lock(&self.cache).get(topic).map(|c| c.fetched);
+        if !lock(&self.on_demand).try_start(topic, fetched, Instant::now()) {
+            return false;
+        }
+        let guard = Finished(self.clone(), topic.to_owned());
+        rt.spawn(async move {
+            let topic = guard.1.clone();
+            match guard.0.refresh(&topic).await {
+                Ok(_) => tracing::debug!(topic, "route refreshed after a failed call"),
+                Err(e) => tracing::debug!(topic, error = %e, "on-demand route refresh failed"),
+            }
+            drop(guard);
+        });
+        true
     }
 
     /// The route of `topic`: the cached one while younger than the refresh interval,
@@ -319,5 +425,57 @@ mod tests {
             access_endpoints("10.0.0.1:9876").map(|e| e.scheme),
             Some(pb::AddressScheme::IPv4 as i32)
         );
+    }
+
+    #[test]
+    fn on_demand_refreshes_are_one_at_a_time_and_at_most_one_per_second() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut d = OnDemand::default();
+        assert!(
+            !d.try_start("t", Some(t0), ms(999)),
+            "the route is younger than 1 s"
+        );
+        assert!(d.try_start("t", Some(t0), ms(1_000)));
+        assert!(!d.try_start("t", Some(t0), ms(5_000)), "one is running");
+        assert!(
+            d.try_start("u", None, ms(1_000)),
+            "topics are independent; no route yet"
+        );
+        d.finished("t");
+        assert!(
+            !d.try_start("t", Some(t0), ms(1_500)),
+            "it failed (the route is as old), but the last attempt is younger than 1 s"
+        );
+        assert!(d.try_start("t", Some(t0), ms(2_000)));
+        d.finished("t");
+        // It succeeded: the fresh route holds the next one back for a second.
+        assert!(!d.try_start("t", Some(ms(2_100)), ms(3_000)));
+        assert!(d.try_start("t", Some(ms(2_100)), ms(3_100)));
+        d.finished("never-started");
+    }
+
+    #[tokio::test]
+    async fn refresh_soon_starts_one_background_refresh() {
+        let rpc = Arc::new(Rpc::new(
+            crate::config::ClientConfig::builder()
+                .access_points(["127.0.0.1:1"])
+                .request_timeout(Duration::from_millis(200))
+                .build()
+                .expect("config"),
+        ));
+        let routes = Arc::new(Routes::new(rpc));
+        assert!(!routes.refresh_soon(""));
+        assert!(routes.refresh_soon("t"));
+        assert!(!routes.refresh_soon("t"), "rate-limited");
+        // The refresh fails (nothing listens) and is marked finished.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while lock(&routes.on_demand).topics.get("t").is_some_and(|a| a.running) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the refresh ends");
+        assert!(routes.cached("t").is_none(), "a failed refresh caches nothing");
     }
 }

@@ -31,6 +31,7 @@ pub struct Rpc {
 }
 
 impl Rpc {
+    /// Channels for a client with `config`; none is opened yet.
     pub fn new(config: ClientConfig) -> Self {
         Self {
             config,
@@ -38,6 +39,7 @@ impl Rpc {
         }
     }
 
+    /// The client's configuration.
     pub fn config(&self) -> &ClientConfig {
         &self.config
     }

@@ -21,13 +21,27 @@ use crate::rpc::Rpc;
 /// Which kind of client a session serves (what heartbeats announce).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientKind {
+    /// A producer.
     Producer,
-    PushConsumer { group: String },
-    SimpleConsumer { group: String },
-    PullConsumer { group: String },
+    /// A push consumer of consumer group `group`.
+    PushConsumer {
+        /// The consumer group.
+        group: String,
+    },
+    /// A simple consumer of consumer group `group`.
+    SimpleConsumer {
+        /// The consumer group.
+        group: String,
+    },
+    /// A pull consumer of consumer group `group`.
+    PullConsumer {
+        /// The consumer group.
+        group: String,
+    },
 }
 
 impl ClientKind {
+    /// The protocol's client type.
     pub fn client_type(&self) -> pb::ClientType {
         match self {
             ClientKind::Producer => pb::ClientType::Producer,
@@ -51,8 +65,11 @@ impl ClientKind {
 /// The shared core of one producer or consumer.
 #[derive(Debug)]
 pub struct Session {
+    /// Channels and request headers.
     pub rpc: Arc<Rpc>,
+    /// The route cache.
     pub routes: Arc<Routes>,
+    /// What kind of client this is.
     pub kind: ClientKind,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -88,6 +105,7 @@ impl Session {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The client's configuration.
     pub fn config(&self) -> &ClientConfig {
         self.rpc.config()
     }

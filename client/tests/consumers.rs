@@ -288,6 +288,45 @@ async fn pull_consumers_resume_seek_and_filter(cluster: &Cluster) -> anyhow::Res
     late_starts_and_filters(cluster, t_mid, extra).await
 }
 
+/// Pull: a consumer that polled some messages and shut down without committing them has
+/// its positions committed by the shutdown; the next consumer of the group reads the rest.
+async fn pull_shutdown_commits_positions(cluster: &Cluster) -> anyhow::Result<()> {
+    cluster.create_topic("TPS", 2, admin::MessageKind::Normal).await?;
+    let sent = send(cluster, &GROUPS, "TPS", "ps", 40, tag_a).await?;
+    let mut c1 = puller(cluster, "GPS", StartFrom::First).await?;
+    c1.subscribe("TPS", FilterExpression::all()).await?;
+    let mut first = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while first.is_empty() {
+        ensure!(Instant::now() < deadline, "nothing pulled");
+        first = c1.poll(Duration::from_secs(1)).await?;
+    }
+    ensure!(first.len() < sent.len(), "one poll took everything");
+    let positions: Vec<_> = c1
+        .assignment()
+        .iter()
+        .map(|q| (q.clone(), c1.position(q)))
+        .collect();
+    c1.shutdown().await;
+
+    let mut c2 = puller(cluster, "GPS", StartFrom::Last).await?;
+    c2.subscribe("TPS", FilterExpression::all()).await?;
+    for (q, at) in &positions {
+        ensure!(c2.committed(q).await? == *at, "{} committed at shutdown", q.key());
+    }
+    let rest = poll_n(&mut c2, sent.len() - first.len()).await?;
+    let want: HashSet<String> = sent
+        .iter()
+        .cloned()
+        .collect::<HashSet<_>>()
+        .difference(&ids(&first))
+        .cloned()
+        .collect();
+    ensure!(ids(&rest) == want, "resumed after what the first consumer polled");
+    c2.shutdown().await;
+    Ok(())
+}
+
 /// Pull consumers of new groups: starting at the end, at `t_mid` (after which `extra`
 /// came), or filtering by tag.
 async fn late_starts_and_filters(
@@ -418,6 +457,7 @@ async fn consumers_on_a_healthy_cluster() -> anyhow::Result<()> {
         every_group_receives_everything_once(&cluster),
         invisible_durations_are_kept_and_changed(&cluster),
         pull_consumers_resume_seek_and_filter(&cluster),
+        pull_shutdown_commits_positions(&cluster),
         bad_input_is_refused(&cluster),
     )?;
     Ok(())

@@ -16,6 +16,7 @@ use raftmq_client::FilterExpression;
 use raftmq_client::Message;
 use raftmq_client::Producer;
 use raftmq_client::PushConsumer;
+use raftmq_client::StartFrom;
 use raftmq_proto::raftmq::admin::v1::MessageKind;
 use raftmq_testkit::Cluster;
 
@@ -73,7 +74,15 @@ async fn keys_are_consumed_in_order_through_a_leader_kill() -> anyhow::Result<()
     let namesrv = cluster.access_points()[0].clone();
     let mut members = Members::new();
     for m in 1..=2 {
-        members.start(m, &namesrv, "ordered", "GID_ordered", &["--ordered"])?;
+        // The group starts at the queues' beginnings: sending starts at once, before the
+        // members are given their queues.
+        members.start(
+            m,
+            &namesrv,
+            "ordered",
+            "GID_ordered",
+            &["--ordered", "--from=first"],
+        )?;
     }
     let producer = Arc::new(
         Producer::builder()
@@ -141,6 +150,8 @@ async fn every_consumer_group_receives_every_message() -> anyhow::Result<()> {
             .access_points([namesrv.as_str()])
             .consumer_group(group)
             .subscribe("news", FilterExpression::all())
+            // Sending starts at once, maybe before the queues are assigned.
+            .start_from(StartFrom::First)
             .listener(move |m| {
                 let sink = sink.clone();
                 async move {

@@ -72,10 +72,15 @@ pub async fn get_offset(
     req: Request<pb::GetOffsetRequest>,
 ) -> Result<Response<pb::GetOffsetResponse>, Status> {
     let req = req.into_inner();
-    let found = group_name(req.group.as_ref()).and_then(|group| {
-        let (topic, queue_id) = queue_of(broker, req.message_queue.as_ref())?;
-        Ok(broker.sm.committed_offset(&group, &topic.name, queue_id)?)
-    });
+    // A consumer decides where a new group starts from "no offset": that answer must not
+    // come from a new leader whose applied state lags the log.
+    let barrier = broker.read_barrier().await;
+    let found = barrier
+        .and_then(|()| group_name(req.group.as_ref()))
+        .and_then(|group| {
+            let (topic, queue_id) = queue_of(broker, req.message_queue.as_ref())?;
+            Ok(broker.sm.committed_offset(&group, &topic.name, queue_id)?)
+        });
     let (st, offset) = match found {
         Ok(Some(offset)) => (status::ok(), offset_i64(offset)),
         Ok(None) => (

@@ -1,6 +1,7 @@
-//! The consumer calls on one broker group that the simple and the push consumer share:
-//! receive from a queue, acknowledge, change invisibility. Each goes through
-//! [`GroupCalls`] (the group's addresses in turn).
+//! The consumer calls on one broker group that the consumers share: receive from a queue,
+//! acknowledge, change invisibility (simple and push consumer), and the offset calls —
+//! read the group's committed offset, find an offset by [`StartFrom`], commit one (pull
+//! and push consumer). Each goes through [`GroupCalls`] (the group's addresses in turn).
 
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ use super::ReceivedMessage;
 use super::check_status;
 use super::duration;
 use super::leader_hint;
+use super::pull::StartFrom;
+use super::received::timestamp;
 use crate::error::ClientError;
 use crate::error::Result;
 use crate::route::MessageQueue;
@@ -193,6 +196,75 @@ impl GroupOps<'_> {
         self.calls
             .unary(&message.broker, &message.endpoints, true, req, call, answer)
             .await
+    }
+}
+
+impl GroupOps<'_> {
+    /// The group's committed offset of `queue` (GetOffset); None when it never committed
+    /// one (nor received from the queue: receiving keeps the committed offset at the first
+    /// unacknowledged message).
+    pub async fn committed_offset(&self, queue: &MessageQueue) -> Result<Option<i64>> {
+        let req = pb::GetOffsetRequest {
+            group: Some(self.group.clone()),
+            message_queue: Some(queue.to_wire()),
+        };
+        let call = |mut c: Stub, r| async move { c.get_offset(r).await };
+        let answer = |resp: pb::GetOffsetResponse, addr: &str| {
+            if resp.status.as_ref().map(|s| s.code) == Some(pb::Code::OffsetNotFound as i32) {
+                return Ok(None);
+            }
+            check_status(resp.status.as_ref(), addr).map(|()| Some(resp.offset))
+        };
+        self.calls
+            .unary(&queue.broker, &queue.endpoints, false, req, call, answer)
+            .await
+    }
+
+    /// The offset of `queue` that `at` names (QueryOffset).
+    pub async fn query_offset(&self, queue: &MessageQueue, at: StartFrom) -> Result<i64> {
+        let (policy, time) = match at {
+            StartFrom::First => (pb::QueryOffsetPolicy::Beginning, None),
+            StartFrom::Last => (pb::QueryOffsetPolicy::End, None),
+            StartFrom::Timestamp(t) => (pb::QueryOffsetPolicy::Timestamp, Some(timestamp(t))),
+        };
+        let req = pb::QueryOffsetRequest {
+            message_queue: Some(queue.to_wire()),
+            query_offset_policy: policy as i32,
+            timestamp: time,
+        };
+        let call = |mut c: Stub, r| async move { c.query_offset(r).await };
+        let answer = |resp: pb::QueryOffsetResponse, addr: &str| {
+            check_status(resp.status.as_ref(), addr).map(|()| resp.offset)
+        };
+        self.calls
+            .unary(&queue.broker, &queue.endpoints, false, req, call, answer)
+            .await
+    }
+
+    /// Commits `offset` (the next message to consume) for `queue` (UpdateOffset;
+    /// idempotent, so retried freely).
+    pub async fn commit_offset(&self, queue: &MessageQueue, offset: i64) -> Result<()> {
+        let req = pb::UpdateOffsetRequest {
+            group: Some(self.group.clone()),
+            message_queue: Some(queue.to_wire()),
+            offset,
+        };
+        let call = |mut c: Stub, r| async move { c.update_offset(r).await };
+        let answer = |resp: pb::UpdateOffsetResponse, addr: &str| check_status(resp.status.as_ref(), addr);
+        self.calls
+            .unary(&queue.broker, &queue.endpoints, false, req, call, answer)
+            .await
+    }
+
+    /// Where the group starts on `queue`: its committed offset, else the offset `at`
+    /// names. Returns the committed offset (None if there is none) and the start.
+    pub async fn start_position(&self, queue: &MessageQueue, at: StartFrom) -> Result<(Option<i64>, i64)> {
+        let committed = self.committed_offset(queue).await?;
+        let start = match committed {
+            Some(o) => o,
+            None => self.query_offset(queue, at).await?,
+        };
+        Ok((committed, start))
     }
 }
 

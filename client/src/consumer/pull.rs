@@ -13,7 +13,8 @@
 //! - [`PullConsumer::poll`] long-polls every assigned queue at once (PullMessage, which
 //!   any member of the broker group answers) and returns what the first queue(s) with
 //!   messages gave, each queue's messages in offset order; it moves the positions past
-//!   them. [`PullConsumer::commit`] writes the positions (UpdateOffset).
+//!   them. [`PullConsumer::commit`] writes the positions (UpdateOffset), and so does
+//!   [`PullConsumer::shutdown`] (best effort, within the request timeout).
 //!
 //! A position is never moved backwards: an offset beyond a queue's end (a seek too far, or
 //! a follower that is behind) stays until the queue reaches it.
@@ -30,7 +31,6 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use futures_util::stream::FuturesUnordered;
 use raftmq_proto::rocketmq::v2 as pb;
-use raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use raftmq_proto::rocketmq::v2::pull_message_response::Content;
 use tokio::time::Instant;
 
@@ -44,7 +44,7 @@ use super::check_group;
 use super::check_status;
 use super::duration;
 use super::leader_hint;
-use super::received::timestamp;
+use super::ops::GroupOps;
 use super::resolve_config;
 use crate::config::ClientConfig;
 use crate::error::ClientError;
@@ -55,19 +55,20 @@ use crate::rpc::call_error;
 use crate::session::ClientKind;
 use crate::session::Session;
 
-type Stub = MessagingServiceClient<tonic::transport::Channel>;
-
 /// Messages one pull of one queue asks for by default.
 pub const DEFAULT_BATCH_SIZE: u32 = 32;
 /// Most messages one pull may ask for (the broker's limit).
 pub const MAX_BATCH_SIZE: u32 = 1024;
 
-/// Where a queue starts that the consumer group never committed an offset on.
+/// Where a consumer group starts on a queue it never consumed (no committed offset): for
+/// the pull consumer ([`PullConsumerBuilder::start_from`]) and the push consumer
+/// ([`super::push::PushOptions::start_from`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StartFrom {
     /// The first message the queue still holds.
     First,
-    /// The queue's end: only messages sent from now on (RocketMQ's default).
+    /// The queue's end when the group first reads it: only messages stored from then on
+    /// (RocketMQ's default, `CONSUME_FROM_LAST_OFFSET`).
     #[default]
     Last,
     /// The first message stored at or after this time (the end if there is none).
@@ -292,14 +293,11 @@ impl PullConsumer {
     async fn resolve_positions(&mut self) -> Vec<ClientError> {
         let unresolved = self.assignment.unresolved();
         let core = &self.core;
-        let found = join_all(unresolved.iter().map(|q| async move {
-            let committed = core.get_offset(q).await?;
-            let position = match committed {
-                Some(o) => o,
-                None => core.query_offset(q, core.start_from).await?,
-            };
-            Ok::<_, ClientError>((committed, position))
-        }))
+        let found = join_all(
+            unresolved
+                .iter()
+                .map(|q| async move { core.ops().start_position(q, core.start_from).await }),
+        )
         .await;
         let mut errors = Vec::new();
         for (queue, found) in unresolved.iter().zip(found) {
@@ -307,6 +305,7 @@ impl PullConsumer {
                 Ok((committed, position)) => self.assignment.resolved(queue, committed, position),
                 Err(e) => {
                     tracing::warn!(queue = %queue.key(), topic = %queue.topic, error = %e, "cannot find where to start");
+                    self.core.refresh_route_on(&queue.topic, &e);
                     errors.push(e);
                 }
             }
@@ -352,9 +351,34 @@ impl PullConsumer {
         self.core.get_offset(queue).await
     }
 
-    /// Stops the client. Positions not committed are lost. Later calls are
-    /// [`ClientError::Shutdown`].
+    /// Commits the position of every assigned queue that moved since its last commit (as
+    /// [`PullConsumer::commit`] would: messages polled count as consumed), then stops the
+    /// client. The commit is best effort: it gets at most the request timeout, and a queue
+    /// whose commit fails (or does not finish in time) is logged and keeps its last
+    /// committed offset, so a consumer of the group started later reads its messages
+    /// again. Later calls are [`ClientError::Shutdown`]; a second shutdown does nothing.
+    /// Dropping the consumer without a shutdown commits nothing.
     pub async fn shutdown(&self) {
+        if self.core.session.is_stopped() {
+            return;
+        }
+        let pending = self.assignment.to_commit();
+        if !pending.is_empty() {
+            let core = &self.core;
+            let commits = join_all(pending.iter().map(|(q, o)| async move {
+                if let Err(e) = core.update_offset(q, *o).await {
+                    tracing::warn!(queue = %q.key(), topic = %q.topic, offset = o, error = %e,
+                        "offset not committed at shutdown; its messages will be read again");
+                }
+            }));
+            if tokio::time::timeout(self.core.timeout(), commits).await.is_err() {
+                tracing::warn!(
+                    queues = pending.len(),
+                    "offsets not all committed within the request timeout at shutdown; \
+                     messages may be read again"
+                );
+            }
+        }
         self.core.session.shutdown().await;
     }
 }
@@ -400,6 +424,35 @@ impl Core {
         Some(self.session.resource(&self.group))
     }
 
+    /// The offset calls, shared with the push consumer.
+    fn ops(&self) -> GroupOps<'_> {
+        GroupOps {
+            calls: self.calls(),
+            group: self.session.resource(&self.group),
+            namespace: &self.session.config().namespace,
+            only_requested: false,
+        }
+    }
+
+    /// After a failed call on one of `topic`'s queues: the route may have changed.
+    fn refresh_route_on(&self, topic: &str, e: &ClientError) {
+        if e.suggests_route_refresh() {
+            self.session.routes.refresh_soon(topic);
+        }
+    }
+
+    async fn get_offset(&self, queue: &MessageQueue) -> Result<Option<i64>> {
+        self.ops().committed_offset(queue).await
+    }
+
+    async fn query_offset(&self, queue: &MessageQueue, at: StartFrom) -> Result<i64> {
+        self.ops().query_offset(queue, at).await
+    }
+
+    async fn update_offset(&self, queue: &MessageQueue, offset: i64) -> Result<()> {
+        self.ops().commit_offset(queue, offset).await
+    }
+
     fn timeout(&self) -> Duration {
         self.session.config().request_timeout
     }
@@ -430,7 +483,8 @@ impl Core {
                 req.long_polling_timeout = Some(duration(left.saturating_sub(timeout)));
                 self.pull_at(addr, req, left)
             })
-            .await?;
+            .await
+            .inspect_err(|e| self.refresh_route_on(&queue.topic, e))?;
         let messages = wire
             .into_iter()
             .map(|m| ReceivedMessage::from_wire(m, &queue.broker, &queue.endpoints))
@@ -483,58 +537,5 @@ impl Core {
         // Never backwards: that would deliver messages again.
         let next = next.or(last).unwrap_or(from).max(from);
         Ok(((messages, next), hint))
-    }
-
-    /// The group's committed offset of `queue` (None: never committed).
-    async fn get_offset(&self, queue: &MessageQueue) -> Result<Option<i64>> {
-        let req = pb::GetOffsetRequest {
-            group: self.group(),
-            message_queue: Some(queue.to_wire()),
-        };
-        let call = |mut c: Stub, r| async move { c.get_offset(r).await };
-        let answer = |resp: pb::GetOffsetResponse, addr: &str| {
-            if resp.status.as_ref().map(|s| s.code) == Some(pb::Code::OffsetNotFound as i32) {
-                return Ok(None);
-            }
-            check_status(resp.status.as_ref(), addr).map(|()| Some(resp.offset))
-        };
-        self.calls()
-            .unary(&queue.broker, &queue.endpoints, false, req, call, answer)
-            .await
-    }
-
-    /// The offset of `queue` that `at` names.
-    async fn query_offset(&self, queue: &MessageQueue, at: StartFrom) -> Result<i64> {
-        let (policy, time) = match at {
-            StartFrom::First => (pb::QueryOffsetPolicy::Beginning, None),
-            StartFrom::Last => (pb::QueryOffsetPolicy::End, None),
-            StartFrom::Timestamp(t) => (pb::QueryOffsetPolicy::Timestamp, Some(timestamp(t))),
-        };
-        let req = pb::QueryOffsetRequest {
-            message_queue: Some(queue.to_wire()),
-            query_offset_policy: policy as i32,
-            timestamp: time,
-        };
-        let call = |mut c: Stub, r| async move { c.query_offset(r).await };
-        let answer = |resp: pb::QueryOffsetResponse, addr: &str| {
-            check_status(resp.status.as_ref(), addr).map(|()| resp.offset)
-        };
-        self.calls()
-            .unary(&queue.broker, &queue.endpoints, false, req, call, answer)
-            .await
-    }
-
-    /// Commits `offset` for `queue` (idempotent, so retried freely).
-    async fn update_offset(&self, queue: &MessageQueue, offset: i64) -> Result<()> {
-        let req = pb::UpdateOffsetRequest {
-            group: self.group(),
-            message_queue: Some(queue.to_wire()),
-            offset,
-        };
-        let call = |mut c: Stub, r| async move { c.update_offset(r).await };
-        let answer = |resp: pb::UpdateOffsetResponse, addr: &str| check_status(resp.status.as_ref(), addr);
-        self.calls()
-            .unary(&queue.broker, &queue.endpoints, false, req, call, answer)
-            .await
     }
 }

@@ -9,6 +9,8 @@
 //!
 //! Calls go to the addresses of the message's broker group in turn (see
 //! [`super::Failover`]): a dead leader is passed over, a follower relays to the new one.
+//! A failed receive also has the topic's route refreshed in the background
+//! ([`crate::route::Routes::refresh_soon`]); the next receives use it.
 //! An ack whose first try may have been applied before its answer was lost, and whose
 //! retry then finds the handle stale, is [`ClientError::OutcomeUnknown`]: the message was
 //! acknowledged, or it had been delivered again.
@@ -265,6 +267,11 @@ impl SimpleConsumer {
                 self.await_duration,
             )
             .await
+            .inspect_err(|e| {
+                if e.suggests_route_refresh() {
+                    self.session.routes.refresh_soon(&queue.topic);
+                }
+            })
     }
 
     /// The queue to poll next and the filter of its topic.

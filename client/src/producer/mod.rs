@@ -30,6 +30,11 @@
 //!   queue of that key ([`select`]) and is never retried on another queue; retries stay
 //!   on its group's addresses.
 //!
+//! A failed attempt (other than bad input) also asks for the topic's route to be refreshed
+//! in the background ([`crate::route::Routes::refresh_soon`], at most once a second per
+//! topic): the retries of that send keep the route they started with, later sends use
+//! the new one.
+//!
 //! Time: a call to one address has the request timeout (default 3 s). A timeout ends the
 //! attempt (the group's other addresses would wait as long again), a refused connection
 //! moves on to the next address at once; so a send takes about `attempts × timeout` plus
@@ -353,6 +358,12 @@ impl Producer {
         let started = Instant::now();
         let result = attempt::attempt(&self.session().rpc, &addrs, &req, config.request_timeout).await;
         self.observe(queue, started.elapsed(), &result);
+        if let Err(e) = &result
+            && e.suggests_route_refresh()
+        {
+            // The queue may have moved: later attempts and sends use the new route.
+            self.session().routes.refresh_soon(&queue.topic);
+        }
         result
     }
 

@@ -24,6 +24,7 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// Counters bounded by `max_messages` messages and `max_bytes` body bytes.
     pub fn new(max_messages: usize, max_bytes: usize) -> Self {
         Self {
             max_messages: max_messages.max(1),

@@ -13,6 +13,26 @@
 //!
 //! Delivery is at least once: a message whose ack was lost, or whose listener took
 //! longer than the invisible duration, is delivered again.
+//!
+//! Where a new group starts ([`PushOptions::start_from`]): a broker pops a queue from the
+//! group's committed offset, and a group that never consumed a queue from its beginning.
+//! So before its first receive of a newly assigned queue, a poller reads the group's
+//! committed offset (GetOffset) and, when there is none, commits the start the option
+//! names (QueryOffset, then UpdateOffset); only then does it tell
+//! [`QueueEvent::Assigned`] and receive. The queue's lease makes the poller its only
+//! consumer, so nothing pops it meanwhile; and since a broker keeps the committed offset
+//! in step with every pop (at the first unacknowledged message), a group with progress on
+//! a queue always has a committed offset there, which is never moved. The default,
+//! [`StartFrom::Last`], is RocketMQ's: its proxy pops for gRPC consumers with
+//! `ConsumeInitMode.MAX` (the queue's end) and RocketMQ 4's push consumer defaults to
+//! `CONSUME_FROM_LAST_OFFSET`. Unlike RocketMQ's broker, which starts a `MAX` group at
+//! the last message stored (max offset - 1), or at 0 while the queue's first message is
+//! still in memory (`initPopOffsetByCheckMsgInMem`), `Last` here is the queue's end,
+//! whatever is cached.
+//!
+//! A failed receive (other than bad input) has the topic's route refreshed in the
+//! background ([`crate::route::Routes::refresh_soon`]); the poller takes the queue's
+//! addresses from the refreshed route on its next failure.
 
 pub mod backoff;
 pub mod flow;
@@ -31,6 +51,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tracing::Instrument;
 
+pub use super::StartFrom;
 pub use options::ConsumeMode;
 pub use options::ConsumeResult;
 pub use options::PushConsumerBuilder;
@@ -190,6 +211,7 @@ async fn rebalance_loop(inner: Arc<Inner>) {
     let mut stop = session.stopped();
     let mut plan = Rebalance::default();
     loop {
+        plan.expire(std::time::Instant::now());
         for (topic, filter) in &inner.subscriptions {
             match session.routes.get(topic).await {
                 Ok(route) => ask_groups(&inner, &route, &mut plan).await,
@@ -223,8 +245,13 @@ async fn ask_groups(inner: &Inner, route: &TopicRoute, plan: &mut Rebalance) {
         };
         let holding = rebalance::holding_header(&held, &route.topic, broker);
         match query_assignment(inner, &route.topic, broker, &endpoints, &holding).await {
-            Ok(ids) => plan.answered(&route.topic, broker, ids),
-            Err(e) => tracing::debug!(broker, error = %e, "assignment not answered; keeping the last one"),
+            Ok(ids) => plan.answered(&route.topic, broker, ids, std::time::Instant::now()),
+            Err(e) => {
+                tracing::debug!(broker, error = %e, "assignment not answered; keeping the last one");
+                if e.suggests_route_refresh() {
+                    inner.shared.session.routes.refresh_soon(&route.topic);
+                }
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::super::FilterExpression;
 use super::super::ReceivedMessage;
+use super::super::StartFrom;
 use super::super::check_group;
 use super::PushConsumer;
 use crate::config::ClientConfig;
@@ -38,10 +39,25 @@ pub enum ConsumeMode {
 /// A queue this member starts or stops consuming (RocketMQ's message-queue listener).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueEvent {
-    /// Polling of `topic`'s queue `id` on broker group `broker` starts.
-    Assigned { topic: String, broker: String, id: i32 },
+    /// Polling of `topic`'s queue `id` on broker group `broker` starts (on a queue the
+    /// group never consumed, once its start is committed: see [`PushOptions::start_from`]).
+    Assigned {
+        /// The topic.
+        topic: String,
+        /// The broker group.
+        broker: String,
+        /// The queue id within the group.
+        id: i32,
+    },
     /// The queue is let go: every message received from it is finished.
-    Released { topic: String, broker: String, id: i32 },
+    Released {
+        /// The topic.
+        topic: String,
+        /// The broker group.
+        broker: String,
+        /// The queue id within the group.
+        id: i32,
+    },
 }
 
 /// Called on every [`QueueEvent`].
@@ -54,6 +70,7 @@ pub type Listener =
 /// Tuning of a push consumer (RocketMQ's defaults where it has one).
 #[derive(Debug, Clone)]
 pub struct PushOptions {
+    /// Concurrent (default) or ordered consumption.
     pub mode: ConsumeMode,
     /// Listener calls running at once in concurrent mode. Default 20.
     pub workers: usize,
@@ -73,6 +90,14 @@ pub struct PushOptions {
     pub rebalance_interval: Duration,
     /// How long shutdown waits for messages being processed. Default 30 s.
     pub shutdown_timeout: Duration,
+    /// Where the group starts on a queue it never consumed (no committed offset): the
+    /// first message the queue holds, its end, or the first message stored at or after a
+    /// time. Default [`StartFrom::Last`], as RocketMQ (see [the module docs](super)). The
+    /// start is fixed when a member is first assigned the queue, so with `Last` the
+    /// messages stored before that are skipped: start the group before producing, or
+    /// choose `First` or a `Timestamp`. A queue the group consumed before resumes at its
+    /// committed offset whatever this says.
+    pub start_from: StartFrom,
 }
 
 impl Default for PushOptions {
@@ -87,6 +112,7 @@ impl Default for PushOptions {
             await_duration: Duration::from_secs(5),
             rebalance_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(30),
+            start_from: StartFrom::Last,
         }
     }
 }
@@ -166,7 +192,14 @@ impl PushConsumerBuilder {
         self
     }
 
-    /// All tuning at once.
+    /// Where the group starts on queues it never consumed ([`PushOptions::start_from`]).
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.options.start_from = start;
+        self
+    }
+
+    /// All tuning at once (replacing what [`Self::mode`] and [`Self::start_from`] set
+    /// before).
     pub fn options(mut self, options: PushOptions) -> Self {
         self.options = options;
         self

@@ -1,7 +1,9 @@
-//! One assigned queue's loop: receive (long polling, within flow control), hand the
-//! messages to the listener (a bounded worker pool, or one at a time in ordered mode),
-//! and acknowledge the finished ones in batches. Stopping lets the current receive end,
-//! finishes every message in flight, then ends: only then is the queue released.
+//! One assigned queue's loop: first, on a queue the group never consumed, commit the start
+//! [`PushOptions::start_from`] names (see [`super`]); then receive (long polling, within
+//! flow control), hand the messages to the listener (a bounded worker pool, or one at a
+//! time in ordered mode), and acknowledge the finished ones in batches. Stopping lets the
+//! current receive end, finishes every message in flight, then ends: only then is the
+//! queue released.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use crate::consumer::Preferred;
 use crate::consumer::ReceivedMessage;
 use crate::consumer::ops::GroupOps;
 use crate::error::ClientError;
+use crate::error::Result;
 use crate::route::MessageQueue;
 use crate::session::Session;
 
@@ -116,10 +119,14 @@ pub(super) fn spawn(shared: Arc<Shared>, queue: MessageQueue, filter: FilterExpr
 
 async fn run(
     shared: Arc<Shared>,
-    queue: MessageQueue,
+    mut queue: MessageQueue,
     filter: FilterExpression,
     mut stop: watch::Receiver<bool>,
 ) {
+    if !start_here(&shared, &mut queue, &mut stop).await {
+        tracing::info!("queue let go before polling it");
+        return;
+    }
     let o = &shared.options;
     let flow = Arc::new(Flow::new(o.max_cached_messages, o.max_cached_bytes));
     let (tx, rx) = mpsc::channel(ACK_QUEUE);
@@ -153,10 +160,10 @@ async fn run(
             }
             Err(e) => {
                 failures += 1;
-                let pause = Duration::from_millis(100u64 << failures.min(5)).min(Duration::from_secs(2));
-                log_failure(&e, failures);
+                log_failure("receive", &e, failures);
+                after_failure(&shared, &mut queue, &e);
                 tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
+                    _ = tokio::time::sleep(pause(failures)) => {}
                     _ = stop.wait_for(|s| *s) => break,
                 }
             }
@@ -173,12 +180,81 @@ async fn run(
     });
 }
 
-fn log_failure(e: &ClientError, failures: u32) {
+/// The pause after `failures` failed calls in a row: 200 ms, doubling, at most 2 s.
+fn pause(failures: u32) -> Duration {
+    Duration::from_millis(100u64 << failures.min(5)).min(Duration::from_secs(2))
+}
+
+fn log_failure(what: &str, e: &ClientError, failures: u32) {
     if failures == 1 || failures.is_multiple_of(50) {
-        tracing::warn!(error = %e, failures, "receive failed; retrying");
+        tracing::warn!(error = %e, failures, "{what} failed; retrying");
     } else {
-        tracing::debug!(error = %e, failures, "receive failed; retrying");
+        tracing::debug!(error = %e, failures, "{what} failed; retrying");
     }
+}
+
+/// After a failed call on `queue`: has the topic's route refreshed soon, and takes the
+/// queue's current addresses from the cached route (refreshed by an earlier failure).
+fn after_failure(shared: &Shared, queue: &mut MessageQueue, e: &ClientError) {
+    if !e.suggests_route_refresh() {
+        return;
+    }
+    let routes = &shared.session.routes;
+    routes.refresh_soon(&queue.topic);
+    if let Some(route) = routes.cached(&queue.topic)
+        && let Some(now) = route
+            .queues
+            .iter()
+            .find(|q| q.broker == queue.broker && q.id == queue.id)
+        && now.endpoints != queue.endpoints
+    {
+        tracing::info!(endpoints = ?now.endpoints, "the queue's addresses changed");
+        *queue = now.clone();
+    }
+}
+
+/// Before the first receive: if the group has no committed offset on `queue` (it never
+/// consumed it), commits the start the options name. Tries until it is done (true) or
+/// the poller is stopped (false).
+async fn start_here(shared: &Shared, queue: &mut MessageQueue, stop: &mut watch::Receiver<bool>) -> bool {
+    let mut failures = 0u32;
+    loop {
+        if *stop.borrow() {
+            return false;
+        }
+        let result = tokio::select! {
+            r = commit_start(shared, queue) => r,
+            _ = stop.wait_for(|s| *s) => return false,
+        };
+        let Err(e) = result else {
+            return true;
+        };
+        failures += 1;
+        log_failure("finding where to start", &e, failures);
+        after_failure(shared, queue, &e);
+        tokio::select! {
+            _ = tokio::time::sleep(pause(failures)) => {}
+            _ = stop.wait_for(|s| *s) => return false,
+        }
+    }
+}
+
+/// Commits where the group starts on `queue` unless it has a committed offset there.
+/// Nothing else pops the queue for the group meanwhile (this member holds its lease), and
+/// a group that popped it has a committed offset, which is left as it is.
+async fn commit_start(shared: &Shared, queue: &MessageQueue) -> Result<()> {
+    let ops = shared.ops();
+    let from = shared.options.start_from;
+    let (committed, start) = ops.start_position(queue, from).await?;
+    if committed.is_none() {
+        ops.commit_offset(queue, start).await?;
+        tracing::info!(
+            offset = start,
+            ?from,
+            "the group never consumed the queue; it starts here"
+        );
+    }
+    Ok(())
 }
 
 /// Waits until every received message is finished (or `timeout`).
