@@ -1,8 +1,7 @@
 //! `send` and `receive`: the RocketMQ 5 protocol (`apache.rocketmq.v2.MessagingService`),
 //! spoken as a producer and as a simple consumer.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Result, bail};
 use md5::{Digest as _, Md5};
@@ -90,7 +89,7 @@ fn build_message(args: &SendArgs) -> Message {
         system_properties: Some(SystemProperties {
             tag: args.tag.clone(),
             keys: args.keys.clone(),
-            message_id: new_message_id(),
+            message_id: raftmq_client::message::new_message_id(),
             body_digest: Some(Digest {
                 r#type: DigestType::Md5 as i32,
                 checksum: md5_hex(&body),
@@ -123,26 +122,6 @@ fn duration(d: Duration) -> prost_types::Duration {
 /// Upper-case hex MD5 of `body`, the digest the protocol carries.
 fn md5_hex(body: &[u8]) -> String {
     Md5::digest(body).iter().map(|b| format!("{b:02X}")).collect()
-}
-
-/// A new message id: 32 upper-case hex digits (16 bytes) made of a random per-process
-/// tag (6 bytes), the process id (2), the seconds since 2021-01-01 UTC (4) and a counter
-/// that starts at a random value (4). Unique across processes and within one.
-pub fn new_message_id() -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    static PROCESS: std::sync::OnceLock<([u8; 6], u32)> = std::sync::OnceLock::new();
-    const EPOCH_2021: u64 = 1_609_459_200;
-    let (tag, start) = *PROCESS.get_or_init(|| (rand::random(), rand::random()));
-    let seq = COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_add(start);
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs().saturating_sub(EPOCH_2021));
-    let mut bytes = Vec::with_capacity(16);
-    bytes.extend_from_slice(&tag);
-    bytes.extend_from_slice(&(std::process::id() as u16).to_be_bytes());
-    bytes.extend_from_slice(&(secs as u32).to_be_bytes());
-    bytes.extend_from_slice(&seq.to_be_bytes());
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 
 /// A RocketMQ status as `CODE_NAME (number): message`.
@@ -299,7 +278,9 @@ mod tests {
 
     #[test]
     fn message_ids_are_32_upper_hex_and_unique() {
-        let ids: Vec<String> = (0..1000).map(|_| new_message_id()).collect();
+        let ids: Vec<String> = (0..1000)
+            .map(|_| raftmq_client::message::new_message_id())
+            .collect();
         for id in &ids {
             assert_eq!(id.len(), 32, "{id}");
             assert!(
