@@ -137,6 +137,11 @@ impl Broker {
             .map_err(|e| BrokerError::Unavailable(format!("cannot confirm a linearizable read: {e}")))
     }
 
+    /// This node's current Raft term.
+    pub fn current_term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
     /// Whether this node is the leader right now.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow_watched().state == ServerState::Leader
@@ -180,7 +185,11 @@ impl Broker {
                 }
                 Err(RaftError::APIError(e)) => return Err(BrokerError::Internal(e.to_string())),
                 Err(RaftError::Fatal(e)) => {
-                    return Err(BrokerError::Unavailable(format!("raft stopped: {e}")));
+                    // The entry may have been appended before Raft stopped, and the next
+                    // leader may commit it: the outcome is unknown, not a refusal.
+                    return Err(BrokerError::Timeout(format!(
+                        "raft stopped while the write was in flight; its outcome is unknown: {e}"
+                    )));
                 }
             }
         }

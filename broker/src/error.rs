@@ -59,6 +59,8 @@ pub enum InvalidCode {
     MessageNotFound,
     OffsetNotFound,
     Unsupported,
+    /// A push consumer's receive on a queue its group's leader has not granted it.
+    NotAssigned,
 }
 
 fn leader_text(leader: &Option<(NodeId, BrokerNode)>) -> String {

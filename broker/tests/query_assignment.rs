@@ -11,6 +11,7 @@ use node_common::res;
 use openraft::ServerState;
 use raftmq_broker::command::MessageKind;
 use raftmq_broker::node::Node;
+use raftmq_proto::prost_types;
 use raftmq_proto::rocketmq::v2 as pb;
 use raftmq_proto::rocketmq::v2::Code;
 use raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
@@ -94,6 +95,45 @@ async fn ask(
     Ok((code, ids))
 }
 
+/// The status code of a one-message receive of queue `id` (popping that queue only).
+async fn receive_code(
+    client: &mut MessagingServiceClient<Channel>,
+    who: &str,
+    id: i32,
+) -> anyhow::Result<i32> {
+    let req = pb::ReceiveMessageRequest {
+        group: Some(res(GROUP)),
+        message_queue: Some(pb::MessageQueue {
+            topic: Some(res(TOPIC)),
+            id,
+            ..Default::default()
+        }),
+        filter_expression: None,
+        batch_size: 1,
+        invisible_duration: Some(prost_types::Duration {
+            seconds: 30,
+            nanos: 0,
+        }),
+        auto_renew: false,
+        long_polling_timeout: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 100_000_000,
+        }),
+        ..Default::default()
+    };
+    let mut r = as_client(req, who, None);
+    r.metadata_mut()
+        .insert("x-raftmq-queue", "only".parse().expect("ascii"));
+    let mut stream = client.receive_message(r).await?.into_inner();
+    let mut code = 0;
+    while let Some(item) = stream.message().await? {
+        if let Some(pb::receive_message_response::Content::Status(s)) = item.content {
+            code = s.code;
+        }
+    }
+    Ok(code)
+}
+
 fn csv(ids: &[i32]) -> String {
     ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
 }
@@ -117,13 +157,9 @@ async fn consumers_share_queues_and_a_dead_one_leaves_at_once() -> anyhow::Resul
     node_common::create_topic(node.broker(), TOPIC, 4, MessageKind::Normal).await?;
     let mut c = MessagingServiceClient::connect(url.clone()).await?;
 
-    // Bad input first.
+    // Asking is a sign of life: the first asker is a member and gets every queue.
     let (code, q) = ask(&mut c, "a@1", None).await?;
-    assert_eq!(
-        (code, q),
-        (Code::Ok as i32, vec![]),
-        "an asker that is no member gets nothing"
-    );
+    assert_eq!((code, q), (Code::Ok as i32, vec![0, 1, 2, 3]));
     let req = pb::QueryAssignmentRequest {
         topic: Some(res("nothere")),
         group: Some(res(GROUP)),
@@ -152,7 +188,16 @@ async fn consumers_share_queues_and_a_dead_one_leaves_at_once() -> anyhow::Resul
     assert_eq!(ask(&mut c, "a@1", Some("0,1")).await?.1, [0, 1]);
     assert_eq!(ask(&mut c2, "b@1", Some("")).await?.1, [2, 3]);
 
-    // a's process dies: its stream closes; b gets every queue at its next question.
+    // The broker fences receives: b may pop its own queue, not a's.
+    assert_eq!(
+        receive_code(&mut c2, "b@1", 2).await?,
+        Code::MessageNotFound as i32
+    );
+    assert_eq!(receive_code(&mut c2, "b@1", 0).await?, Code::Forbidden as i32);
+    assert_eq!(receive_code(&mut c2, "b@1", 9).await?, Code::BadRequest as i32);
+
+    // a's process dies: its stream closes; b gets every queue once the departure grace
+    // (3 s, for streams that break and reopen) has passed.
     drop(a_stream);
     drop(c);
     let gone = Instant::now();

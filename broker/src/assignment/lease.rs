@@ -45,8 +45,8 @@ pub struct Assigner {
     lease: Duration,
     term: u64,
     term_started: Instant,
-    /// Per consumer group, the members that asked since this term began.
-    asked: BTreeMap<String, BTreeSet<String>>,
+    /// Per consumer group and topic, the members that asked since this term began.
+    asked: BTreeMap<(String, String), BTreeSet<String>>,
     grants: BTreeMap<(String, String), BTreeMap<u32, Grant>>,
 }
 
@@ -99,10 +99,21 @@ impl Assigner {
         }
     }
 
+    /// Whether `client` owns queue `queue` of `topic` for consumer group `group` now.
+    pub fn holds(&self, group: &str, topic: &str, client: &str, queue: u32, now: Instant) -> bool {
+        self.grants
+            .get(&(group.to_owned(), topic.to_owned()))
+            .and_then(|g| g.get(&queue))
+            .is_some_and(|g| g.client == client && now.saturating_duration_since(g.renewed) <= self.lease)
+    }
+
     /// Whether grants of the last leader may still be in use: some current member has not
     /// said what it holds since this term began, and a lease has not passed yet.
     fn in_grace(&mut self, q: &Query<'_>) -> bool {
-        let asked = self.asked.entry(q.group.to_owned()).or_default();
+        let asked = self
+            .asked
+            .entry((q.group.to_owned(), q.topic.to_owned()))
+            .or_default();
         asked.insert(q.client.to_owned());
         asked.retain(|c| q.members.contains(c));
         let everyone = q.members.iter().all(|m| asked.contains(m));

@@ -4,19 +4,39 @@
 //! A push consumer joins with a heartbeat or with the Telemetry stream it keeps open to
 //! every broker address. It leaves
 //! - at once when it says so (NotifyClientTermination),
-//! - at once when the last Telemetry stream it had open here closes: a killed process's
-//!   connections are closed by its kernel, so a crashed member is noticed in milliseconds,
-//!   not after an expiry;
+//! - [`DEPARTURE_GRACE`] after the last Telemetry stream it had open here closed (unless
+//!   it opens one again, or heartbeats, meanwhile): a killed process's connections are
+//!   closed by its kernel, so a crashed member is noticed within seconds, not after an
+//!   expiry, while a stream that breaks and is reopened at once does not cost a member
+//!   its queues;
 //! - when it has neither an open stream nor a heartbeat younger than the expiry.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 use std::time::Instant;
 
+/// How long a member whose last stream closed stays (its client reopens a broken stream
+/// after about a second).
+pub const DEPARTURE_GRACE: Duration = Duration::from_secs(3);
+
 #[derive(Debug, Clone)]
 struct Member {
     last_seen: Instant,
     streams: u32,
+    /// When its last stream closed; None while one is open or it never had one.
+    closed_at: Option<Instant>,
+}
+
+impl Member {
+    fn live(&self, now: Instant, expiry: Duration) -> bool {
+        if self.streams > 0 {
+            return true;
+        }
+        match self.closed_at {
+            Some(at) => now.saturating_duration_since(at) <= DEPARTURE_GRACE,
+            None => now.saturating_duration_since(self.last_seen) <= expiry,
+        }
+    }
 }
 
 /// The members of every consumer group.
@@ -49,6 +69,7 @@ impl Membership {
         Some(members.entry(client.to_owned()).or_insert(Member {
             last_seen: now,
             streams: 0,
+            closed_at: None,
         }))
     }
 
@@ -57,6 +78,7 @@ impl Membership {
         match self.member(group, client, now) {
             Some(m) => {
                 m.last_seen = now;
+                m.closed_at = None;
                 true
             }
             None => false,
@@ -69,25 +91,22 @@ impl Membership {
             Some(m) => {
                 m.last_seen = now;
                 m.streams += 1;
+                m.closed_at = None;
                 true
             }
             None => false,
         }
     }
 
-    /// A Telemetry stream of `client` in `group` closed; the member leaves with its last.
-    pub fn stream_closed(&mut self, group: &str, client: &str) {
-        let Some(members) = self.groups.get_mut(group) else {
+    /// A Telemetry stream of `client` in `group` closed at `now`; with its last one the
+    /// member leaves after [`DEPARTURE_GRACE`].
+    pub fn stream_closed(&mut self, group: &str, client: &str, now: Instant) {
+        let Some(m) = self.groups.get_mut(group).and_then(|g| g.get_mut(client)) else {
             return;
         };
-        if let Some(m) = members.get_mut(client) {
-            m.streams = m.streams.saturating_sub(1);
-            if m.streams == 0 {
-                members.remove(client);
-            }
-        }
-        if members.is_empty() {
-            self.groups.remove(group);
+        m.streams = m.streams.saturating_sub(1);
+        if m.streams == 0 {
+            m.closed_at = Some(now);
         }
     }
 
@@ -105,7 +124,7 @@ impl Membership {
     pub fn expire(&mut self, now: Instant) {
         let expiry = self.expiry;
         for members in self.groups.values_mut() {
-            members.retain(|_, m| m.streams > 0 || now.saturating_duration_since(m.last_seen) <= expiry);
+            members.retain(|_, m| m.live(now, expiry));
         }
         self.groups.retain(|_, m| !m.is_empty());
     }
@@ -117,9 +136,7 @@ impl Membership {
             .map(|members| {
                 members
                     .iter()
-                    .filter(|(_, m)| {
-                        m.streams > 0 || now.saturating_duration_since(m.last_seen) <= self.expiry
-                    })
+                    .filter(|(_, m)| m.live(now, self.expiry))
                     .map(|(id, _)| id.clone())
                     .collect()
             })
@@ -134,7 +151,7 @@ mod tests {
     const EXPIRY: Duration = Duration::from_secs(30);
 
     #[test]
-    fn a_closed_stream_removes_a_member_at_once() {
+    fn a_member_leaves_shortly_after_its_last_stream_closed() {
         let t0 = Instant::now();
         let mut m = Membership::new(EXPIRY, 100);
         assert!(m.stream_opened("g", "b", t0));
@@ -144,10 +161,20 @@ mod tests {
             "a second stream of the same client"
         );
         assert_eq!(m.members("g", t0), ["a", "b"]);
-        m.stream_closed("g", "a");
+        m.stream_closed("g", "a", t0);
         assert_eq!(m.members("g", t0), ["a", "b"], "one stream of a is still open");
-        m.stream_closed("g", "a");
-        assert_eq!(m.members("g", t0), ["b"]);
+        m.stream_closed("g", "a", t0);
+        assert_eq!(
+            m.members("g", t0 + DEPARTURE_GRACE),
+            ["a", "b"],
+            "within the grace"
+        );
+        let after = t0 + DEPARTURE_GRACE + Duration::from_millis(1);
+        assert_eq!(m.members("g", after), ["b"]);
+        // A stream reopened within the grace keeps the member.
+        m.stream_closed("g", "b", t0);
+        m.stream_opened("g", "b", t0 + Duration::from_secs(1));
+        assert_eq!(m.members("g", after), ["b"]);
         // Open streams keep a member however old its last heartbeat.
         assert_eq!(m.members("g", t0 + EXPIRY * 10), ["b"]);
     }

@@ -59,6 +59,9 @@ impl Consumers {
         let mut guard = self.lock();
         let (membership, assigner) = &mut *guard;
         membership.expire(now);
+        // Asking is a sign of life: a member whose stream reaches another node of the group
+        // (or none yet) is a member here too.
+        membership.heartbeat(group, client, now);
         let members = membership.members(group, now);
         assigner.observe_term(term, now);
         assigner.query(&Query {
@@ -70,6 +73,17 @@ impl Consumers {
             holding,
             now,
         })
+    }
+}
+
+impl Consumers {
+    /// Whether `client` of consumer group `group` owns `queue` of `topic` now, as the
+    /// leader of `term` granted it (a receive of a push consumer is refused otherwise).
+    pub fn holds(&self, term: u64, group: &str, topic: &str, client: &str, queue: u32) -> bool {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        guard.1.observe_term(term, now);
+        guard.1.holds(group, topic, client, queue, now)
     }
 }
 

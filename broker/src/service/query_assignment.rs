@@ -12,7 +12,6 @@
 
 use std::sync::Arc;
 
-use openraft::async_runtime::WatchReceiver;
 use raftmq_proto::rocketmq::v2 as pb;
 use raftmq_proto::rocketmq::v2::Code;
 use tonic::Request;
@@ -48,6 +47,10 @@ pub async fn handle(
     let req = req.into_inner();
     let span = tracing::Span::current();
     span.record("client_id", client.as_str());
+    // A deposed leader that has not noticed yet must not keep renewing grants.
+    if let Err(e) = broker.read_barrier().await {
+        return Ok(answer(Err(status::from_error(&e))));
+    }
     let result = assignment(broker, &req, &client, holding.as_ref());
     Ok(answer(result.map_err(|e| {
         tracing::debug!(error = %e, "assignment refused");
@@ -95,7 +98,7 @@ fn assignment(
         .sm
         .topic(&topic.name)?
         .ok_or_else(|| BrokerError::Rejected(Rejection::UnknownTopic(topic.name.clone())))?;
-    let term = broker.raft.metrics().borrow_watched().current_term;
+    let term = broker.current_term();
     let owned = broker
         .consumers
         .assign(term, &group, &topic.name, client, config.queues, holding);

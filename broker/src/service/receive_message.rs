@@ -81,6 +81,7 @@ pub async fn handle(
     req: Request<pb::ReceiveMessageRequest>,
 ) -> Result<Response<BoxStream<pb::ReceiveMessageResponse>>, Status> {
     let client = client_of(broker, &req);
+    let client_id = client_id(req.metadata()).map(str::to_owned);
     let only_requested = client.as_ref().is_some_and(ClientInfo::is_push_consumer)
         || req
             .metadata()
@@ -91,6 +92,7 @@ pub async fn handle(
         started: Instant::now(),
         grpc_timeout: long_poll::grpc_timeout(req.metadata()),
         client,
+        client_id,
         only_requested,
     };
     let items = stream::once(receive(broker.clone(), req.into_inner(), call)).flat_map(stream::iter);
@@ -103,6 +105,7 @@ struct Call {
     started: Instant,
     grpc_timeout: Option<Duration>,
     client: Option<ClientInfo>,
+    client_id: Option<String>,
     /// Pop the requested queue only: a push consumer owns the queue it was assigned, and
     /// must not be handed another member's.
     only_requested: bool,
@@ -175,16 +178,20 @@ impl Receive {
             return Err(BrokerError::Rejected(Rejection::NotReadable(topic)));
         }
         let client = call.client.as_ref();
+        let queue_ids = if call.only_requested {
+            vec![assigned_queue(
+                broker,
+                &call,
+                &group,
+                &topic,
+                queue.id,
+                config.queues,
+            )?]
+        } else {
+            queue_order(queue.id, config.queues, broker.next_round_robin())
+        };
         Ok(Self {
-            queue_ids: if call.only_requested {
-                u32::try_from(queue.id)
-                    .ok()
-                    .filter(|q| *q < config.queues)
-                    .into_iter()
-                    .collect()
-            } else {
-                queue_order(queue.id, config.queues, broker.next_round_robin())
-            },
+            queue_ids,
             batch,
             invisible_ms,
             filter,
@@ -225,6 +232,36 @@ fn invisible_ms(d: Option<&prost_types::Duration>, auto_renew: bool) -> BrokerRe
             "invisible_duration must be between 10 seconds and 12 hours",
         )),
     }
+}
+
+/// The one queue a push consumer may pop: it must exist and be granted to the caller by
+/// this leader (QueryAssignment), so that a member that lost a queue cannot take messages
+/// from its next owner.
+fn assigned_queue(
+    broker: &Broker,
+    call: &Call,
+    group: &str,
+    topic: &str,
+    id: i32,
+    queues: u32,
+) -> BrokerResult<u32> {
+    let queue = u32::try_from(id).ok().filter(|q| *q < queues).ok_or_else(|| {
+        BrokerError::invalid(
+            InvalidCode::BadRequest,
+            format!("topic {topic} has no queue {id}"),
+        )
+    })?;
+    let client = call.client_id.as_deref().unwrap_or("");
+    let term = broker.current_term();
+    if !broker.consumers.holds(term, group, topic, client, queue) {
+        return Err(BrokerError::invalid(
+            InvalidCode::NotAssigned,
+            format!(
+                "queue {queue} of topic {topic} is not assigned to this consumer of {group}; ask QueryAssignment"
+            ),
+        ));
+    }
+    Ok(queue)
 }
 
 /// The order a pop tries the topic's queues: the requested one first (if it exists), then

@@ -75,6 +75,7 @@ fn invalid_code(c: InvalidCode) -> Code {
         InvalidCode::MessageNotFound => Code::MessageNotFound,
         InvalidCode::OffsetNotFound => Code::OffsetNotFound,
         InvalidCode::Unsupported => Code::Unsupported,
+        InvalidCode::NotAssigned => Code::Forbidden,
     }
 }
 

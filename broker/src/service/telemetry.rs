@@ -82,8 +82,12 @@ async fn serve(
         }
     }
     if let (Some(id), Some(group)) = (client.as_deref(), joined) {
-        broker.consumers.members_mut(|m| m.stream_closed(&group, id));
-        tracing::info!(group, "push consumer's stream closed; it leaves the group here");
+        let now = std::time::Instant::now();
+        broker.consumers.members_mut(|m| m.stream_closed(&group, id, now));
+        tracing::info!(
+            group,
+            "push consumer's stream closed; it leaves the group unless it reconnects"
+        );
     }
     tracing::debug!("telemetry stream closed");
 }
@@ -104,7 +108,7 @@ fn join_group(broker: &Broker, client: &str, s: &pb::Settings, joined: &mut Opti
     let now = std::time::Instant::now();
     let added = broker.consumers.members_mut(|m| {
         if let Some(old) = joined.as_deref() {
-            m.stream_closed(old, client);
+            m.stream_closed(old, client, now);
         }
         m.stream_opened(&group, client, now)
     });
