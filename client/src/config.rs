@@ -27,7 +27,11 @@ pub struct ClientConfig {
     pub heartbeat_interval: Duration,
     /// The namespace every resource belongs to. Default empty.
     pub namespace: String,
-    /// This client's id (`x-mq-client-id`); generated unless set.
+    /// The prefix of the clients' ids (`x-mq-client-id`); generated unless set. Each
+    /// producer or consumer started with this configuration sends `<client_id>@<n>`, n
+    /// counting the clients of the process, so two of them never share an id (a broker
+    /// would take them for one group member, and one's termination notice would remove
+    /// the other).
     pub client_id: String,
 }
 
@@ -124,7 +128,8 @@ impl ClientConfigBuilder {
         self
     }
 
-    /// A fixed client id instead of a generated one.
+    /// A fixed client id prefix instead of a generated one (see
+    /// [`ClientConfig::client_id`]).
     pub fn client_id(mut self, id: impl Into<String>) -> Self {
         self.config.client_id = id.into();
         self

@@ -1,6 +1,8 @@
 //! Topic routes: which message queues a topic has, on which broker group, reached at which
 //! addresses. Asked of the access points (name servers) in turn, cached, refreshed every
-//! `route_refresh` and on demand; a failed refresh keeps the last route.
+//! `route_refresh` and on demand; a failed refresh keeps the last route. [`Routes::get`]
+//! waits for the access points only when nothing is cached: a route older than
+//! `route_refresh` is answered at once and refreshed in the background.
 //!
 //! On demand: a producer whose send attempt failed, or a consumer whose receive or pull
 //! failed, calls [`Routes::refresh_soon`] (the queue may have moved, its group may have
@@ -128,6 +130,26 @@ struct Cached {
     fetched: Instant,
 }
 
+/// What [`Routes::get`] does with a topic's cache entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    /// Younger than the refresh interval: use it.
+    Fresh,
+    /// Older: use it, and refresh it in the background.
+    Stale,
+    /// Nothing cached: ask now.
+    Missing,
+}
+
+/// The state of a route fetched at `fetched` (None: never), at `now`.
+fn freshness(fetched: Option<Instant>, now: Instant, refresh_every: Duration) -> Freshness {
+    match fetched {
+        None => Freshness::Missing,
+        Some(at) if now.saturating_duration_since(at) < refresh_every => Freshness::Fresh,
+        Some(_) => Freshness::Stale,
+    }
+}
+
 /// The least time between two on-demand refreshes of one topic, and the least age of the
 /// route one replaces.
 pub const ON_DEMAND_MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -242,25 +264,29 @@ impl Routes {
         true
     }
 
-    /// The route of `topic`: the cached one while younger than the refresh interval,
-    /// else a fresh one (or the cached one when the refresh fails).
-    pub async fn get(&self, topic: &str) -> Result<Arc<TopicRoute>> {
+    /// The route of `topic`: the cached one (when it is older than the refresh interval
+    /// — the periodic refresh failed — a refresh starts in the background, as by
+    /// [`Routes::refresh_soon`], and the caller goes on with it at once: access points
+    /// that are down do not hold up a client that has a route); a fresh one only when
+    /// none is cached.
+    pub async fn get(self: &Arc<Self>, topic: &str) -> Result<Arc<TopicRoute>> {
         let cached = lock(&self.cache).get(topic).cloned();
-        if let Some(c) = &cached
-            && c.fetched.elapsed() < self.rpc.config().route_refresh
-        {
-            return Ok(c.route.clone());
-        }
-        match self.refresh(topic).await {
-            Ok(r) => Ok(r),
-            Err(e) if e.is_retryable() => match cached {
-                Some(c) => {
-                    tracing::warn!(topic, error = %e, "route refresh failed; keeping the last route");
-                    Ok(c.route)
+        let every = self.rpc.config().route_refresh;
+        match (
+            freshness(cached.as_ref().map(|c| c.fetched), Instant::now(), every),
+            cached,
+        ) {
+            (Freshness::Stale, Some(c)) => {
+                if self.refresh_soon(topic) {
+                    tracing::debug!(
+                        topic,
+                        "the cached route is stale; refreshing it in the background"
+                    );
                 }
-                None => Err(e),
-            },
-            Err(e) => Err(e),
+                Ok(c.route)
+            }
+            (_, Some(c)) => Ok(c.route),
+            (_, None) => self.refresh(topic).await,
         }
     }
 
@@ -453,6 +479,63 @@ mod tests {
         assert!(!d.try_start("t", Some(ms(2_100)), ms(3_000)));
         assert!(d.try_start("t", Some(ms(2_100)), ms(3_100)));
         d.finished("never-started");
+    }
+
+    #[test]
+    fn a_stale_route_is_used_and_only_a_missing_one_is_waited_for() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(30);
+        assert_eq!(freshness(None, t0, every), Freshness::Missing);
+        assert_eq!(
+            freshness(Some(t0), t0 + Duration::from_secs(29), every),
+            Freshness::Fresh
+        );
+        assert_eq!(freshness(Some(t0), t0 + every, every), Freshness::Stale);
+    }
+
+    #[tokio::test]
+    async fn get_answers_a_stale_route_at_once_while_the_access_points_are_down() {
+        // An access point that accepts connections and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = silent.local_addr().expect("addr").to_string();
+        let rpc = Arc::new(Rpc::new(
+            crate::config::ClientConfig::builder()
+                .access_points([addr.as_str()])
+                .request_timeout(Duration::from_secs(3))
+                .route_refresh(Duration::from_secs(30))
+                .build()
+                .expect("config"),
+        ));
+        let routes = Arc::new(Routes::new(rpc));
+        let route = Arc::new(TopicRoute {
+            topic: "t".into(),
+            queues: vec![MessageQueue::from_wire(&wire("g1", 0, &[8081])).expect("queue")],
+        });
+        let old = Instant::now()
+            .checked_sub(Duration::from_secs(60))
+            .expect("a minute after boot");
+        lock(&routes.cache).insert(
+            "t".into(),
+            Cached {
+                route: route.clone(),
+                fetched: old,
+            },
+        );
+        let got = tokio::time::timeout(Duration::from_millis(500), routes.get("t"))
+            .await
+            .expect("no wait for the access point")
+            .expect("the cached route");
+        assert_eq!(got, route);
+        assert!(
+            lock(&routes.on_demand).topics.get("t").is_some_and(|a| a.running),
+            "a background refresh runs"
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), routes.get("u"))
+                .await
+                .is_err(),
+            "nothing cached: the caller waits for the access point"
+        );
     }
 
     #[tokio::test]

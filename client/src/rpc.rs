@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::OnceLock;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
@@ -23,17 +25,25 @@ const MAX_CHANNELS: usize = 1024;
 /// The header by which raftmq's name server lists every address of a group per queue.
 pub const ENDPOINTS_HEADER: &str = "x-raftmq-endpoints";
 
+/// Clients created in this process so far (each client's id ends with its number).
+static CLIENTS: AtomicU64 = AtomicU64::new(0);
+
 /// Channels and request building, shared by a client's components.
 #[derive(Debug)]
 pub struct Rpc {
     config: ClientConfig,
+    client_id: String,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl Rpc {
-    /// Channels for a client with `config`; none is opened yet.
+    /// Channels for a client with `config`; none is opened yet. The client gets its own
+    /// id, `<config.client_id>@<n>`, n counting the clients of the process: two clients
+    /// built from one configuration are two members to the brokers, not one.
     pub fn new(config: ClientConfig) -> Self {
+        let n = CLIENTS.fetch_add(1, Ordering::Relaxed);
         Self {
+            client_id: format!("{}@{n}", config.client_id),
             config,
             channels: Mutex::new(HashMap::new()),
         }
@@ -42,6 +52,11 @@ impl Rpc {
     /// The client's configuration.
     pub fn config(&self) -> &ClientConfig {
         &self.config
+    }
+
+    /// This client's id (`x-mq-client-id`), unique in the process.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
     }
 
     fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
@@ -89,7 +104,7 @@ impl Rpc {
         req.set_timeout(timeout);
         let md = req.metadata_mut();
         let headers = [
-            ("x-mq-client-id", self.config.client_id.clone()),
+            ("x-mq-client-id", self.client_id.clone()),
             ("x-mq-language", "RUST".to_owned()),
             ("x-mq-protocol", "v2".to_owned()),
             ("x-mq-client-version", env!("CARGO_PKG_VERSION").to_owned()),
@@ -172,12 +187,30 @@ mod tests {
             .get("x-mq-client-id")
             .and_then(|v| v.to_str().ok())
             .expect("id");
-        assert_eq!(id, rpc.config().client_id);
-        assert_eq!(id.matches('@').count(), 2);
+        assert_eq!(id, rpc.client_id());
+        assert!(id.starts_with(&format!("{}@", rpc.config().client_id)));
+        assert_eq!(id.matches('@').count(), 3);
         assert_eq!(
             md.get("grpc-timeout").and_then(|v| v.to_str().ok()),
             Some("2000000u")
         );
+    }
+
+    #[test]
+    fn clients_of_one_config_have_their_own_ids() {
+        let config = ClientConfig::builder()
+            .access_points(["127.0.0.1:1"])
+            .client_id("app")
+            .build()
+            .expect("config");
+        let (a, b) = (Rpc::new(config.clone()), Rpc::new(config));
+        assert_ne!(a.client_id(), b.client_id());
+        for rpc in [&a, &b] {
+            let req = rpc.request((), Duration::from_secs(1));
+            let sent = req.metadata().get("x-mq-client-id").and_then(|v| v.to_str().ok());
+            assert_eq!(sent, Some(rpc.client_id()));
+            assert!(rpc.client_id().starts_with("app@"));
+        }
     }
 
     #[tokio::test]

@@ -89,11 +89,11 @@ impl Session {
             stop,
             tasks: Mutex::new(Vec::new()),
         });
-        let client_id = session.rpc.config().client_id.clone();
+        let client_id = session.rpc.client_id().to_owned();
         let refresh = tokio::spawn(
             refresh_loop(session.clone()).instrument(tracing::info_span!("route_refresh", client_id)),
         );
-        let client_id = session.rpc.config().client_id.clone();
+        let client_id = session.rpc.client_id().to_owned();
         let heartbeat = tokio::spawn(
             heartbeat_loop(session.clone()).instrument(tracing::info_span!("heartbeat", client_id)),
         );

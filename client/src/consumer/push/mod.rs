@@ -4,12 +4,20 @@
 //! Clustering consumption: the members of a consumer group share the queues of its
 //! topics, each queue owned by one member at a time. Every broker group decides for its
 //! own queues (its leader keeps a lease per queue, `QueryAssignment`): the consumer asks
-//! each group of each topic every `rebalance_interval` (1 s), telling it which of that
-//! group's queues it still holds ([`rebalance`]). It polls the queues it was given
-//! ([`poller`]); a queue it loses is drained — the running receive ends, the messages in
-//! flight are finished and acknowledged — before it is let go, so the next owner never
-//! overlaps with it. A member that dies leaves at once: its Telemetry streams (one per
+//! each group of each topic every `rebalance_interval` (1 s) — all of them at once, each
+//! question bounded by the request timeout — telling it which of that group's queues it
+//! still holds ([`rebalance`]). It polls the queues it was given ([`poller`]); a queue it
+//! loses is drained — the running receive ends, the messages in flight are finished and
+//! acknowledged — before it is let go, so the next owner never overlaps with it. A
+//! poller whose queue no answer confirmed for [`rebalance::ANSWER_TTL`] (10 s, counted
+//! from the question's send time) stops receiving by itself, before the broker's lease
+//! (15 s) may run out. A member that dies leaves at once: its Telemetry streams (one per
 //! broker address, [`crate::telemetry`]) close with its process.
+//!
+//! Shutdown first stops every poller (no poller is started after it began) and goes on
+//! asking for the queues still held while they drain, so that no lease runs out under a
+//! draining poller; once every poller has ended it stops asking and tells the brokers
+//! the member left.
 //!
 //! Delivery is at least once: a message whose ack was lost, or whose listener took
 //! longer than the invisible duration, is delivered again.
@@ -44,11 +52,12 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::time::Duration;
+use std::time::Instant;
 
+use futures_util::future::join_all;
 use raftmq_proto::rocketmq::v2 as pb;
-use raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 use tracing::Instrument;
 
 pub use super::StartFrom;
@@ -66,10 +75,12 @@ use super::FilterExpression;
 use super::Preferred;
 use super::check_status;
 use super::duration;
+use super::leader_hint;
 use super::resolve_config;
 use crate::error::ClientError;
 use crate::error::Result;
 use crate::route::TopicRoute;
+use crate::rpc::call_error;
 use crate::session::ClientKind;
 use crate::session::Session;
 use crate::session::sleep_or_stop;
@@ -77,18 +88,38 @@ use crate::session::sleep_or_stop;
 /// The request header listing the queue ids (of the asked broker group) still held.
 pub const HOLDING_HEADER: &str = "x-raftmq-holding";
 
-/// A running push consumer; stop it with [`PushConsumer::shutdown`].
+/// How often shutdown looks whether every poller has ended.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
+
+/// A running push consumer; stop it with [`PushConsumer::shutdown`] (dropping it starts
+/// the same shutdown in the background).
 #[derive(Debug)]
 pub struct PushConsumer {
     inner: Arc<Inner>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 #[derive(Debug)]
 struct Inner {
     shared: Arc<Shared>,
     subscriptions: BTreeMap<String, FilterExpression>,
-    pollers: Mutex<BTreeMap<QueueKey, Poller>>,
+    pollers: Mutex<Pollers>,
+    tasks: Mutex<Tasks>,
+    /// The runtime the consumer was started on (a drop outside it still shuts down there).
+    runtime: tokio::runtime::Handle,
+}
+
+/// The pollers, and whether shutdown began: both under one lock, so that no poller is
+/// started once it did.
+#[derive(Debug, Default)]
+struct Pollers {
+    map: BTreeMap<QueueKey, Poller>,
+    closing: bool,
+}
+
+#[derive(Debug, Default)]
+struct Tasks {
+    telemetry: Option<JoinHandle<()>>,
+    rebalancer: Option<JoinHandle<()>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -116,7 +147,10 @@ impl PushConsumer {
         };
         let session = Session::start(config, kind)?;
         for topic in b.subscriptions.keys() {
-            session.routes.get(topic).await?;
+            if let Err(e) = session.routes.get(topic).await {
+                session.shutdown().await;
+                return Err(e);
+            }
         }
         let workers = Arc::new(tokio::sync::Semaphore::new(b.options.workers));
         let shared = Arc::new(Shared {
@@ -131,50 +165,112 @@ impl PushConsumer {
         let inner = Arc::new(Inner {
             shared,
             subscriptions: b.subscriptions.clone(),
-            pollers: Mutex::new(BTreeMap::new()),
+            pollers: Mutex::new(Pollers::default()),
+            tasks: Mutex::new(Tasks::default()),
+            runtime: tokio::runtime::Handle::current(),
         });
         let settings = settings(&session, &b);
-        let client_id = session.config().client_id.clone();
+        let client_id = session.rpc.client_id().to_owned();
         let telemetry = tokio::spawn(crate::telemetry::supervise(session.clone(), settings));
         let span = tracing::info_span!("push_consumer", group = %b.group, client_id);
         let rebalancer = tokio::spawn(rebalance_loop(inner.clone()).instrument(span));
-        Ok(Self {
-            inner,
-            tasks: Mutex::new(vec![telemetry, rebalancer]),
-        })
+        *lock(&inner.tasks) = Tasks {
+            telemetry: Some(telemetry),
+            rebalancer: Some(rebalancer),
+        };
+        Ok(Self { inner })
     }
 
     /// The queues being polled now.
     pub fn assigned(&self) -> Vec<(String, String, i32)> {
         lock(&self.inner.pollers)
+            .map
             .keys()
             .map(|k| (k.topic.clone(), k.broker.clone(), k.id))
             .collect()
     }
 
     /// Stops: no more receives, every message in flight finished and acknowledged (up to
-    /// the shutdown timeout), then the brokers are told the member left.
+    /// the shutdown timeout), then the brokers are told the member left. Meanwhile the
+    /// consumer goes on asking for its queues, saying which it still holds, so that no
+    /// lease runs out while its pollers drain.
     pub async fn shutdown(&self) {
-        let session = &self.inner.shared.session;
-        if session.is_stopped() {
+        if self.inner.begin_close() {
+            self.inner.finish_close().await;
+        }
+    }
+}
+
+impl Drop for PushConsumer {
+    fn drop(&mut self) {
+        if self.inner.shared.session.is_stopped() {
             return;
         }
-        let rebalancer = lock(&self.tasks).pop();
-        if let Some(t) = rebalancer {
-            t.abort();
+        // No new poller, none receiving any more; the rest (draining, then leaving the
+        // group) in the background.
+        self.inner.begin_close();
+        let inner = self.inner.clone();
+        self.inner
+            .runtime
+            .spawn(async move { inner.finish_close().await });
+    }
+}
+
+impl Inner {
+    /// Begins the shutdown: no poller is started any more, every poller is asked to stop.
+    /// False if it had begun already.
+    fn begin_close(&self) -> bool {
+        let mut pollers = lock(&self.pollers);
+        if pollers.closing {
+            return false;
         }
-        let pollers: Vec<Poller> = std::mem::take(&mut *lock(&self.inner.pollers))
-            .into_values()
-            .collect();
-        for p in &pollers {
+        pollers.closing = true;
+        for p in pollers.map.values() {
             p.stop();
         }
-        for p in pollers {
+        true
+    }
+
+    /// Waits for every poller to end while the rebalancer goes on renewing the leases of
+    /// what they still hold; then stops the rebalancer and the session.
+    async fn finish_close(&self) {
+        let o = &self.shared.options;
+        let session = &self.shared.session;
+        // Pollers bound what they wait for by the shutdown timeout; this is the backstop.
+        let bound = o.shutdown_timeout * 2 + o.await_duration + session.config().request_timeout * 4;
+        let until = tokio::time::Instant::now() + bound;
+        loop {
+            let left = lock(&self.pollers)
+                .map
+                .values()
+                .filter(|p| !p.is_finished())
+                .count();
+            if left == 0 {
+                break;
+            }
+            if tokio::time::Instant::now() >= until {
+                tracing::warn!(pollers = left, "pollers did not end in time; aborted");
+                for p in lock(&self.pollers).map.values() {
+                    p.abort();
+                }
+                break;
+            }
+            tokio::time::sleep(SHUTDOWN_POLL).await;
+        }
+        let pollers = std::mem::take(&mut lock(&self.pollers).map);
+        for p in pollers.into_values() {
             p.join().await;
         }
+        let (rebalancer, telemetry) = {
+            let mut t = lock(&self.tasks);
+            (t.rebalancer.take(), t.telemetry.take())
+        };
+        if let Some(t) = rebalancer {
+            t.abort();
+            let _ = t.await;
+        }
         session.shutdown().await;
-        let rest: Vec<_> = lock(&self.tasks).drain(..).collect();
-        for t in rest {
+        if let Some(t) = telemetry {
             let _ = t.await;
         }
     }
@@ -211,13 +307,32 @@ async fn rebalance_loop(inner: Arc<Inner>) {
     let mut stop = session.stopped();
     let mut plan = Rebalance::default();
     loop {
-        plan.expire(std::time::Instant::now());
+        // Each topic's route once per round (the cached one: a stale one is refreshed in
+        // the background).
+        let topics: Vec<&String> = inner.subscriptions.keys().collect();
+        let routes: BTreeMap<&str, Arc<TopicRoute>> = join_all(topics.iter().map(|t| session.routes.get(t)))
+            .await
+            .into_iter()
+            .zip(&topics)
+            .filter_map(|(r, topic)| match r {
+                Ok(route) => Some((topic.as_str(), route)),
+                Err(e) => {
+                    tracing::warn!(topic = %topic, error = %e, "no route; keeping the current queues");
+                    None
+                }
+            })
+            .collect();
+        ask_groups(&inner, &routes, &mut plan).await;
+        // Asking took time: what ran out meanwhile starts nothing.
+        plan.expire(Instant::now());
         for (topic, filter) in &inner.subscriptions {
-            match session.routes.get(topic).await {
-                Ok(route) => ask_groups(&inner, &route, &mut plan).await,
-                Err(e) => tracing::warn!(topic, error = %e, "no route; keeping the current queues"),
-            }
-            apply(&inner, &plan, topic, filter, &session).await;
+            apply(
+                &inner,
+                &plan,
+                topic,
+                filter,
+                routes.get(topic.as_str()).map(|r| &**r),
+            );
         }
         if sleep_or_stop(inner.shared.options.rebalance_interval, &mut stop).await {
             return;
@@ -225,38 +340,59 @@ async fn rebalance_loop(inner: Arc<Inner>) {
     }
 }
 
-/// Asks every broker group of `route` for this member's queues.
-async fn ask_groups(inner: &Inner, route: &TopicRoute, plan: &mut Rebalance) {
-    let brokers: Vec<&str> = route.brokers();
-    plan.keep_brokers(&route.topic, &brokers);
+/// Asks every broker group of every route, all at once, for this member's queues; each
+/// question is bounded by the request timeout, and each answer counts from the time its
+/// question was sent.
+async fn ask_groups(inner: &Inner, routes: &BTreeMap<&str, Arc<TopicRoute>>, plan: &mut Rebalance) {
     let held: BTreeSet<QueueKey> = lock(&inner.pollers)
+        .map
         .iter()
         .filter(|(_, p)| !p.is_finished())
         .map(|(k, _)| k.clone())
         .collect();
-    for broker in brokers {
-        let Some(endpoints) = route
-            .queues
-            .iter()
-            .find(|q| q.broker == broker)
-            .map(|q| q.endpoints.clone())
-        else {
-            continue;
-        };
-        let holding = rebalance::holding_header(&held, &route.topic, broker);
-        match query_assignment(inner, &route.topic, broker, &endpoints, &holding).await {
-            Ok(ids) => plan.answered(&route.topic, broker, ids, std::time::Instant::now()),
+    let timeout = inner.shared.session.config().request_timeout;
+    let mut questions = Vec::new();
+    for route in routes.values() {
+        let brokers: Vec<&str> = route.brokers();
+        plan.keep_brokers(&route.topic, &brokers);
+        for broker in brokers {
+            let Some(endpoints) = route
+                .queues
+                .iter()
+                .find(|q| q.broker == broker)
+                .map(|q| q.endpoints.as_slice())
+            else {
+                continue;
+            };
+            let holding = rebalance::holding_header(&held, &route.topic, broker);
+            let topic = route.topic.as_str();
+            questions.push(async move {
+                let sent = Instant::now();
+                let asked = query_assignment(inner, topic, broker, endpoints, &holding);
+                let answer = tokio::time::timeout(timeout, asked).await.unwrap_or_else(|_| {
+                    Err(ClientError::Timeout(format!(
+                        "QueryAssignment on broker group {broker}: no answer within {timeout:?}"
+                    )))
+                });
+                (topic, broker, sent, answer)
+            });
+        }
+    }
+    for (topic, broker, sent, answer) in join_all(questions).await {
+        match answer {
+            Ok(ids) => plan.answered(topic, broker, ids, sent),
             Err(e) => {
-                tracing::debug!(broker, error = %e, "assignment not answered; keeping the last one");
+                tracing::debug!(topic, broker, error = %e, "assignment not answered; keeping the last one");
                 if e.suggests_route_refresh() {
-                    inner.shared.session.routes.refresh_soon(&route.topic);
+                    inner.shared.session.routes.refresh_soon(topic);
                 }
             }
         }
     }
 }
 
-/// One QueryAssignment on a broker group (its addresses in turn).
+/// One QueryAssignment on a broker group, its addresses in turn, within the request
+/// timeout: each try gets half of it when there is another address to try.
 async fn query_assignment(
     inner: &Inner,
     topic: &str,
@@ -273,63 +409,194 @@ async fn query_assignment(
     };
     let holding = tonic::metadata::MetadataValue::try_from(holding)
         .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
-    let call = move |mut c: MessagingServiceClient<Channel>,
-                     mut r: tonic::Request<pb::QueryAssignmentRequest>| {
-        r.metadata_mut().insert(HOLDING_HEADER, holding.clone());
-        async move { c.query_assignment(r).await }
-    };
-    let answer = |resp: pb::QueryAssignmentResponse, addr: &str| {
-        check_status(resp.status.as_ref(), addr)?;
-        Ok(resp
-            .assignments
-            .iter()
-            .filter_map(|a| a.message_queue.as_ref().map(|q| q.id))
-            .collect::<Vec<_>>())
-    };
-    shared
-        .ops()
-        .calls
-        .unary(broker, endpoints, false, req, call, answer)
+    let timeout = session.config().request_timeout;
+    let per_try = if endpoints.len() > 1 { timeout / 2 } else { timeout };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let rpc = &session.rpc;
+    let ops = shared.ops();
+    ops.calls
+        .call(broker, endpoints, deadline, |addr, left| {
+            let mut request = rpc.request(req.clone(), left.min(per_try));
+            request.metadata_mut().insert(HOLDING_HEADER, holding.clone());
+            async move {
+                let resp = rpc
+                    .messaging(&addr)?
+                    .query_assignment(request)
+                    .await
+                    .map_err(|s| call_error(&s, &addr, false))?;
+                let hint = leader_hint(resp.metadata());
+                let resp = resp.into_inner();
+                check_status(resp.status.as_ref(), &addr)?;
+                let ids = resp
+                    .assignments
+                    .iter()
+                    .filter_map(|a| a.message_queue.as_ref().map(|q| q.id))
+                    .collect();
+                Ok((ids, hint))
+            }
+        })
         .await
 }
 
-/// Starts pollers for newly assigned queues of `topic` and stops the ones it lost.
-async fn apply(
+/// Extends the pollers of `topic` the plan confirms, stops the ones it lost and (unless
+/// shutting down, and given the topic's route) starts pollers for newly assigned queues.
+fn apply(
     inner: &Arc<Inner>,
     plan: &Rebalance,
     topic: &str,
     filter: &FilterExpression,
-    session: &Session,
+    route: Option<&TopicRoute>,
 ) {
-    let Ok(route) = session.routes.get(topic).await else {
-        return;
-    };
-    let mut pollers = lock(&inner.pollers);
-    pollers.retain(|_, p| !p.is_finished());
+    let mut guard = lock(&inner.pollers);
+    let pollers = &mut *guard;
+    pollers.map.retain(|_, p| !p.is_finished());
+    for (key, p) in pollers.map.iter().filter(|(k, _)| k.topic == topic) {
+        if let Some(until) = plan.valid_until(key) {
+            p.extend(until);
+        }
+    }
+    if pollers.closing {
+        return; // every poller is stopping; none is started
+    }
     let running: BTreeSet<QueueKey> = pollers
+        .map
         .iter()
         .filter(|(k, p)| k.topic == topic && !p.is_stopping())
         .map(|(k, _)| k.clone())
         .collect();
     let wanted: BTreeSet<QueueKey> = plan.assigned().into_iter().filter(|k| k.topic == topic).collect();
     for key in running.difference(&wanted) {
-        if let Some(p) = pollers.get(key) {
+        if let Some(p) = pollers.map.get(key) {
             tracing::info!(queue = %format!("{}:{}", key.broker, key.id), "queue lost; draining");
             p.stop();
         }
     }
+    let Some(route) = route else {
+        return;
+    };
     for key in wanted.difference(&running) {
-        if pollers.contains_key(key) {
+        if pollers.map.contains_key(key) {
             continue; // still draining from an earlier loss; started again once it ended
         }
-        let Some(queue) = route
-            .queues
-            .iter()
-            .find(|q| q.broker == key.broker && q.id == key.id)
-        else {
+        let (Some(queue), Some(until)) = (
+            route
+                .queues
+                .iter()
+                .find(|q| q.broker == key.broker && q.id == key.id),
+            plan.valid_until(key),
+        ) else {
             continue;
         };
-        let p = poller::spawn(inner.shared.clone(), queue.clone(), filter.clone());
-        pollers.insert(key.clone(), p);
+        let p = poller::spawn(inner.shared.clone(), queue.clone(), filter.clone(), until);
+        pollers.map.insert(key.clone(), p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raftmq_proto::rocketmq::v2 as pb;
+
+    use super::*;
+    use crate::config::ClientConfig;
+    use crate::route::MessageQueue;
+
+    fn inner() -> Arc<Inner> {
+        let config = ClientConfig::builder()
+            .access_points(["127.0.0.1:1"])
+            .request_timeout(Duration::from_millis(200))
+            .build()
+            .expect("config");
+        let session =
+            Session::start(config, ClientKind::PushConsumer { group: "g".into() }).expect("session");
+        let listener: options::Listener = Arc::new(|_| Box::pin(async { ConsumeResult::Success }));
+        let shared = Arc::new(Shared {
+            session,
+            group: "g".into(),
+            preferred: Preferred::default(),
+            listener,
+            queue_listener: None,
+            options: PushOptions::default(),
+            workers: Arc::new(tokio::sync::Semaphore::new(1)),
+        });
+        Arc::new(Inner {
+            shared,
+            subscriptions: BTreeMap::from([("t".to_owned(), FilterExpression::All)]),
+            pollers: Mutex::new(Pollers::default()),
+            tasks: Mutex::new(Tasks::default()),
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+
+    fn route() -> TopicRoute {
+        let wire = |id| pb::MessageQueue {
+            topic: Some(pb::Resource {
+                resource_namespace: String::new(),
+                name: "t".into(),
+            }),
+            id,
+            permission: pb::Permission::ReadWrite as i32,
+            broker: Some(pb::Broker {
+                name: "g1".into(),
+                id: 0,
+                endpoints: Some(pb::Endpoints {
+                    scheme: pb::AddressScheme::IPv4 as i32,
+                    addresses: vec![pb::Address {
+                        host: "127.0.0.1".into(),
+                        port: 1,
+                    }],
+                }),
+            }),
+            accept_message_types: vec![],
+        };
+        TopicRoute {
+            topic: "t".into(),
+            queues: (0..2)
+                .map(|id| MessageQueue::from_wire(&wire(id)).expect("queue"))
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn no_poller_starts_once_shutdown_began() {
+        let inner = inner();
+        let mut plan = Rebalance::default();
+        plan.answered("t", "g1", [0], Instant::now());
+        let (topic, filter) = ("t", &FilterExpression::All);
+        apply(&inner, &plan, topic, filter, Some(&route()));
+        assert_eq!(lock(&inner.pollers).map.len(), 1, "queue 0 polled");
+        assert!(inner.begin_close());
+        assert!(!inner.begin_close(), "once");
+        assert!(lock(&inner.pollers).map.values().all(Poller::is_stopping));
+        // An answer that came after shutdown began (it gives queue 1 too) starts nothing.
+        plan.answered("t", "g1", [0, 1], Instant::now());
+        apply(&inner, &plan, topic, filter, Some(&route()));
+        let keys: Vec<i32> = lock(&inner.pollers).map.keys().map(|k| k.id).collect();
+        assert!(keys.iter().all(|id| *id == 0), "{keys:?}");
+        // The stopped poller ends (it never got to poll: nothing answers here) and the
+        // shutdown completes.
+        tokio::time::timeout(Duration::from_secs(10), inner.finish_close())
+            .await
+            .expect("shutdown ends");
+        assert!(lock(&inner.pollers).map.is_empty());
+        assert!(inner.shared.session.is_stopped());
+    }
+
+    #[tokio::test]
+    async fn answers_extend_the_deadlines_of_the_pollers_they_confirm() {
+        let inner = inner();
+        let t0 = Instant::now();
+        let mut plan = Rebalance::default();
+        plan.answered("t", "g1", [0, 1], t0);
+        apply(&inner, &plan, "t", &FilterExpression::All, Some(&route()));
+        let later = t0 + Duration::from_secs(2);
+        plan.answered("t", "g1", [0, 1], later);
+        apply(&inner, &plan, "t", &FilterExpression::All, None);
+        for p in lock(&inner.pollers).map.values() {
+            assert_eq!(p.valid_until(), later + rebalance::ANSWER_TTL);
+        }
+        inner.begin_close();
+        tokio::time::timeout(Duration::from_secs(10), inner.finish_close())
+            .await
+            .expect("shutdown ends");
     }
 }

@@ -31,8 +31,16 @@ pub enum ConsumeResult {
 pub enum ConsumeMode {
     /// Several messages at once, on a bounded pool of workers, in no particular order.
     Concurrent,
-    /// One queue's messages one at a time, in queue order (for FIFO topics: a message group's
-    /// messages in the order they were sent).
+    /// One queue's messages one at a time, in queue order.
+    ///
+    /// On a FIFO topic the broker keeps each message group's order: a message handed back
+    /// for retry ([`ConsumeResult::RetryLater`]) holds its group back — the group's later
+    /// messages are not delivered before it — so a group's messages are consumed in the
+    /// order they were sent. On other topics the broker keeps no such order: a message
+    /// handed back for retry comes back after its retry delay and may be overtaken by
+    /// later messages of its queue (within one received batch the consumer holds them
+    /// back; across batches it cannot). A stopping consumer hands the messages of a batch
+    /// it has not handed to the listener yet back at once.
     Ordered,
 }
 
@@ -88,7 +96,9 @@ pub struct PushOptions {
     pub await_duration: Duration,
     /// How often the consumer asks the broker groups for its queues. Default 1 s.
     pub rebalance_interval: Duration,
-    /// How long shutdown waits for messages being processed. Default 30 s.
+    /// How long shutdown (or a queue's release) waits for messages being processed;
+    /// listener calls still running then are given up on (their messages come back after
+    /// their invisible duration). Default 30 s.
     pub shutdown_timeout: Duration,
     /// Where the group starts on a queue it never consumed (no committed offset): the
     /// first message the queue holds, its end, or the first message stored at or after a

@@ -3,16 +3,30 @@
 //! flow control), hand the messages to the listener (a bounded worker pool, or one at a
 //! time in ordered mode), and acknowledge the finished ones in batches. Stopping lets the
 //! current receive end, finishes every message in flight, then ends: only then is the
-//! queue released.
+//! queue released. (In ordered mode the messages of a batch not yet handed to the
+//! listener are handed back at once instead: they would wait behind each other.)
+//!
+//! A poller consumes only while its [`Validity`] lasts — until the send time of the last
+//! question whose answer confirmed the queue + [`super::rebalance::ANSWER_TTL`] (10 s,
+//! shorter than the broker's 15 s lease). Its receives end by then; past it, it hands
+//! back what it has not handed to the listener yet, finishes what is in flight and ends,
+//! as if it had lost the queue.
+//!
+//! Everything a stopping poller waits for is bounded by the shutdown timeout: a listener
+//! call (or a worker for it) not come by then is given up on, and so is an ack left then
+//! (after at least one ack call's time); those messages come back after their invisible
+//! duration.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::backoff::retry_delay;
@@ -23,6 +37,7 @@ use super::options::Listener;
 use super::options::PushOptions;
 use super::options::QueueEvent;
 use super::options::QueueListener;
+use super::rebalance::Validity;
 use crate::consumer::FilterExpression;
 use crate::consumer::Preferred;
 use crate::consumer::ReceivedMessage;
@@ -79,22 +94,46 @@ impl Shared {
 /// A running poller.
 #[derive(Debug)]
 pub(super) struct Poller {
-    stop: watch::Sender<bool>,
+    /// When it was asked to stop (None while it runs on).
+    stop: watch::Sender<Option<Instant>>,
+    valid: Arc<Validity>,
     task: JoinHandle<()>,
 }
 
 impl Poller {
     /// Asks it to stop (it finishes what it has first).
     pub fn stop(&self) {
-        let _ = self.stop.send(true);
+        self.stop.send_if_modified(|s| {
+            let first = s.is_none();
+            if first {
+                *s = Some(Instant::now());
+            }
+            first
+        });
     }
 
     pub fn is_stopping(&self) -> bool {
-        *self.stop.borrow()
+        self.stop.borrow().is_some()
     }
 
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
+    }
+
+    /// A later answer confirmed the queue: it may be consumed until `until`.
+    pub fn extend(&self, until: Instant) {
+        self.valid.extend(until);
+    }
+
+    /// Until when it may consume its queue.
+    #[cfg(test)]
+    pub fn valid_until(&self) -> Instant {
+        self.valid.until()
+    }
+
+    /// Ends it at once, whatever it is doing (its listener calls and acks too).
+    pub fn abort(&self) {
+        self.task.abort();
     }
 
     /// Waits for it to end.
@@ -103,34 +142,114 @@ impl Poller {
     }
 }
 
+/// What to do with a finished message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Acknowledge it.
+    Ack,
+    /// The listener asked for it again: back after RocketMQ's delay for its attempt.
+    Retry,
+    /// Not handed to the listener (or given up on): visible again at once, for whoever
+    /// holds the queue next.
+    HandBack,
+}
+
+impl From<ConsumeResult> for Outcome {
+    fn from(r: ConsumeResult) -> Self {
+        match r {
+            ConsumeResult::Success => Outcome::Ack,
+            ConsumeResult::RetryLater => Outcome::Retry,
+        }
+    }
+}
+
 /// A finished message and what to do with it.
 struct Finished {
     message: ReceivedMessage,
-    result: ConsumeResult,
+    outcome: Outcome,
 }
 
-/// Starts polling `queue`.
-pub(super) fn spawn(shared: Arc<Shared>, queue: MessageQueue, filter: FilterExpression) -> Poller {
-    let (stop, stopped) = watch::channel(false);
+/// A task that is aborted when dropped (the acker: a poller aborted by shutdown takes it
+/// along).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Why the receive loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Asked to stop (queue lost, or shutdown).
+    Stopped,
+    /// The assignment was not confirmed in time.
+    Expired,
+}
+
+/// Starts polling `queue`, which an answer lets it consume until `valid_until`.
+pub(super) fn spawn(
+    shared: Arc<Shared>,
+    queue: MessageQueue,
+    filter: FilterExpression,
+    valid_until: Instant,
+) -> Poller {
+    let (stop, stopped) = watch::channel(None);
+    let valid = Arc::new(Validity::new(valid_until));
     let span = tracing::info_span!("poller", queue = %queue.key(), topic = %queue.topic);
-    let task = tokio::spawn(run(shared, queue, filter, stopped).instrument(span));
-    Poller { stop, task }
+    let task = tokio::spawn(run(shared, queue, filter, stopped, valid.clone()).instrument(span));
+    Poller { stop, valid, task }
+}
+
+/// Whether the poller was asked to stop (or its handle is gone).
+fn stopping(stop: &watch::Receiver<Option<Instant>>) -> bool {
+    stop.borrow().is_some() || stop.has_changed().is_err()
+}
+
+/// Resolves once the poller is asked to stop (or its handle is gone).
+async fn stopped(stop: &mut watch::Receiver<Option<Instant>>) {
+    let _ = stop.wait_for(Option::is_some).await;
+}
+
+/// Resolves `grace` after the poller was asked to stop: how long a stopping poller waits
+/// for a listener call (or a worker to call it) before it gives up on the message.
+async fn given_up(stop: &mut watch::Receiver<Option<Instant>>, grace: Duration) {
+    let asked = match stop.wait_for(Option::is_some).await {
+        Ok(at) => at.unwrap_or_else(Instant::now),
+        Err(_) => Instant::now(),
+    };
+    tokio::time::sleep_until((asked + grace).into()).await;
+}
+
+/// Resolves once `valid` has ended (it may be extended meanwhile).
+async fn expiry(valid: &Validity) {
+    loop {
+        tokio::time::sleep_until(valid.until().into()).await;
+        if valid.expired(Instant::now()) {
+            return;
+        }
+    }
 }
 
 async fn run(
     shared: Arc<Shared>,
     mut queue: MessageQueue,
     filter: FilterExpression,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Option<Instant>>,
+    valid: Arc<Validity>,
 ) {
-    if !start_here(&shared, &mut queue, &mut stop).await {
+    if !start_here(&shared, &mut queue, &mut stop, &valid).await {
         tracing::info!("queue let go before polling it");
         return;
     }
     let o = &shared.options;
     let flow = Arc::new(Flow::new(o.max_cached_messages, o.max_cached_bytes));
     let (tx, rx) = mpsc::channel(ACK_QUEUE);
-    let acker = tokio::spawn(acker(shared.clone(), flow.clone(), rx).in_current_span());
+    let mut acker = AbortOnDrop(tokio::spawn(
+        acker(shared.clone(), flow.clone(), rx).in_current_span(),
+    ));
+    let mut listeners = JoinSet::new();
     tracing::info!("queue assigned; polling");
     shared.tell(QueueEvent::Assigned {
         topic: queue.topic.clone(),
@@ -138,40 +257,80 @@ async fn run(
         id: queue.id,
     });
     let mut failures = 0u32;
-    loop {
+    let end = loop {
         let n = tokio::select! {
             n = flow.wait_for_room(o.batch_size as usize) => n,
-            _ = stop.wait_for(|s| *s) => break,
+            () = stopped(&mut stop) => break End::Stopped,
         };
-        if *stop.borrow() {
-            break;
+        if stopping(&stop) {
+            break End::Stopped;
         }
+        // The receive ends by the deadline: nothing is popped after it.
+        let Some(left) = valid.left(Instant::now()) else {
+            break End::Expired;
+        };
         let batch = u32::try_from(n).unwrap_or(o.batch_size);
         match shared
             .ops()
-            .receive(&queue, &filter, batch, o.invisible_duration, o.await_duration)
+            .receive(
+                &queue,
+                &filter,
+                batch,
+                o.invisible_duration,
+                o.await_duration.min(left),
+            )
             .await
         {
             Ok(messages) => {
                 failures = 0;
                 let bytes = messages.iter().map(|m| m.body.len()).sum();
                 flow.taken(messages.len(), bytes);
-                dispatch(&shared, messages, &tx).await;
+                if valid.expired(Instant::now()) {
+                    hand_back(messages, &tx).await;
+                    break End::Expired;
+                }
+                let ctx = Dispatch {
+                    shared: &shared,
+                    tx: &tx,
+                    valid: &valid,
+                };
+                if dispatch(&ctx, messages, &mut stop, &mut listeners).await == Some(End::Expired) {
+                    break End::Expired;
+                }
+                while listeners.try_join_next().is_some() {}
             }
             Err(e) => {
                 failures += 1;
                 log_failure("receive", &e, failures);
                 after_failure(&shared, &mut queue, &e);
                 tokio::select! {
-                    _ = tokio::time::sleep(pause(failures)) => {}
-                    _ = stop.wait_for(|s| *s) => break,
+                    () = tokio::time::sleep(pause(failures)) => {}
+                    () = stopped(&mut stop) => break End::Stopped,
                 }
             }
         }
+    };
+    if end == End::Expired {
+        tracing::warn!(
+            ttl = ?super::rebalance::ANSWER_TTL,
+            "the queue's assignment was not confirmed in time; stopped receiving from it before \
+             the broker's lease may run out (what is in flight is finished)"
+        );
     }
-    drain(&flow, o.shutdown_timeout).await;
+    let until = tokio::time::Instant::now() + o.shutdown_timeout;
+    if !drain(&flow, until).await {
+        // Stuck listener calls: given up on (their messages come back after their
+        // invisible duration); this also ends their hold on the ack channel.
+        listeners.abort_all();
+    }
     drop(tx);
-    let _ = acker.await;
+    // The acks of what finished get at least the time of one ack call.
+    let acks_until = until.max(tokio::time::Instant::now() + shared.session.config().request_timeout * 2);
+    if tokio::time::timeout_at(acks_until, &mut acker.0).await.is_err() {
+        tracing::warn!("acknowledgements not done within the shutdown timeout; the messages may come again");
+    }
+    drop(acker);
+    drop(listeners);
     tracing::info!("queue released");
     shared.tell(QueueEvent::Released {
         topic: queue.topic.clone(),
@@ -214,17 +373,26 @@ fn after_failure(shared: &Shared, queue: &mut MessageQueue, e: &ClientError) {
 }
 
 /// Before the first receive: if the group has no committed offset on `queue` (it never
-/// consumed it), commits the start the options name. Tries until it is done (true) or
-/// the poller is stopped (false).
-async fn start_here(shared: &Shared, queue: &mut MessageQueue, stop: &mut watch::Receiver<bool>) -> bool {
+/// consumed it), commits the start the options name. Tries until it is done (true), or
+/// the poller is stopped or its assignment not confirmed in time (false).
+async fn start_here(
+    shared: &Shared,
+    queue: &mut MessageQueue,
+    stop: &mut watch::Receiver<Option<Instant>>,
+    valid: &Validity,
+) -> bool {
     let mut failures = 0u32;
     loop {
-        if *stop.borrow() {
+        if stopping(stop) {
+            return false;
+        }
+        if valid.expired(Instant::now()) {
+            tracing::warn!("the queue's assignment was not confirmed in time; not starting on it");
             return false;
         }
         let result = tokio::select! {
             r = commit_start(shared, queue) => r,
-            _ = stop.wait_for(|s| *s) => return false,
+            () = stopped(stop) => return false,
         };
         let Err(e) = result else {
             return true;
@@ -233,8 +401,8 @@ async fn start_here(shared: &Shared, queue: &mut MessageQueue, stop: &mut watch:
         log_failure("finding where to start", &e, failures);
         after_failure(shared, queue, &e);
         tokio::select! {
-            _ = tokio::time::sleep(pause(failures)) => {}
-            _ = stop.wait_for(|s| *s) => return false,
+            () = tokio::time::sleep(pause(failures)) => {}
+            () = stopped(stop) => return false,
         }
     }
 }
@@ -257,9 +425,8 @@ async fn commit_start(shared: &Shared, queue: &MessageQueue) -> Result<()> {
     Ok(())
 }
 
-/// Waits until every received message is finished (or `timeout`).
-async fn drain(flow: &Flow, timeout: Duration) {
-    let until = tokio::time::Instant::now() + timeout;
+/// Waits until every received message is finished (true) or `until` (false).
+async fn drain(flow: &Flow, until: tokio::time::Instant) -> bool {
     while flow.inflight() > 0 && tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -268,41 +435,119 @@ async fn drain(flow: &Flow, timeout: Duration) {
             inflight = flow.inflight(),
             "released with messages unfinished; they will be delivered again"
         );
+        return false;
+    }
+    true
+}
+
+/// What handing a batch to the listener needs.
+struct Dispatch<'a> {
+    shared: &'a Arc<Shared>,
+    tx: &'a mpsc::Sender<Finished>,
+    valid: &'a Validity,
+}
+
+/// Hands `messages` back at once, unprocessed.
+async fn hand_back(messages: impl IntoIterator<Item = ReceivedMessage>, tx: &mpsc::Sender<Finished>) {
+    for message in messages {
+        let _ = tx
+            .send(Finished {
+                message,
+                outcome: Outcome::HandBack,
+            })
+            .await;
     }
 }
 
-/// Hands `messages` to the listener as the mode says.
-async fn dispatch(shared: &Arc<Shared>, messages: Vec<ReceivedMessage>, tx: &mpsc::Sender<Finished>) {
+/// Hands `messages` to the listener as the mode says. Once the queue's assignment runs
+/// out (both modes), or in ordered mode once the poller is asked to stop, the messages
+/// not yet handed to the listener are handed back at once; so are those still waiting, a
+/// shutdown timeout after the stop, for a worker or for the listener call before them.
+/// Some(why) when it stopped early.
+async fn dispatch(
+    ctx: &Dispatch<'_>,
+    messages: Vec<ReceivedMessage>,
+    stop: &mut watch::Receiver<Option<Instant>>,
+    listeners: &mut JoinSet<()>,
+) -> Option<End> {
+    let shared = ctx.shared;
+    let grace = shared.options.shutdown_timeout;
+    let mut rest = messages.into_iter();
     match shared.options.mode {
         ConsumeMode::Concurrent => {
-            for message in messages {
-                let Ok(permit) = shared.workers.clone().acquire_owned().await else {
-                    return;
+            while let Some(message) = rest.next() {
+                let permit = if ctx.valid.expired(Instant::now()) {
+                    None
+                } else {
+                    tokio::select! {
+                        biased;
+                        p = shared.workers.clone().acquire_owned() => p.ok(),
+                        () = expiry(ctx.valid) => None,
+                        () = given_up(stop, grace) => None,
+                    }
                 };
-                let (listener, tx) = (shared.listener.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let result = listener(message.clone()).await;
-                    drop(permit);
-                    let _ = tx.send(Finished { message, result }).await;
-                });
+                let Some(permit) = permit else {
+                    let why = if ctx.valid.expired(Instant::now()) {
+                        End::Expired
+                    } else {
+                        End::Stopped
+                    };
+                    hand_back(std::iter::once(message).chain(rest), ctx.tx).await;
+                    return Some(why);
+                };
+                let (listener, tx) = (shared.listener.clone(), ctx.tx.clone());
+                listeners.spawn(
+                    async move {
+                        let result = listener(message.clone()).await;
+                        drop(permit);
+                        let outcome = result.into();
+                        let _ = tx.send(Finished { message, outcome }).await;
+                    }
+                    .in_current_span(),
+                );
             }
+            None
         }
         ConsumeMode::Ordered => {
             // A message group (or, without groups, the queue) whose message asked to be
             // retried stops here: its later messages must not overtake it.
             let mut held: HashSet<Option<String>> = HashSet::new();
-            for message in messages {
+            while let Some(message) = rest.next() {
+                let why = if ctx.valid.expired(Instant::now()) {
+                    Some(End::Expired)
+                } else {
+                    stopping(stop).then_some(End::Stopped)
+                };
+                if let Some(why) = why {
+                    hand_back(std::iter::once(message).chain(rest), ctx.tx).await;
+                    return Some(why);
+                }
                 let key = message.message_group.clone();
                 let result = if held.contains(&key) {
                     ConsumeResult::RetryLater
                 } else {
-                    (shared.listener)(message.clone()).await
+                    tokio::select! {
+                        r = (shared.listener)(message.clone()) => r,
+                        () = given_up(stop, grace) => {
+                            tracing::warn!(message_id = %message.message_id,
+                                "the listener did not finish within the shutdown timeout; given up on");
+                            hand_back(std::iter::once(message).chain(rest), ctx.tx).await;
+                            return Some(End::Stopped);
+                        }
+                    }
                 };
                 if result == ConsumeResult::RetryLater {
                     held.insert(key);
                 }
-                let _ = tx.send(Finished { message, result }).await;
+                let _ = ctx
+                    .tx
+                    .send(Finished {
+                        message,
+                        outcome: result.into(),
+                    })
+                    .await;
             }
+            None
         }
     }
 }
@@ -313,7 +558,7 @@ async fn acker(shared: Arc<Shared>, flow: Arc<Flow>, mut rx: mpsc::Receiver<Fini
     let mut batch = Vec::with_capacity(ACK_BATCH);
     while rx.recv_many(&mut batch, ACK_BATCH).await > 0 {
         let (done, retry): (Vec<Finished>, Vec<Finished>) =
-            batch.drain(..).partition(|f| f.result == ConsumeResult::Success);
+            batch.drain(..).partition(|f| f.outcome == Outcome::Ack);
         let ops = shared.ops();
         if !done.is_empty() {
             let refs: Vec<&ReceivedMessage> = done.iter().map(|f| &f.message).collect();
@@ -331,7 +576,10 @@ async fn acker(shared: Arc<Shared>, flow: Arc<Flow>, mut rx: mpsc::Receiver<Fini
             }
         }
         for f in &retry {
-            let delay = retry_delay(u32::try_from(f.message.delivery_attempt).unwrap_or(1));
+            let delay = match f.outcome {
+                Outcome::HandBack => Duration::ZERO,
+                _ => retry_delay(u32::try_from(f.message.delivery_attempt).unwrap_or(1)),
+            };
             if let Err(e) = ops.change_invisible(&f.message, delay).await {
                 tracing::warn!(message_id = %f.message.message_id, error = %e, "retry-later not recorded; the message comes back after its invisible time");
             }
@@ -339,5 +587,228 @@ async fn acker(shared: Arc<Shared>, flow: Arc<Flow>, mut rx: mpsc::Receiver<Fini
         for f in done.iter().chain(&retry) {
             flow.done(f.message.body.len());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::config::ClientConfig;
+    use crate::session::ClientKind;
+
+    fn message(offset: i64) -> ReceivedMessage {
+        ReceivedMessage {
+            message_id: format!("m{offset}"),
+            topic: "t".into(),
+            body: vec![],
+            tag: None,
+            keys: vec![],
+            properties: BTreeMap::new(),
+            message_group: None,
+            broker: "g1".into(),
+            queue_id: 0,
+            queue_offset: offset,
+            delivery_attempt: 1,
+            born_timestamp: None,
+            born_host: String::new(),
+            store_timestamp: None,
+            invisible_duration: None,
+            receipt_handle: None,
+            endpoints: vec!["127.0.0.1:1".into()],
+            corrupted: false,
+        }
+    }
+
+    fn batch() -> Vec<ReceivedMessage> {
+        (0..3).map(message).collect()
+    }
+
+    /// A consumer's shared part (no call leaves it: dispatch only talks to the acker's
+    /// channel) with `listener`, one worker and a 100 ms shutdown timeout.
+    fn shared(mode: ConsumeMode, listener: Listener) -> Arc<Shared> {
+        let config = ClientConfig::builder()
+            .access_points(["127.0.0.1:1"])
+            .build()
+            .expect("config");
+        let session =
+            Session::start(config, ClientKind::PushConsumer { group: "g".into() }).expect("session");
+        let options = PushOptions {
+            mode,
+            workers: 1,
+            shutdown_timeout: Duration::from_millis(100),
+            ..PushOptions::default()
+        };
+        Arc::new(Shared {
+            session,
+            group: "g".into(),
+            preferred: Preferred::default(),
+            listener,
+            queue_listener: None,
+            options,
+            workers: Arc::new(Semaphore::new(1)),
+        })
+    }
+
+    /// A listener that records the offsets it is called with, asks the poller to stop
+    /// when `stop_at` comes, and never returns from the offsets in `hang`.
+    fn listener(
+        calls: Arc<Mutex<Vec<i64>>>,
+        stop: Arc<watch::Sender<Option<Instant>>>,
+        stop_at: Option<i64>,
+        hang: &'static [i64],
+    ) -> Listener {
+        Arc::new(move |m: ReceivedMessage| {
+            let (calls, stop) = (calls.clone(), stop.clone());
+            Box::pin(async move {
+                calls
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(m.queue_offset);
+                if Some(m.queue_offset) == stop_at {
+                    stop.send_replace(Some(Instant::now()));
+                }
+                if hang.contains(&m.queue_offset) {
+                    std::future::pending::<()>().await;
+                }
+                ConsumeResult::Success
+            })
+        })
+    }
+
+    struct Run {
+        end: Option<End>,
+        calls: Vec<i64>,
+        outcomes: Vec<(i64, Outcome)>,
+        took: Duration,
+    }
+
+    /// Dispatches three messages (offsets 0, 1, 2) valid for `valid_for`.
+    async fn run_dispatch(
+        mode: ConsumeMode,
+        valid_for: Duration,
+        stop_at: Option<i64>,
+        hang: &'static [i64],
+    ) -> Run {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (stop_tx, mut stop) = watch::channel(None);
+        let stop_tx = Arc::new(stop_tx);
+        let shared = shared(mode, listener(calls.clone(), stop_tx.clone(), stop_at, hang));
+        let valid = Validity::new(Instant::now() + valid_for);
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut listeners = JoinSet::new();
+        let started = Instant::now();
+        let ctx = Dispatch {
+            shared: &shared,
+            tx: &tx,
+            valid: &valid,
+        };
+        let end = tokio::time::timeout(
+            Duration::from_secs(5),
+            dispatch(&ctx, batch(), &mut stop, &mut listeners),
+        )
+        .await
+        .expect("dispatch ends");
+        let took = started.elapsed();
+        // Let the listener calls that finish finish.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        listeners.abort_all();
+        drop(tx);
+        let mut outcomes = Vec::new();
+        while let Some(f) = rx.recv().await {
+            outcomes.push((f.message.queue_offset, f.outcome));
+        }
+        shared.session.shutdown().await;
+        let calls = calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Run {
+            end,
+            calls,
+            outcomes,
+            took,
+        }
+    }
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn every_message_goes_to_the_listener_while_the_queue_is_valid() {
+        for mode in [ConsumeMode::Ordered, ConsumeMode::Concurrent] {
+            let r = run_dispatch(mode, LONG, None, &[]).await;
+            assert_eq!(r.end, None, "{mode:?}");
+            assert_eq!(r.calls, [0, 1, 2], "{mode:?}");
+            assert_eq!(
+                r.outcomes,
+                [(0, Outcome::Ack), (1, Outcome::Ack), (2, Outcome::Ack)],
+                "{mode:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn past_its_deadline_a_batch_is_handed_back_unprocessed() {
+        for mode in [ConsumeMode::Ordered, ConsumeMode::Concurrent] {
+            let r = run_dispatch(mode, Duration::ZERO, None, &[]).await;
+            assert_eq!(r.end, Some(End::Expired), "{mode:?}");
+            assert!(r.calls.is_empty(), "{mode:?}");
+            assert_eq!(
+                r.outcomes,
+                [
+                    (0, Outcome::HandBack),
+                    (1, Outcome::HandBack),
+                    (2, Outcome::HandBack)
+                ],
+                "{mode:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deadline_passing_while_waiting_for_a_worker_hands_the_rest_back() {
+        // One worker, stuck on the first message; the queue is valid for 100 ms more.
+        let r = run_dispatch(ConsumeMode::Concurrent, Duration::from_millis(100), None, &[0]).await;
+        assert_eq!(r.end, Some(End::Expired));
+        assert_eq!(r.calls, [0]);
+        assert_eq!(r.outcomes, [(1, Outcome::HandBack), (2, Outcome::HandBack)]);
+        assert!(r.took >= Duration::from_millis(90), "{:?}", r.took);
+    }
+
+    #[tokio::test]
+    async fn ordered_mode_hands_the_rest_of_a_batch_back_once_asked_to_stop() {
+        let r = run_dispatch(ConsumeMode::Ordered, LONG, Some(0), &[]).await;
+        assert_eq!(r.end, Some(End::Stopped));
+        assert_eq!(
+            r.calls,
+            [0],
+            "the message being processed is finished, no later one"
+        );
+        assert_eq!(
+            r.outcomes,
+            [(0, Outcome::Ack), (1, Outcome::HandBack), (2, Outcome::HandBack)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stuck_listener_is_given_up_on_a_shutdown_timeout_after_the_stop() {
+        // Ordered: the listener call itself never returns.
+        let r = run_dispatch(ConsumeMode::Ordered, LONG, Some(0), &[0]).await;
+        assert_eq!(r.end, Some(End::Stopped));
+        assert_eq!(
+            r.outcomes,
+            [
+                (0, Outcome::HandBack),
+                (1, Outcome::HandBack),
+                (2, Outcome::HandBack)
+            ]
+        );
+        assert!(r.took >= Duration::from_millis(90), "{:?}", r.took);
+        // Concurrent: the only worker never comes free; the stop lets the call run on
+        // but gives up on the messages waiting for a worker.
+        let r = run_dispatch(ConsumeMode::Concurrent, LONG, Some(0), &[0]).await;
+        assert_eq!(r.end, Some(End::Stopped));
+        assert_eq!(r.calls, [0]);
+        assert_eq!(r.outcomes, [(1, Outcome::HandBack), (2, Outcome::HandBack)]);
+        assert!(r.took >= Duration::from_millis(90), "{:?}", r.took);
     }
 }

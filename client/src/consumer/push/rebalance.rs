@@ -8,9 +8,16 @@
 //! because of one failed question — but not longer than [`ANSWER_TTL`], which is shorter
 //! than the brokers' lease (15 s): a member that cannot confirm its queues stops
 //! consuming them before the broker may give them to another member.
+//!
+//! Every answer counts from the time its question was *sent* (the broker's lease runs
+//! from when it received the question, which is later), and each poller checks its own
+//! [`Validity`] — the last confirming question's send time + [`ANSWER_TTL`] — before
+//! each receive and each batch it hands to the listener, so a member whose rebalancing
+//! stalls stops consuming in time too.
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -44,12 +51,20 @@ pub struct Rebalance {
 }
 
 impl Rebalance {
-    /// Records the answer of `broker` for `topic`, given at `now`.
-    pub fn answered(&mut self, topic: &str, broker: &str, ids: impl IntoIterator<Item = i32>, now: Instant) {
+    /// Records the answer of `broker` for `topic` to the question sent at `sent` (not the
+    /// time the answer came: the broker's lease may have started as early as that).
+    pub fn answered(&mut self, topic: &str, broker: &str, ids: impl IntoIterator<Item = i32>, sent: Instant) {
         self.answers.insert(
             (topic.to_owned(), broker.to_owned()),
-            (ids.into_iter().collect(), now),
+            (ids.into_iter().collect(), sent),
         );
+    }
+
+    /// Until when the last answer naming `key` lets it be consumed (its question's send
+    /// time + [`ANSWER_TTL`]); None when no answer names it.
+    pub fn valid_until(&self, key: &QueueKey) -> Option<Instant> {
+        let (ids, sent) = self.answers.get(&(key.topic.clone(), key.broker.clone()))?;
+        ids.contains(&key.id).then(|| *sent + ANSWER_TTL)
     }
 
     /// Forgets answers older than [`ANSWER_TTL`].
@@ -93,6 +108,48 @@ impl Rebalance {
     }
 }
 
+/// Until when a poller may receive from its queue and hand messages to the listener: the
+/// rebalancer extends it with each answer confirming the queue ([`Rebalance::valid_until`]).
+#[derive(Debug)]
+pub struct Validity {
+    until: Mutex<Instant>,
+}
+
+impl Validity {
+    /// Valid until `until`.
+    pub fn new(until: Instant) -> Self {
+        Self {
+            until: Mutex::new(until),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Instant> {
+        self.until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves the end to `until` if that is later (answers may come back out of order).
+    pub fn extend(&self, until: Instant) {
+        let mut u = self.lock();
+        *u = (*u).max(until);
+    }
+
+    /// The current end.
+    pub fn until(&self) -> Instant {
+        *self.lock()
+    }
+
+    /// The time left at `now`; None once the end is reached.
+    pub fn left(&self, now: Instant) -> Option<Duration> {
+        let until = self.until();
+        (now < until).then(|| until - now)
+    }
+
+    /// Whether the end is reached at `now`.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.left(now).is_none()
+    }
+}
+
 /// The holding header's value for `broker`'s queues of `topic` among `held`.
 pub fn holding_header(held: &BTreeSet<QueueKey>, topic: &str, broker: &str) -> String {
     held.iter()
@@ -133,6 +190,39 @@ mod tests {
         assert_eq!(r.assigned(), [key("g2", 3)].into_iter().collect());
         r.forget_topic("t");
         assert!(r.assigned().is_empty());
+    }
+
+    #[test]
+    fn answers_count_from_the_time_their_question_was_sent() {
+        let sent = Instant::now();
+        let mut r = Rebalance::default();
+        // The answer came 2 s after the question: it still counts from the question.
+        r.answered("t", "g1", [0, 2], sent);
+        assert_eq!(r.valid_until(&key("g1", 0)), Some(sent + ANSWER_TTL));
+        assert_eq!(r.valid_until(&key("g1", 1)), None, "not named by the answer");
+        assert_eq!(r.valid_until(&key("g2", 0)), None, "no answer from g2");
+        r.expire(sent + ANSWER_TTL);
+        assert_eq!(r.assigned().len(), 2, "valid up to the TTL");
+        r.expire(sent + ANSWER_TTL + Duration::from_millis(1));
+        assert!(r.assigned().is_empty());
+        assert_eq!(r.valid_until(&key("g1", 0)), None);
+    }
+
+    #[test]
+    fn a_pollers_validity_only_grows_and_ends_at_its_deadline() {
+        let t0 = Instant::now();
+        let v = Validity::new(t0 + ANSWER_TTL);
+        assert_eq!(v.left(t0), Some(ANSWER_TTL));
+        v.extend(t0 + Duration::from_secs(3));
+        assert_eq!(v.until(), t0 + ANSWER_TTL, "an older answer does not shorten it");
+        v.extend(t0 + Duration::from_secs(12));
+        assert_eq!(v.until(), t0 + Duration::from_secs(12));
+        assert!(!v.expired(t0 + Duration::from_millis(11_999)));
+        assert!(
+            v.expired(t0 + Duration::from_secs(12)),
+            "past the deadline: stop receiving"
+        );
+        assert_eq!(v.left(t0 + Duration::from_secs(20)), None);
     }
 
     #[test]
