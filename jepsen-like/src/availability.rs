@@ -66,18 +66,24 @@ pub(crate) fn fault_windows(records: &[Record]) -> Result<Vec<Window<'_>>, Chaos
     Ok(windows)
 }
 
-/// Time from the fault's start to the first completion of a successful send invoked
-/// at or after that start; `oks` holds `(invoke_ms, done_ms)` of successful sends.
-fn rto(window: &Window<'_>, oks: &[(u64, u64)]) -> Option<u64> {
+/// A successful send: when it was invoked, when it completed, which group stored it.
+type OkSend<'a> = (u64, u64, &'a str);
+
+/// Time from the fault's start to the first completion of a successful send invoked at
+/// or after that start. A fault whose target names a broker group (`g1/node-2`: the part
+/// before the first `/`) counts only sends stored by that group, so that another group's
+/// sends do not hide its outage.
+fn rto(window: &Window<'_>, oks: &[OkSend<'_>]) -> Option<u64> {
+    let group = window.target.split_once('/').map(|(g, _)| g);
     oks.iter()
-        .filter(|(invoke, _)| *invoke >= window.start_ms)
-        .map(|(_, done)| done.saturating_sub(window.start_ms))
+        .filter(|(invoke, _, broker)| *invoke >= window.start_ms && group.is_none_or(|g| g == *broker))
+        .map(|(_, done, _)| done.saturating_sub(window.start_ms))
         .min()
 }
 
 /// Gaps between consecutive successful send completions that meet no fault window.
-fn unavailability(oks: &[(u64, u64)], windows: &[Window<'_>]) -> Unavailability {
-    let mut done: Vec<u64> = oks.iter().map(|&(_, done)| done).collect();
+fn unavailability(oks: &[OkSend<'_>], windows: &[Window<'_>]) -> Unavailability {
+    let mut done: Vec<u64> = oks.iter().map(|&(_, done, _)| done).collect();
     done.sort_unstable();
     let mut result = Unavailability::default();
     for pair in done.windows(2) {
@@ -165,10 +171,10 @@ impl RowAcc {
 
 /// Fills the report's per-fault results, per-kind rows, total row and unavailability.
 pub(crate) fn fill(report: &mut Report, sends: &[SendOp<'_>], flags: &[Flags], windows: &[Window<'_>]) {
-    let oks: Vec<(u64, u64)> = sends
+    let oks: Vec<OkSend<'_>> = sends
         .iter()
         .filter(|s| s.status == Status::Ok)
-        .filter_map(|s| Some((s.invoke_ms, s.done_ms?)))
+        .filter_map(|s| Some((s.invoke_ms, s.done_ms?, s.broker?)))
         .collect();
     report.unavailability = unavailability(&oks, windows);
     let mut rows: BTreeMap<&str, RowAcc> = BTreeMap::new();

@@ -43,6 +43,23 @@ pub(crate) struct SendOp<'a> {
     pub invoke_ms: u64,
     pub done_ms: Option<u64>,
     pub status: Status,
+    /// The broker group that stored it (acknowledged sends only).
+    pub broker: Option<&'a str>,
+}
+
+impl<'a> SendOp<'a> {
+    /// Records the send's completion at `done_ms`.
+    fn complete(&mut self, done_ms: u64, outcome: &'a SendOutcome) {
+        self.done_ms = Some(done_ms);
+        self.status = match outcome {
+            SendOutcome::Ok { broker, .. } => {
+                self.broker = Some(broker);
+                Status::Ok
+            }
+            SendOutcome::Failed { .. } => Status::Failed,
+            SendOutcome::Unknown { .. } => Status::Unknown,
+        };
+    }
 }
 
 /// What the deliveries of one message look like.
@@ -109,6 +126,7 @@ fn join_sends(records: &[Record]) -> Result<Vec<SendOp<'_>>, ChaosError> {
                     invoke_ms: record.time_ms,
                     done_ms: None,
                     status: Status::Pending,
+                    broker: None,
                 });
             }
             Event::SendDone(SendDone { message_id, outcome }) => {
@@ -124,12 +142,7 @@ fn join_sends(records: &[Record]) -> Result<Vec<SendOp<'_>>, ChaosError> {
                         op.message_id
                     )));
                 }
-                op.done_ms = Some(record.time_ms);
-                op.status = match outcome {
-                    SendOutcome::Ok { .. } => Status::Ok,
-                    SendOutcome::Failed { .. } => Status::Failed,
-                    SendOutcome::Unknown { .. } => Status::Unknown,
-                };
+                op.complete(record.time_ms, outcome);
             }
             _ => {}
         }

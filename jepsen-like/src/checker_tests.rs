@@ -420,6 +420,31 @@ fn overlapping_faults_each_get_their_own_rto() {
 }
 
 #[test]
+fn a_fault_on_a_group_recovers_with_that_groups_sends() {
+    let g2 = |queue, offset| SendOutcome::Ok {
+        broker: "g2".into(),
+        queue,
+        offset,
+    };
+    let start = Record {
+        time_ms: 1000,
+        process: 0,
+        event: Event::Fault(Fault {
+            kind: "kill-leader".into(),
+            target: "g1/node-2".into(),
+            phase: FaultPhase::Start,
+        }),
+    };
+    let mut h = vec![start];
+    // g2 keeps working; g1's first success after the fault completes at 2500.
+    h.extend([send(1100, 2, "b", 0), done(1150, 2, "b", 0, g2(0, 0))]);
+    h.extend([send(1100, 1, "a", 0), done(2500, 1, "a", 0, ok(0, 0))]);
+    h.extend([consume(3000, "a", 0), consume(3001, "b", 0)]);
+    let report = checked(&h);
+    assert_eq!(report.faults[0].rto_ms, Some(1500));
+}
+
+#[test]
 fn fault_without_recovery_is_reported() {
     let mut h = vec![fault(1000, "partition-leader", FaultPhase::Start)];
     h.extend([send(1100, 1, "a", 0), done(1200, 1, "a", 0, unknown())]);

@@ -2,7 +2,8 @@
 
 use std::io;
 
-/// Everything that can go wrong while writing, reading or checking a history.
+/// Everything that can go wrong while running a chaos test, or writing, reading or
+/// checking a history.
 #[derive(Debug, thiserror::Error)]
 pub enum ChaosError {
     /// Reading or writing the history file failed.
@@ -42,4 +43,33 @@ pub enum ChaosError {
         /// What rule was broken.
         reason: String,
     },
+    /// Starting, stopping or driving the cluster's processes failed.
+    #[error("cluster: {action}: {detail}")]
+    Cluster {
+        /// What the runner was doing.
+        action: String,
+        /// The cause, with its chain.
+        detail: String,
+    },
+    /// A client (producer or consumer) could not be started.
+    #[error("client: {action}: {source}")]
+    Client {
+        /// What the runner was doing.
+        action: String,
+        /// The client's error.
+        source: raftmq_client::ClientError,
+    },
+    /// The run's options or paths are unusable.
+    #[error("setup: {0}")]
+    Setup(String),
+}
+
+impl ChaosError {
+    /// A [`ChaosError::Cluster`] from the test kit's error.
+    pub(crate) fn cluster(action: impl Into<String>, err: &anyhow::Error) -> Self {
+        Self::Cluster {
+            action: action.into(),
+            detail: format!("{err:#}"),
+        }
+    }
 }

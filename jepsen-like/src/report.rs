@@ -145,7 +145,8 @@ pub struct FaultResult {
     /// Heal time, if the history has one.
     pub end_ms: Option<u64>,
     /// Recovery time: from `start_ms` to the first completion of a successful send
-    /// invoked at or after `start_ms`; `None` if no such send exists.
+    /// invoked at or after `start_ms` (stored by the broker group the target names, for a
+    /// target `<group>/<node>`); `None` if no such send exists.
     pub rto_ms: Option<u64>,
 }
 

@@ -1,0 +1,150 @@
+//! The nemesis's plan: a seeded, pure list of faults, drawn before the run starts.
+//!
+//! One fault at a time: each [`Step`] waits its `gap` after the previous fault healed (or
+//! after the workload started), injects its fault, holds it for `hold`, then heals it, so
+//! a fault begins every 8–15 s or so. The target is chosen at run time, among the
+//! candidates of that moment (the current leader, say), by the step's `pick`; so the same
+//! seed gives the same plan, and the same choices when the cluster behaves the same.
+
+use std::fmt;
+use std::time::Duration;
+
+use rand::Rng;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+/// What the nemesis does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// SIGKILL a broker group's leader; restart it when the fault heals.
+    KillLeader,
+    /// SIGKILL a random broker node (leader or follower); restart it when healed.
+    KillNode,
+    /// SIGSTOP a broker group's leader; SIGCONT it when healed.
+    PauseLeader,
+    /// SIGKILL a name server; restart it on the same address when healed.
+    KillNamesrv,
+}
+
+impl FaultKind {
+    /// Every kind, in the order [`schedule`] draws from.
+    pub const ALL: [FaultKind; 4] = [
+        FaultKind::KillLeader,
+        FaultKind::KillNode,
+        FaultKind::PauseLeader,
+        FaultKind::KillNamesrv,
+    ];
+
+    /// The kind's name in the history (`fault` records) and the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::KillLeader => "kill-leader",
+            FaultKind::KillNode => "kill-node",
+            FaultKind::PauseLeader => "pause-leader",
+            FaultKind::KillNamesrv => "kill-namesrv",
+        }
+    }
+
+    /// The kind named `name` ([`FaultKind::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// How long the fault is held, in milliseconds.
+    fn hold_ms(self) -> (u64, u64) {
+        match self {
+            FaultKind::KillLeader | FaultKind::KillNode => (2_000, 5_000),
+            FaultKind::PauseLeader | FaultKind::KillNamesrv => (3_000, 6_000),
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Shortest wait before a fault (after the previous one healed), in milliseconds.
+const GAP_MIN_MS: u64 = 5_000;
+/// Longest such wait.
+const GAP_MAX_MS: u64 = 9_000;
+/// No fault is planned to still be held this close to the end of the run.
+const END_MARGIN_MS: u64 = 2_000;
+
+/// One planned fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Wait after the previous fault healed (or the workload started).
+    pub gap: Duration,
+    /// The fault.
+    pub kind: FaultKind,
+    /// How long it is held before it heals.
+    pub hold: Duration,
+    /// Chooses the target among the candidates at injection time.
+    pub pick: u64,
+}
+
+/// The plan for a run of `duration` with faults drawn uniformly from `kinds`, from
+/// `seed`. Empty when `kinds` is.
+pub fn schedule(seed: u64, duration: Duration, kinds: &[FaultKind]) -> Vec<Step> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let total = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    let mut at = 0u64;
+    let mut steps = Vec::new();
+    if kinds.is_empty() {
+        return steps;
+    }
+    loop {
+        let gap = rng.random_range(GAP_MIN_MS..=GAP_MAX_MS);
+        let kind = kinds[rng.random_range(0..kinds.len())];
+        let (lo, hi) = kind.hold_ms();
+        let hold = rng.random_range(lo..=hi);
+        let pick = rng.random::<u64>();
+        let end = at + gap + hold;
+        if end.saturating_add(END_MARGIN_MS) > total {
+            return steps;
+        }
+        steps.push(Step {
+            gap: Duration::from_millis(gap),
+            kind,
+            hold: Duration::from_millis(hold),
+            pick,
+        });
+        at = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_gives_one_plan_within_the_duration() {
+        let d = Duration::from_secs(600);
+        let a = schedule(7, d, &FaultKind::ALL);
+        assert_eq!(a, schedule(7, d, &FaultKind::ALL));
+        assert_ne!(a, schedule(8, d, &FaultKind::ALL));
+        let busy: Duration = a.iter().map(|s| s.gap + s.hold).sum();
+        assert!(busy + Duration::from_millis(END_MARGIN_MS) <= d);
+        // 600 s of 7–15 s cycles.
+        assert!((40..=86).contains(&a.len()), "{} steps", a.len());
+        for s in &a {
+            let cycle = s.gap + s.hold;
+            assert!(cycle >= Duration::from_secs(7) && cycle <= Duration::from_secs(15));
+        }
+        for kind in FaultKind::ALL {
+            assert!(a.iter().any(|s| s.kind == kind), "{kind} never drawn");
+            assert_eq!(FaultKind::from_name(kind.name()), Some(kind));
+        }
+    }
+
+    #[test]
+    fn short_runs_and_restricted_kinds() {
+        assert!(schedule(1, Duration::from_secs(5), &FaultKind::ALL).is_empty());
+        assert!(schedule(1, Duration::from_secs(60), &[]).is_empty());
+        let only = schedule(3, Duration::from_secs(120), &[FaultKind::PauseLeader]);
+        assert!(!only.is_empty());
+        assert!(only.iter().all(|s| s.kind == FaultKind::PauseLeader));
+    }
+}
