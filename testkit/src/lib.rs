@@ -202,6 +202,11 @@ impl ProcGroup {
         }
     }
 
+    /// The pid of node `id`, while this group runs it.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.children.get(&id).map(Child::id)
+    }
+
     pub fn client_addr(&self, id: u64) -> &str {
         &self.nodes[&id].client
     }
@@ -296,26 +301,27 @@ impl Drop for NamesrvProc {
     }
 }
 
-/// A raftmq binary: in `RAFTMQ_BIN_DIR`, else in the target folder of the running test
-/// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`).
+/// A raftmq binary: in `RAFTMQ_BIN_DIR`, else next to the running executable or one
+/// folder up (a test runs from `target/<profile>/deps/`, a tool from `target/<profile>/`).
 pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
-    let dir = match std::env::var_os("RAFTMQ_BIN_DIR") {
-        Some(d) => PathBuf::from(d),
+    let candidates: Vec<PathBuf> = match std::env::var_os("RAFTMQ_BIN_DIR") {
+        Some(d) => vec![PathBuf::from(d).join(name)],
         None => {
             let exe = std::env::current_exe()?;
-            let deps = exe.parent().context("test binary without a folder")?;
-            deps.parent()
-                .context("test binary folder without a parent")?
-                .to_path_buf()
+            let here = exe.parent().context("executable without a folder")?;
+            let mut c = vec![here.join(name)];
+            if let Some(up) = here.parent() {
+                c.push(up.join(name));
+            }
+            c
         }
     };
-    let path = dir.join(name);
-    anyhow::ensure!(
-        path.exists(),
-        "{} is missing: build the workspace's binaries first (cargo build --workspace --bins)",
-        path.display()
-    );
-    Ok(path)
+    candidates.iter().find(|p| p.exists()).cloned().with_context(|| {
+        format!(
+            "{name} is missing (looked at {candidates:?}): build the workspace's binaries first \
+             (cargo build --workspace --bins) or set RAFTMQ_BIN_DIR"
+        )
+    })
 }
 
 impl NamesrvProc {

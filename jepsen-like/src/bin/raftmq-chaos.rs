@@ -180,13 +180,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { history } => check(&history).map(Some),
-        Command::Run(args) => bin_dir_from_exe().and_then(|()| {
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?
-                .block_on(run(args))
-        }),
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+            .and_then(|rt| rt.block_on(run(args))),
     };
     match result {
         Ok(Some(true)) => ExitCode::SUCCESS,
@@ -197,19 +195,4 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// The test kit finds `raftmq-broker` and `raftmq-namesrv` in `RAFTMQ_BIN_DIR`, else one
-/// folder above a test binary's (`target/<profile>/deps/..`); this binary lives in
-/// `target/<profile>/` itself, so unless set the variable is pointed here.
-fn bin_dir_from_exe() -> anyhow::Result<()> {
-    if std::env::var_os("RAFTMQ_BIN_DIR").is_some() {
-        return Ok(());
-    }
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("this binary has no folder")?;
-    // SAFETY: called from `main` before the runtime (or any other thread) starts, so no
-    // other thread reads or writes the environment concurrently.
-    unsafe { std::env::set_var("RAFTMQ_BIN_DIR", dir) };
-    Ok(())
 }

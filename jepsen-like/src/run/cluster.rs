@@ -149,8 +149,10 @@ impl ChaosCluster {
     /// SIGSTOPs a running node.
     pub fn pause_node(&mut self, node: NodeRef) -> Result<(), ChaosError> {
         let name = self.node_name(node);
-        let dir = self.group(node.0).dir.path().join(format!("node-{}", node.1));
-        let pid = procs::child_with_data_dir(&dir)
+        let pid = self
+            .group(node.0)
+            .pid(node.1)
+            .and_then(|p| i32::try_from(p).ok())
             .ok_or_else(|| ChaosError::Setup(format!("no process found for {name}")))?;
         procs::signal(pid, Signal::Stop)?;
         self.paused.insert(node, pid);
