@@ -357,7 +357,7 @@ impl Producer {
         let addrs = self.addresses(queue);
         let started = Instant::now();
         let result = attempt::attempt(&self.session().rpc, &addrs, &req, config.request_timeout).await;
-        self.observe(queue, started.elapsed(), &result);
+        self.observe(queue, &addrs, started.elapsed(), &result);
         if let Err(e) = &result
             && e.suggests_route_refresh()
         {
@@ -367,7 +367,8 @@ impl Producer {
         result
     }
 
-    /// The queue's addresses, the one that answered last for its group first.
+    /// The queue's addresses, the one that answered last (or the one after an address
+    /// that just failed) for its group first.
     fn addresses(&self, queue: &MessageQueue) -> Vec<String> {
         let mut addrs = queue.endpoints.clone();
         if let Some(p) = lock(&self.inner.preferred).get(&queue.broker)
@@ -378,7 +379,13 @@ impl Producer {
         addrs
     }
 
-    fn observe(&self, queue: &MessageQueue, latency: Duration, result: &Result<attempt::Stored>) {
+    fn observe(
+        &self,
+        queue: &MessageQueue,
+        addrs: &[String],
+        latency: Duration,
+        result: &Result<attempt::Stored>,
+    ) {
         let now = Instant::now();
         match result {
             Ok(stored) => {
@@ -391,10 +398,36 @@ impl Producer {
                 lock(&self.inner.faults).record_success(&queue.broker, latency, now);
             }
             Err(e) if e.is_retryable() => {
-                lock(&self.inner.preferred).remove(&queue.broker);
+                // The first address tried failed (a timeout ends an attempt there): the next
+                // attempt starts at the one after it, so that a hung leader is not asked
+                // again while the group elects another (a follower relays to the new one).
+                let mut preferred = lock(&self.inner.preferred);
+                match next_address(addrs) {
+                    Some(next) => preferred.insert(queue.broker.clone(), next),
+                    None => preferred.remove(&queue.broker),
+                };
+                drop(preferred);
                 lock(&self.inner.faults).record_failure(&queue.broker, latency, now);
             }
             Err(_) => {}
         }
+    }
+}
+
+/// The address to try first after an attempt that began at `tried[0]` failed.
+fn next_address(tried: &[String]) -> Option<String> {
+    tried.get(1).or(tried.first()).cloned()
+}
+
+#[cfg(test)]
+mod next_address_tests {
+    use super::next_address;
+
+    #[test]
+    fn after_a_failure_the_next_address_goes_first() {
+        let addrs = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(next_address(&addrs(&["a:1", "b:1", "c:1"])), Some("b:1".into()));
+        assert_eq!(next_address(&addrs(&["a:1"])), Some("a:1".into()));
+        assert_eq!(next_address(&[]), None);
     }
 }
