@@ -12,8 +12,9 @@ use crate::error::NamesrvError;
 
 /// Longest broker group name (the broker checks it with the topic-name rule).
 pub const GROUP_MAX_LEN: usize = 127;
-/// Longest topic name (RocketMQ's limit).
-pub const TOPIC_MAX_LEN: usize = 127;
+use raftmq_proto::names::GROUP_MAX_LEN as CONSUMER_GROUP_MAX_LEN;
+pub use raftmq_proto::names::TOPIC_MAX_LEN;
+use raftmq_proto::names::check_name;
 /// Most queues a topic has on one group (the broker's limit).
 pub const MAX_QUEUES: u32 = 1024;
 
@@ -198,29 +199,7 @@ pub fn check_consumer_group(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Ok(());
     }
-    check_name("consumer group", name, 255)
-}
-
-fn check_name(kind: &str, name: &str, max: usize) -> Result<(), String> {
-    if name.is_empty() {
-        return Err(format!("{kind} name is empty"));
-    }
-    if name.len() > max {
-        return Err(format!(
-            "{kind} name is {} bytes long, at most {max} allowed",
-            name.len()
-        ));
-    }
-    match name
-        .bytes()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b'%' | b'|' | b'-')))
-    {
-        Some(c) => Err(format!(
-            "{kind} name {name:?} contains {:?}; allowed: A-Z a-z 0-9 _ % | -",
-            c as char
-        )),
-        None => Ok(()),
-    }
+    check_name("consumer group", name, CONSUMER_GROUP_MAX_LEN)
 }
 
 #[cfg(test)]

@@ -2,16 +2,18 @@
 //! server: one TCP port serving gRPC in TLS and plaintext alike ([`listener`]: the first
 //! byte tells them apart; the number of open connections is bounded), and the TLS
 //! identity it presents ([`tls`]: PEM files, or a self-signed certificate kept in a
-//! directory or generated in memory).
+//! directory or generated in memory), and the signals that stop a server ([`signals`]).
 //!
 //! Java, Go, C# and C++ RocketMQ clients connect with TLS by default, Python, Node.js and
 //! Rust ones in plaintext; whatever is their access point has to serve both.
 
 pub mod listener;
+pub mod signals;
 pub mod tls;
 
 pub use listener::ClientConn;
 pub use listener::incoming;
+pub use signals::Signals;
 pub use tls::ServerTls;
 pub use tls::TlsSource;
 

@@ -8,6 +8,7 @@ use clap::Parser;
 use raftmq_broker::config::BrokerConfig;
 use raftmq_broker::config::PeerConfig;
 use raftmq_broker::node::Node;
+use raftmq_transport::Signals;
 
 /// A raftmq broker node: one member of a Raft-replicated broker group serving the
 /// RocketMQ 5 gRPC protocol. Flags override the TOML file; `--print-config` shows the result.
@@ -88,31 +89,6 @@ impl Args {
     }
 }
 
-/// SIGTERM and SIGINT, installed before the node starts so that a signal during startup
-/// stops the process cleanly instead of killing it.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> anyhow::Result<Self> {
-        use tokio::signal::unix::SignalKind;
-        use tokio::signal::unix::signal;
-        Ok(Self {
-            term: signal(SignalKind::terminate()).context("install SIGTERM handler")?,
-            int: signal(SignalKind::interrupt()).context("install SIGINT handler")?,
-        })
-    }
-
-    async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -128,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let grace = Duration::from_millis(config.shutdown_grace_ms);
-    let mut signals = Signals::install()?;
+    let mut signals = Signals::install().context("install SIGTERM/SIGINT handlers")?;
     let node = tokio::select! {
         node = Node::start(config) => node.context("broker node failed to start")?,
         signal = signals.recv() => {

@@ -16,10 +16,9 @@
 //! | `msgid` | message id | [`MsgLocation`](super::records::MsgLocation) |
 //! | `pop` | group `0x00` topic `0x00` queue id (u32) | [`PopState`](super::records::PopState) |
 
-/// Longest topic name RocketMQ accepts.
-pub const TOPIC_MAX_LEN: usize = 127;
-/// Longest consumer group name RocketMQ accepts.
-pub const GROUP_MAX_LEN: usize = 255;
+pub use raftmq_proto::names::GROUP_MAX_LEN;
+pub use raftmq_proto::names::TOPIC_MAX_LEN;
+use raftmq_proto::names::check_name;
 
 /// `meta` key: the last applied log id.
 pub const META_APPLIED: &[u8] = b"applied";
@@ -28,38 +27,14 @@ pub const META_MEMBERSHIP: &[u8] = b"membership";
 /// `meta` key: the on-disk format version of this database.
 pub const META_FORMAT: &[u8] = b"format";
 
-/// RocketMQ's name alphabet: `[A-Za-z0-9_%|-]`.
-fn valid_name_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'_' | b'%' | b'|' | b'-')
-}
-
-fn validate_name(kind: &str, name: &str, max: usize) -> Result<(), String> {
-    if name.is_empty() {
-        return Err(format!("{kind} name is empty"));
-    }
-    if name.len() > max {
-        return Err(format!(
-            "{kind} name is {} bytes long, at most {max} allowed",
-            name.len()
-        ));
-    }
-    match name.bytes().find(|c| !valid_name_char(*c)) {
-        Some(c) => Err(format!(
-            "{kind} name {name:?} contains {:?}; allowed: A-Z a-z 0-9 _ % | -",
-            c as char
-        )),
-        None => Ok(()),
-    }
-}
-
 /// Checks a topic name against RocketMQ's rules (`[A-Za-z0-9_%|-]`, 1..=127 bytes).
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
-    validate_name("topic", name, TOPIC_MAX_LEN)
+    check_name("topic", name, TOPIC_MAX_LEN)
 }
 
 /// Checks a consumer group name against RocketMQ's rules (`[A-Za-z0-9_%|-]`, 1..=255 bytes).
 pub fn validate_group_name(name: &str) -> Result<(), String> {
-    validate_name("group", name, GROUP_MAX_LEN)
+    check_name("group", name, GROUP_MAX_LEN)
 }
 
 /// A validated topic name: safe to use as a key component.

@@ -8,6 +8,38 @@
 //! answer), then the others — a follower relays calls to its leader — with a short backoff
 //! after each full round, for at most `request_timeout` after the first failure.
 
+/// The builder methods every consumer shares (`config`, `access_points`,
+/// `consumer_group`), for a builder with fields `config: Option<ClientConfig>`,
+/// `access_points: Vec<String>` and `group: String`.
+macro_rules! consumer_builder_common {
+    ($builder:ty) => {
+        impl $builder {
+            /// The whole client configuration (access points, timeouts, namespace).
+            pub fn config(mut self, config: $crate::config::ClientConfig) -> Self {
+                self.config = Some(config);
+                self
+            }
+
+            /// Name servers (or broker addresses), `host:port`, tried in order (replacing
+            /// those of [`Self::config`]).
+            pub fn access_points<I, S>(mut self, points: I) -> Self
+            where
+                I: IntoIterator<Item = S>,
+                S: AsRef<str>,
+            {
+                self.access_points = points.into_iter().map(|s| s.as_ref().to_owned()).collect();
+                self
+            }
+
+            /// The consumer group (required).
+            pub fn consumer_group(mut self, group: impl Into<String>) -> Self {
+                self.group = group.into();
+                self
+            }
+        }
+    };
+}
+
 mod assignment;
 pub mod filter;
 mod ops;

@@ -85,29 +85,9 @@ pub struct PullConsumerBuilder {
     batch_size: u32,
 }
 
+consumer_builder_common!(PullConsumerBuilder);
+
 impl PullConsumerBuilder {
-    /// The whole client configuration (access points, timeouts, namespace).
-    pub fn config(mut self, config: ClientConfig) -> Self {
-        self.config = Some(config);
-        self
-    }
-
-    /// Name servers, `host:port` (replacing those of [`Self::config`]).
-    pub fn access_points<I, S>(mut self, points: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        self.access_points = points.into_iter().map(|s| s.as_ref().to_owned()).collect();
-        self
-    }
-
-    /// The consumer group whose offsets are read and committed (required).
-    pub fn consumer_group(mut self, group: impl Into<String>) -> Self {
-        self.group = group.into();
-        self
-    }
-
     /// Where queues start that the group never committed. Default [`StartFrom::Last`].
     pub fn start_from(mut self, start: StartFrom) -> Self {
         self.start_from = start;

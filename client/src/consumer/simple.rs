@@ -61,29 +61,9 @@ pub struct SimpleConsumerBuilder {
     await_duration: Duration,
 }
 
+consumer_builder_common!(SimpleConsumerBuilder);
+
 impl SimpleConsumerBuilder {
-    /// The whole client configuration (access points, timeouts, namespace).
-    pub fn config(mut self, config: ClientConfig) -> Self {
-        self.config = Some(config);
-        self
-    }
-
-    /// Name servers, `host:port` (replacing those of [`Self::config`]).
-    pub fn access_points<I, S>(mut self, points: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        self.access_points = points.into_iter().map(|s| s.as_ref().to_owned()).collect();
-        self
-    }
-
-    /// The consumer group (required).
-    pub fn consumer_group(mut self, group: impl Into<String>) -> Self {
-        self.group = group.into();
-        self
-    }
-
     /// Receives the messages of `topic` that `filter` wants.
     pub fn subscribe(mut self, topic: impl Into<String>, filter: FilterExpression) -> Self {
         self.subscriptions.insert(topic.into(), filter);

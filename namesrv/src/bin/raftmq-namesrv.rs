@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use raftmq_namesrv::Namesrv;
 use raftmq_namesrv::NamesrvConfig;
+use raftmq_transport::Signals;
 
 /// raftmq's name server: broker nodes register with it, clients of the RocketMQ 5 protocol
 /// use it as their access point. Flags override the TOML file; `--print-config` shows the
@@ -50,17 +51,6 @@ impl Args {
     }
 }
 
-async fn terminated() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::SignalKind;
-    use tokio::signal::unix::signal;
-    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -75,10 +65,11 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let mut signals = Signals::install().context("install SIGTERM/SIGINT handlers")?;
     let namesrv = Namesrv::start(config)
         .await
         .context("name server failed to start")?;
-    let signal = terminated().await?;
+    let signal = signals.recv().await;
     tracing::info!(signal, "stopping");
     namesrv.shutdown(grace).await;
     Ok(())

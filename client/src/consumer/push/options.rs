@@ -148,29 +148,9 @@ impl std::fmt::Debug for PushConsumerBuilder {
     }
 }
 
+consumer_builder_common!(PushConsumerBuilder);
+
 impl PushConsumerBuilder {
-    /// A full client configuration (else the access points given here are used).
-    pub fn config(mut self, config: ClientConfig) -> Self {
-        self.config = Some(config);
-        self
-    }
-
-    /// Name servers (or broker addresses), tried in order.
-    pub fn access_points<I, S>(mut self, points: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        self.access_points = points.into_iter().map(|s| s.as_ref().to_owned()).collect();
-        self
-    }
-
-    /// The consumer group: its members share the topics' queues.
-    pub fn consumer_group(mut self, group: impl Into<String>) -> Self {
-        self.group = group.into();
-        self
-    }
-
     /// Consumes `topic`'s messages that match `filter`.
     pub fn subscribe(mut self, topic: impl Into<String>, filter: FilterExpression) -> Self {
         self.subscriptions.insert(topic.into(), filter);
