@@ -11,8 +11,9 @@
 //! acknowledged — before it is let go, so the next owner never overlaps with it. A
 //! poller whose queue no answer confirmed for [`rebalance::ANSWER_TTL`] (10 s, counted
 //! from the question's send time) stops receiving by itself, before the broker's lease
-//! (15 s) may run out. A member that dies leaves at once: its Telemetry streams (one per
-//! broker address, [`crate::telemetry`]) close with its process.
+//! (15 s) may run out. A member that dies leaves within seconds: its Telemetry streams
+//! (one per broker address, [`crate::telemetry`]) close with its process, and the brokers
+//! drop it 3 s later (a stream that breaks and is reopened keeps its member).
 //!
 //! Shutdown first stops every poller (no poller is started after it began) and goes on
 //! asking for the queues still held while they drain, so that no lease runs out under a
