@@ -126,6 +126,31 @@ impl Broker {
         Some((id, node))
     }
 
+    /// The leader, waiting up to `max` while none is known (an election is under way) or
+    /// while the known one's client address is `unreachable` (it died and the followers have
+    /// not yet elected another). The leader known at the end otherwise (or `None`).
+    pub async fn await_leader(
+        &self,
+        max: Duration,
+        unreachable: Option<&str>,
+    ) -> Option<(NodeId, BrokerNode)> {
+        let usable = |leader: &Option<(NodeId, BrokerNode)>| {
+            leader
+                .as_ref()
+                .is_some_and(|(_, node)| Some(node.client_addr.as_str()) != unreachable)
+        };
+        let mut metrics = self.raft.metrics();
+        let elected = async {
+            while !usable(&self.leader()) {
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(max, elected).await;
+        self.leader()
+    }
+
     /// Waits until a read of the state machine sees every write committed before the call:
     /// confirms leadership with a quorum (read index) and waits for the apply to catch up.
     /// A new leader's applied state may lag what the group committed.

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
+use std::time::Instant;
 
 use raftmq_proto::raftmq::admin::v1::admin_service_client::AdminServiceClient;
 use raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
@@ -39,6 +40,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Forwarder {
     timeout: Duration,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Leaders this node recently failed to connect to, and when.
+    unreachable: Mutex<HashMap<String, Instant>>,
 }
 
 impl Forwarder {
@@ -46,6 +49,7 @@ impl Forwarder {
         Self {
             timeout,
             channels: Mutex::new(HashMap::new()),
+            unreachable: Mutex::new(HashMap::new()),
         }
     }
 
@@ -88,6 +92,29 @@ impl Forwarder {
         channels.remove(addr);
     }
 
+    /// Notes that connecting to `addr` failed (the member is down or cut off) and forgets
+    /// its channel.
+    pub fn mark_unreachable(&self, addr: &str) {
+        self.drop_channel(addr);
+        let mut marks = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+        if marks.len() >= MAX_CHANNELS {
+            marks.clear();
+        }
+        marks.insert(addr.to_owned(), Instant::now());
+    }
+
+    /// Notes that a call to `addr` went through.
+    pub fn mark_reachable(&self, addr: &str) {
+        let mut marks = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+        marks.remove(addr);
+    }
+
+    /// Whether connecting to `addr` failed within the last `within`.
+    pub fn recently_unreachable(&self, addr: &str, within: Duration) -> bool {
+        let marks = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+        marks.get(addr).is_some_and(|at| at.elapsed() < within)
+    }
+
     /// Whether a channel to `addr` is cached.
     pub fn has_channel(&self, addr: &str) -> bool {
         let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
@@ -103,6 +130,23 @@ pub fn ensure_leader(broker: &Broker) -> BrokerResult<()> {
     }
     let leader = broker.leader().filter(|(id, _)| *id != broker.id);
     Err(BrokerError::NotLeader { leader })
+}
+
+/// Whether a relayed call failed before reaching the member: no connection could be
+/// made, so the call certainly did not take effect there.
+pub fn is_connect_failure(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    let mut texts = vec![status.message().to_owned()];
+    while let Some(e) = source {
+        texts.push(e.to_string());
+        source = e.source();
+    }
+    texts
+        .iter()
+        .any(|t| t.contains("tcp connect error") || t.contains("Connection refused"))
 }
 
 /// Whether a request was relayed by another member.

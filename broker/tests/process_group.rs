@@ -263,3 +263,44 @@ async fn batched_sends_are_stored_together_or_refused_together() -> anyhow::Resu
     assert_eq!(stored, 5, "nothing of the refused batches was stored");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_holds_calls_while_an_election_runs() -> anyhow::Result<()> {
+    let mut g = ProcGroup::start(3)?;
+    g.create_topic("held", 4, admin::MessageKind::Normal).await?;
+    let leader = g.wait_leader(&[1, 2, 3]).await?;
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != leader).collect();
+    let (survivor, peer) = (others[0], others[1]);
+    let mut c = g.messaging(survivor).await?;
+    let (code, _) = send(&mut c, message("held", "before", b"x", None)).await?;
+    anyhow::ensure!(code == OK, "send before the faults answered {code}");
+
+    // Leave the survivor alone. It still names the dead leader; its first relay there
+    // fails to connect.
+    g.kill(leader)?;
+    g.kill(peer)?;
+    let first = send(&mut c, message("held", "refused", b"x", None)).await;
+    let Err(e) = first else {
+        anyhow::bail!("a relay to the dead leader answered {first:?}");
+    };
+    eprintln!("first send after the kills: {e}");
+
+    // The next send is held (not refused) until the restarted peer lets an election
+    // finish; then it is stored.
+    let held = tokio::spawn(async move {
+        let started = Instant::now();
+        let outcome = send(&mut c, message("held", "during", b"x", None)).await;
+        (outcome, started.elapsed())
+    });
+    g.start_node(peer)?;
+    let (outcome, took) = held.await?;
+    let (code, _) = outcome?;
+    eprintln!(
+        "a send that arrived while the known leader was dead answered {code} after {:.2} s",
+        took.as_secs_f64()
+    );
+    assert_eq!(code, OK, "held through the election and stored");
+    let (seen, _) = drain(&g, survivor, "held", "cg", 2).await?;
+    assert_eq!(seen, ["before", "during"].map(String::from).into());
+    Ok(())
+}

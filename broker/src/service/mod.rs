@@ -40,6 +40,10 @@ use tonic::transport::Channel;
 use crate::context::Broker;
 use crate::forward;
 
+/// Longest wait for an election's outcome before a call is answered "no leader known"
+/// (a failover takes about 1.5–2 s with the default Raft timings).
+const ELECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A boxed response stream.
 pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -60,14 +64,28 @@ impl Messaging {
             .max_encoding_message_size(forward::MAX_GRPC_MESSAGE)
     }
 
-    /// The leader's client address when this call must be relayed there.
-    fn forward_target<T>(&self, req: &Request<T>) -> Option<String> {
-        if self.broker.is_leader() || forward::is_forwarded(req) {
-            return None;
-        }
-        match self.broker.leader() {
-            Some((id, node)) if id != self.broker.id => Some(node.client_addr),
-            _ => None,
+    /// The leader's client address when this call must be relayed there. While an election
+    /// is under way — no leader known, or the known one unreachable since a relay failed to
+    /// connect — the call waits for its outcome (up to [`ELECTION_WAIT`] or half the
+    /// client's deadline) rather than failing at once: a client retrying elsewhere would
+    /// often land on the same leaderless group.
+    fn forward_target<T>(&self, req: &Request<T>) -> impl Future<Output = Option<String>> + use<T> {
+        let local = self.broker.is_leader() || forward::is_forwarded(req);
+        let wait =
+            long_poll::grpc_timeout(req.metadata()).map_or(ELECTION_WAIT, |d| (d / 2).min(ELECTION_WAIT));
+        let broker = Arc::clone(&self.broker);
+        async move {
+            if local {
+                return None;
+            }
+            let dead = broker
+                .leader()
+                .map(|(_, node)| node.client_addr)
+                .filter(|addr| broker.forwarder.recently_unreachable(addr, 2 * ELECTION_WAIT));
+            match broker.await_leader(wait, dead.as_deref()).await {
+                Some((id, node)) if id != broker.id => Some(node.client_addr),
+                _ => None,
+            }
         }
     }
 
@@ -92,9 +110,14 @@ impl Messaging {
             .map_err(|e| Status::unavailable(e.to_string()))?;
         tracing::debug!(leader = %addr, method, "forwarding to the leader");
         match call(client, forward::relay(req, timeout)).await {
-            Ok(resp) => Ok(with_leader_hint(resp, addr)),
+            Ok(resp) => {
+                forwarder.mark_reachable(addr);
+                Ok(with_leader_hint(resp, addr))
+            }
             Err(e) => {
-                if e.code() == tonic::Code::Unavailable {
+                if forward::is_connect_failure(&e) {
+                    forwarder.mark_unreachable(addr);
+                } else if e.code() == tonic::Code::Unavailable {
                     forwarder.drop_channel(addr);
                 }
                 Err(e)
@@ -110,7 +133,7 @@ macro_rules! routed {
         routed!($self, $req, $method, wrap = std::convert::identity, $local)
     };
     ($self:ident, $req:ident, $method:ident, wrap = $wrap:expr, $local:expr) => {{
-        if let Some(addr) = $self.forward_target(&$req) {
+        if let Some(addr) = $self.forward_target(&$req).await {
             let call =
                 |mut c: MessagingServiceClient<Channel>, r| async move { c.$method(r).await.map($wrap) };
             $self.forwarded(&addr, stringify!($method), $req, call).await
