@@ -110,6 +110,12 @@ impl ProcGroup {
         Ok(g)
     }
 
+    /// The data folder of node `id` (its commit log is in `log/`, its state machine in
+    /// `sm/`).
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
     fn log_path(&self, id: u64) -> PathBuf {
         self.dir.path().join(format!("node-{id}.log"))
     }
@@ -131,7 +137,7 @@ impl ProcGroup {
             .arg("--group")
             .arg(&self.group)
             .arg("--data-dir")
-            .arg(self.dir.path().join(format!("node-{id}")))
+            .arg(self.data_dir(id))
             .arg("--client-addr")
             .arg(&spec.client)
             .arg("--raft-addr")
