@@ -22,6 +22,11 @@ use raftmq_proto::rocketmq::v2 as pb;
 use raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use tonic::transport::Channel;
 
+mod cluster;
+pub mod netns;
+
+pub use cluster::Cluster;
+
 /// How long any awaited condition may take.
 pub const WAIT: Duration = Duration::from_secs(30);
 
@@ -45,6 +50,8 @@ pub struct ProcGroup {
     pub nodes: BTreeMap<u64, NodeSpec>,
     children: BTreeMap<u64, Child>,
     extra_env: Vec<(String, String)>,
+    /// Per node, the command prefix it is started under (`ip netns exec <ns>`).
+    launchers: BTreeMap<u64, Vec<String>>,
     /// The broker group's name.
     pub group: String,
 }
@@ -83,11 +90,6 @@ impl ProcGroup {
 
     /// Starts `n` nodes of broker group `group` (see [`Self::start_with`]).
     pub fn start_named(group: &str, n: u64, top_level: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        std::fs::write(
-            dir.path().join("broker.toml"),
-            format!("{top_level}\n[log]\nsegment_size = 67108864\n"),
-        )?;
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
             let spec = NodeSpec {
@@ -97,14 +99,48 @@ impl ProcGroup {
             };
             nodes.insert(id, spec);
         }
+        Self::start_nodes(group, nodes, BTreeMap::new(), top_level)
+    }
+
+    /// Starts one node of `group` on each host (node ids 1, 2, ... in order), each inside
+    /// its host's namespace, listening on the host's address (client port 8081, Raft
+    /// port 9091: every host has its own ports).
+    pub fn start_on_hosts(group: &str, hosts: &[netns::Host], top_level: &str) -> anyhow::Result<Self> {
+        let mut nodes = BTreeMap::new();
+        let mut launchers = BTreeMap::new();
+        for (id, host) in (1..).zip(hosts) {
+            let spec = NodeSpec {
+                id,
+                client: format!("{}:8081", host.ip),
+                raft: format!("{}:9091", host.ip),
+            };
+            nodes.insert(id, spec);
+            launchers.insert(id, host.launcher());
+        }
+        Self::start_nodes(group, nodes, launchers, top_level)
+    }
+
+    fn start_nodes(
+        group: &str,
+        nodes: BTreeMap<u64, NodeSpec>,
+        launchers: BTreeMap<u64, Vec<String>>,
+        top_level: &str,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(
+            dir.path().join("broker.toml"),
+            format!("{top_level}\n[log]\nsegment_size = 67108864\n"),
+        )?;
+        let ids: Vec<u64> = nodes.keys().copied().collect();
         let mut g = Self {
             dir,
             nodes,
             children: BTreeMap::new(),
             extra_env: Vec::new(),
+            launchers,
             group: group.to_owned(),
         };
-        for id in 1..=n {
+        for id in ids {
             g.start_node(id)?;
         }
         Ok(g)
@@ -129,7 +165,16 @@ impl ProcGroup {
             .open(self.log_path(id))?;
         // Small segments (written by `start_with`): each node preallocates its current one.
         let config = self.dir.path().join("broker.toml");
-        let mut cmd = Command::new(bin("raftmq-broker")?);
+        let broker = bin("raftmq-broker")?;
+        let mut cmd = match self.launchers.get(&id).and_then(|l| l.split_first()) {
+            // `ip netns exec` execs the broker: the child's pid is the broker's.
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&broker);
+                c
+            }
+            None => Command::new(&broker),
+        };
         cmd.arg("--config")
             .arg(&config)
             .arg("--node-id")
@@ -333,7 +378,13 @@ pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
 impl NamesrvProc {
     /// Starts a name server whose log goes into `dir`, with extra flags.
     pub fn start(dir: &std::path::Path, flags: &[&str]) -> anyhow::Result<Self> {
-        let addr = format!("127.0.0.1:{}", free_port()?);
+        Self::start_on(dir, std::net::Ipv4Addr::LOCALHOST, flags)
+    }
+
+    /// Starts a name server listening on `ip` (a port free there), see [`Self::start`].
+    pub fn start_on(dir: &std::path::Path, ip: std::net::Ipv4Addr, flags: &[&str]) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind((ip, 0))?.local_addr()?.port();
+        let addr = format!("{ip}:{port}");
         let log = dir.join(format!("namesrv-{}.log", addr.replace(':', "-")));
         let mut me = Self {
             addr,
@@ -525,99 +576,4 @@ pub fn msg_id(m: &pb::Message) -> String {
         .as_ref()
         .map(|s| s.message_id.clone())
         .unwrap_or_default()
-}
-
-/// Name servers and broker groups that register with all of them: what the client's
-/// tests run against.
-#[derive(Debug)]
-pub struct Cluster {
-    pub dir: tempfile::TempDir,
-    pub namesrvs: Vec<NamesrvProc>,
-    pub groups: Vec<ProcGroup>,
-}
-
-impl Cluster {
-    /// Starts `namesrvs` name servers and one three-node group per name in `groups`, each
-    /// node registering every `register_interval_ms`; `broker_toml` adds top-level broker
-    /// keys. Waits until every group has a leader.
-    pub async fn start(
-        namesrvs: usize,
-        groups: &[&str],
-        register_interval_ms: u64,
-        broker_toml: &str,
-    ) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let namesrvs = (0..namesrvs)
-            .map(|_| NamesrvProc::start(dir.path(), &[]))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let list: Vec<String> = namesrvs.iter().map(|n| format!("{:?}", n.addr)).collect();
-        let top = format!(
-            "namesrv = [{}]\nregister_interval_ms = {register_interval_ms}\nregister_timeout_ms = {}\n{broker_toml}",
-            list.join(", "),
-            (register_interval_ms / 2).min(3_000)
-        );
-        let groups = groups
-            .iter()
-            .map(|g| ProcGroup::start_named(g, 3, &top))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        for g in &groups {
-            g.wait_leader(&g.nodes.keys().copied().collect::<Vec<_>>())
-                .await?;
-        }
-        Ok(Self {
-            dir,
-            namesrvs,
-            groups,
-        })
-    }
-
-    /// The name servers' addresses, as a client's access points.
-    pub fn access_points(&self) -> Vec<String> {
-        self.namesrvs.iter().map(|n| n.addr.clone()).collect()
-    }
-
-    /// The group named `name`.
-    pub fn group(&self, name: &str) -> &ProcGroup {
-        self.groups
-            .iter()
-            .find(|g| g.group == name)
-            .unwrap_or_else(|| panic!("no group {name}"))
-    }
-
-    /// The group named `name`, to kill or restart its nodes.
-    pub fn group_mut(&mut self, name: &str) -> &mut ProcGroup {
-        self.groups
-            .iter_mut()
-            .find(|g| g.group == name)
-            .unwrap_or_else(|| panic!("no group {name}"))
-    }
-
-    /// Creates `topic` with `queues` queues on every group and waits until the first name
-    /// server routes it on all of them.
-    pub async fn create_topic(
-        &self,
-        topic: &str,
-        queues: u32,
-        kind: admin::MessageKind,
-    ) -> anyhow::Result<()> {
-        for g in &self.groups {
-            g.create_topic(topic, queues, kind).await?;
-        }
-        let Some(n) = self.namesrvs.first() else {
-            return Ok(());
-        };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let mut c = n.registry()?;
-            let req = raftmq_proto::raftmq::namesrv::v1::TopicRouteRequest { topic: topic.into() };
-            if let Ok(r) = c.topic_route(req).await
-                && r.get_ref().groups.len() == self.groups.len()
-                && r.get_ref().groups.iter().all(|g| g.leader_id.is_some())
-            {
-                return Ok(());
-            }
-            anyhow::ensure!(Instant::now() < deadline, "{topic} never routed on every group");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 }

@@ -69,19 +69,42 @@ struct RunArgs {
     /// Members of the consumer group.
     #[arg(long, default_value_t = 2)]
     consumers: usize,
-    /// Fault kinds, comma-separated (kill-leader, kill-node, pause-leader, kill-namesrv),
-    /// or `none`.
-    #[arg(long, default_value = "kill-leader,kill-node,pause-leader,kill-namesrv")]
+    /// Fault kinds, comma-separated (kill-leader, kill-node, pause-leader, kill-namesrv,
+    /// partition-leader, partition-leader-in, partition-leader-out, partition-follower),
+    /// `all` (every kind this machine can inject: partitions need root, `ip` and
+    /// `iptables`), or `none`.
+    #[arg(long, default_value = "all")]
     faults: String,
+    /// Inject the fault kinds in the order given, in turn, instead of drawing them.
+    #[arg(long)]
+    cycle: bool,
 }
 
 fn parse_faults(list: &str) -> anyhow::Result<Vec<FaultKind>> {
-    if list == "none" {
-        return Ok(Vec::new());
-    }
-    list.split(',')
-        .map(|name| FaultKind::from_name(name.trim()).with_context(|| format!("unknown fault kind {name:?}")))
-        .collect()
+    let namespaces = raftmq_testkit::netns::available();
+    let kinds: Vec<FaultKind> = match list {
+        "none" => Vec::new(),
+        "all" => {
+            if !namespaces {
+                eprintln!("partitions left out: they need root, ip and iptables");
+            }
+            FaultKind::ALL
+                .into_iter()
+                .filter(|k| namespaces || !k.cuts_links())
+                .collect()
+        }
+        _ => list
+            .split(',')
+            .map(|name| {
+                FaultKind::from_name(name.trim()).with_context(|| format!("unknown fault kind {name:?}"))
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    anyhow::ensure!(
+        namespaces || !kinds.iter().any(|k| k.cuts_links()),
+        "partition faults need root, ip and iptables (apt-get install iptables)"
+    );
+    Ok(kinds)
 }
 
 /// `target/chaos/<UTC time>/history.jsonl`, `target` being the folder above this binary's.
@@ -162,6 +185,7 @@ async fn run(args: RunArgs) -> anyhow::Result<Option<bool>> {
         },
         consumers: args.consumers,
         faults: parse_faults(&args.faults)?,
+        cycle: args.cycle,
     };
     println!(
         "raftmq-chaos run: seed {} history {}",

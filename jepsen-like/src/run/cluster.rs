@@ -14,6 +14,8 @@ use futures_util::future::join_all;
 use raftmq_proto::raftmq::admin::v1 as admin;
 use raftmq_testkit::Cluster;
 use raftmq_testkit::ProcGroup;
+use raftmq_testkit::netns::Direction;
+use raftmq_testkit::netns::Net;
 use tokio::time::Instant;
 
 use super::procs;
@@ -41,17 +43,24 @@ pub struct ChaosCluster {
     down: BTreeSet<NodeRef>,
     paused: BTreeMap<NodeRef, i32>,
     namesrvs_down: BTreeSet<usize>,
+    /// Nodes whose links are cut.
+    cut: BTreeSet<NodeRef>,
 }
 
 impl ChaosCluster {
     /// Starts [`NAMESRVS`] name servers and `groups` broker groups (`g1`, `g2`, ...), and
-    /// creates the FIFO topic [`TOPIC`] with [`QUEUES`] queues on each.
-    pub async fn start(groups: usize) -> Result<Self, ChaosError> {
+    /// creates the FIFO topic [`TOPIC`] with [`QUEUES`] queues on each. With
+    /// `namespaces`, every node runs on a host of its own (a network namespace), so that
+    /// links can be cut.
+    pub async fn start(groups: usize, namespaces: bool) -> Result<Self, ChaosError> {
         let names: Vec<String> = (1..=groups).map(|g| format!("g{g}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let cluster = Cluster::start(NAMESRVS, &refs, REGISTER_INTERVAL_MS, "")
-            .await
-            .map_err(|e| ChaosError::cluster("start", &e))?;
+        let started = if namespaces {
+            Cluster::start_in_namespaces(NAMESRVS, &refs, REGISTER_INTERVAL_MS, "").await
+        } else {
+            Cluster::start(NAMESRVS, &refs, REGISTER_INTERVAL_MS, "").await
+        };
+        let cluster = started.map_err(|e| ChaosError::cluster("start", &e))?;
         cluster
             .create_topic(TOPIC, QUEUES, admin::MessageKind::Fifo)
             .await
@@ -61,6 +70,7 @@ impl ChaosCluster {
             down: BTreeSet::new(),
             paused: BTreeMap::new(),
             namesrvs_down: BTreeSet::new(),
+            cut: BTreeSet::new(),
         })
     }
 
@@ -167,6 +177,39 @@ impl ChaosCluster {
         Ok(())
     }
 
+    /// The namespaces, and the host index of `node` among them.
+    fn host(&self, node: NodeRef) -> Result<(&Net, usize), ChaosError> {
+        let net = self.cluster.net.as_ref().ok_or_else(|| {
+            ChaosError::Setup("links can only be cut when the nodes run in namespaces".into())
+        })?;
+        let id = usize::try_from(node.1).map_err(|e| ChaosError::Setup(e.to_string()))?;
+        Ok((net, 3 * node.0 + id - 1))
+    }
+
+    /// Cuts `node`'s links with the other nodes of its group in `direction` (as seen from
+    /// `node`); clients and name servers still reach it.
+    pub fn partition(&mut self, node: NodeRef, direction: Direction) -> Result<(), ChaosError> {
+        let (net, me) = self.host(node)?;
+        for peer in self.node_ids(node.0).into_iter().filter(|&id| id != node.1) {
+            let (_, other) = self.host((node.0, peer))?;
+            let ip = net.hosts()[other].ip;
+            net.cut(me, ip, direction)
+                .map_err(|e| ChaosError::cluster(format!("cut {}", self.node_name(node)), &e))?;
+        }
+        self.cut.insert(node);
+        Ok(())
+    }
+
+    /// Removes every cut of `node`.
+    pub fn reconnect(&mut self, node: NodeRef) -> Result<(), ChaosError> {
+        if self.cut.remove(&node) {
+            let (net, me) = self.host(node)?;
+            net.heal(me)
+                .map_err(|e| ChaosError::cluster(format!("reconnect {}", self.node_name(node)), &e))?;
+        }
+        Ok(())
+    }
+
     /// SIGKILLs name server `i`.
     pub fn kill_namesrv(&mut self, i: usize) -> Result<(), ChaosError> {
         self.cluster.namesrvs[i]
@@ -204,9 +247,12 @@ impl ChaosCluster {
         exited
     }
 
-    /// Lets every paused node go on, restarts every node and name server that is down,
+    /// Reconnects every cut node, lets every paused node go on, restarts every node and name server that is down,
     /// then waits up to `timeout` for every group to have a leader; the groups without one.
     pub async fn heal(&mut self, timeout: Duration) -> Result<Vec<String>, ChaosError> {
+        for node in self.cut.clone() {
+            self.reconnect(node)?;
+        }
         for node in self.paused.keys().copied().collect::<Vec<_>>() {
             self.resume_node(node)?;
         }

@@ -67,6 +67,8 @@ pub struct RunOptions {
     pub consumers: usize,
     /// The fault kinds the nemesis draws from (none: no faults).
     pub faults: Vec<FaultKind>,
+    /// Take the kinds in turn instead of drawing them.
+    pub cycle: bool,
 }
 
 impl RunOptions {
@@ -126,7 +128,7 @@ pub async fn run(options: &RunOptions, mut stop: watch::Receiver<bool>) -> Resul
     options.validate()?;
     let mut outcome = RunOutcome::new(options);
     let clock = Clock::new();
-    let steps = schedule::schedule(options.seed, options.duration, &options.faults);
+    let steps = schedule::schedule(options.seed, options.duration, &options.faults, options.cycle);
     clock.say(format!("seed {}; {} faults planned", options.seed, steps.len()));
     for s in &steps {
         clock.say(format!("  after {:?}: {} for {:?}", s.gap, s.kind, s.hold));
@@ -136,7 +138,7 @@ pub async fn run(options: &RunOptions, mut stop: watch::Receiver<bool>) -> Resul
     }
     let recorder = Arc::new(Recorder::create(&options.history)?);
     let mut cluster = tokio::select! {
-        c = ChaosCluster::start(options.groups) => c?,
+        c = ChaosCluster::start(options.groups, options.faults.iter().any(|k| k.cuts_links())) => c?,
         () = stopped(&mut stop) => return Err(ChaosError::Setup("interrupted while starting".into())),
     };
     clock.say(format!("cluster up; name servers {:?}", cluster.access_points()));

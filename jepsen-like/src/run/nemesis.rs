@@ -1,12 +1,13 @@
 //! The nemesis: carries out a [`schedule`](super::schedule) against the cluster, one
 //! fault at a time, recording each as a `fault` start and end in the history.
 //!
-//! A fault's start is recorded just before it is applied and its end just after it is
-//! healed, so its window covers all of its effect. When the run's time is up or it is
+//! A fault's start is recorded just before it is applied (a cut of links: just after,
+//! see [`run`]) and its end just after it is healed, so its window covers its effect. When the run's time is up or it is
 //! interrupted, the fault being held is healed at once and no other starts.
 
 use std::time::Duration;
 
+use raftmq_testkit::netns::Direction;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -35,6 +36,7 @@ enum Applied {
     Killed(NodeRef),
     Paused(NodeRef),
     NamesrvDown(usize),
+    Cut(NodeRef, Direction),
 }
 
 /// What the nemesis did.
@@ -68,9 +70,18 @@ pub async fn run(
             log.skipped.push(why);
             continue;
         };
-        fault(recorder, step.kind, &target, FaultPhase::Start);
+        // A cut takes effect rule by rule, tens of milliseconds after it starts: it is
+        // recorded once in place, so that sends completing meanwhile do not count as the
+        // recovery. A kill or a stop takes effect at once.
+        let cut = step.kind.cuts_links();
+        if !cut {
+            fault(recorder, step.kind, &target, FaultPhase::Start);
+        }
         clock.say(format!("{} {target} for {:?}", step.kind, step.hold));
         let result = apply(cluster, applied);
+        if cut {
+            fault(recorder, step.kind, &target, FaultPhase::Start);
+        }
         let hold = step.hold.min(until.saturating_duration_since(Instant::now()));
         if result.is_ok() {
             sleep_or_stop(hold, stop).await;
@@ -117,9 +128,30 @@ async fn pick(cluster: &ChaosCluster, step: &Step) -> Option<(Applied, String)> 
             Applied::Killed(node(*ids.get(usize::try_from(ix).ok()?)?))
         }
         FaultKind::KillNamesrv => Applied::NamesrvDown(usize::try_from(step.pick % NAMESRVS as u64).ok()?),
+        FaultKind::PartitionLeader => {
+            Applied::Cut(node(cluster.wait_leader(g, FIND_LEADER).await?), Direction::Both)
+        }
+        FaultKind::PartitionLeaderIn => Applied::Cut(
+            node(cluster.wait_leader(g, FIND_LEADER).await?),
+            Direction::Inbound,
+        ),
+        FaultKind::PartitionLeaderOut => Applied::Cut(
+            node(cluster.wait_leader(g, FIND_LEADER).await?),
+            Direction::Outbound,
+        ),
+        FaultKind::PartitionFollower => {
+            let leader = cluster.wait_leader(g, FIND_LEADER).await?;
+            let followers: Vec<u64> = cluster
+                .node_ids(g)
+                .into_iter()
+                .filter(|&id| id != leader)
+                .collect();
+            let ix = (step.pick / groups).checked_rem(followers.len() as u64)?;
+            Applied::Cut(node(*followers.get(usize::try_from(ix).ok()?)?), Direction::Both)
+        }
     };
     let target = match applied {
-        Applied::Killed(n) | Applied::Paused(n) => cluster.node_name(n),
+        Applied::Killed(n) | Applied::Paused(n) | Applied::Cut(n, _) => cluster.node_name(n),
         Applied::NamesrvDown(i) => format!("namesrv-{i}"),
     };
     Some((applied, target))
@@ -130,6 +162,7 @@ fn apply(cluster: &mut ChaosCluster, applied: Applied) -> Result<(), ChaosError>
         Applied::Killed(n) => cluster.kill_node(n),
         Applied::Paused(n) => cluster.pause_node(n),
         Applied::NamesrvDown(i) => cluster.kill_namesrv(i),
+        Applied::Cut(n, direction) => cluster.partition(n, direction),
     }
 }
 
@@ -138,5 +171,6 @@ fn heal(cluster: &mut ChaosCluster, applied: Applied) -> Result<(), ChaosError> 
         Applied::Killed(n) => cluster.start_node(n),
         Applied::Paused(n) => cluster.resume_node(n),
         Applied::NamesrvDown(i) => cluster.restart_namesrv(i),
+        Applied::Cut(n, _) => cluster.reconnect(n),
     }
 }

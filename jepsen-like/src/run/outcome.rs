@@ -39,7 +39,7 @@ impl RunOutcome {
     pub(super) fn new(options: &RunOptions) -> Self {
         let kinds: Vec<&str> = options.faults.iter().map(|k| k.name()).collect();
         let p = &options.producers;
-        let rerun = format!(
+        let mut rerun = format!(
             "raftmq-chaos run --seed {} --duration {}s --groups {} --producers {} --keys-per-producer {} --rate {} --consumers {} --faults {}",
             options.seed,
             options.duration.as_secs(),
@@ -54,6 +54,9 @@ impl RunOutcome {
                 kinds.join(",")
             },
         );
+        if options.cycle {
+            rerun.push_str(" --cycle");
+        }
         Self {
             seed: options.seed,
             started_ms: super::recorder::now_ms(),

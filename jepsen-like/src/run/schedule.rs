@@ -24,15 +24,27 @@ pub enum FaultKind {
     PauseLeader,
     /// SIGKILL a name server; restart it on the same address when healed.
     KillNamesrv,
+    /// Cut a group's leader off from its peers, both ways; clients still reach it.
+    PartitionLeader,
+    /// One way: the leader hears nothing from its peers (they still hear it).
+    PartitionLeaderIn,
+    /// One way: the peers hear nothing from the leader (it still hears them).
+    PartitionLeaderOut,
+    /// Cut a follower off from its peers, both ways.
+    PartitionFollower,
 }
 
 impl FaultKind {
     /// Every kind, in the order [`schedule`] draws from.
-    pub const ALL: [FaultKind; 4] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::KillLeader,
         FaultKind::KillNode,
         FaultKind::PauseLeader,
         FaultKind::KillNamesrv,
+        FaultKind::PartitionLeader,
+        FaultKind::PartitionLeaderIn,
+        FaultKind::PartitionLeaderOut,
+        FaultKind::PartitionFollower,
     ];
 
     /// The kind's name in the history (`fault` records) and the report.
@@ -42,7 +54,23 @@ impl FaultKind {
             FaultKind::KillNode => "kill-node",
             FaultKind::PauseLeader => "pause-leader",
             FaultKind::KillNamesrv => "kill-namesrv",
+            FaultKind::PartitionLeader => "partition-leader",
+            FaultKind::PartitionLeaderIn => "partition-leader-in",
+            FaultKind::PartitionLeaderOut => "partition-leader-out",
+            FaultKind::PartitionFollower => "partition-follower",
         }
+    }
+
+    /// Whether the fault cuts network links: the nodes must then run in network
+    /// namespaces of their own (root, `ip` and `iptables` needed).
+    pub fn cuts_links(self) -> bool {
+        matches!(
+            self,
+            FaultKind::PartitionLeader
+                | FaultKind::PartitionLeaderIn
+                | FaultKind::PartitionLeaderOut
+                | FaultKind::PartitionFollower
+        )
     }
 
     /// The kind named `name` ([`FaultKind::name`]).
@@ -55,6 +83,10 @@ impl FaultKind {
         match self {
             FaultKind::KillLeader | FaultKind::KillNode => (2_000, 5_000),
             FaultKind::PauseLeader | FaultKind::KillNamesrv => (3_000, 6_000),
+            FaultKind::PartitionLeader
+            | FaultKind::PartitionLeaderIn
+            | FaultKind::PartitionLeaderOut
+            | FaultKind::PartitionFollower => (3_000, 6_000),
         }
     }
 }
@@ -85,9 +117,9 @@ pub struct Step {
     pub pick: u64,
 }
 
-/// The plan for a run of `duration` with faults drawn uniformly from `kinds`, from
-/// `seed`. Empty when `kinds` is.
-pub fn schedule(seed: u64, duration: Duration, kinds: &[FaultKind]) -> Vec<Step> {
+/// The plan for a run of `duration` with faults drawn uniformly from `kinds` (with
+/// `cycle`: taken from `kinds` in turn), from `seed`. Empty when `kinds` is.
+pub fn schedule(seed: u64, duration: Duration, kinds: &[FaultKind], cycle: bool) -> Vec<Step> {
     let mut rng = StdRng::seed_from_u64(seed);
     let total = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
     let mut at = 0u64;
@@ -97,7 +129,8 @@ pub fn schedule(seed: u64, duration: Duration, kinds: &[FaultKind]) -> Vec<Step>
     }
     loop {
         let gap = rng.random_range(GAP_MIN_MS..=GAP_MAX_MS);
-        let kind = kinds[rng.random_range(0..kinds.len())];
+        let drawn = rng.random_range(0..kinds.len());
+        let kind = kinds[if cycle { steps.len() % kinds.len() } else { drawn }];
         let (lo, hi) = kind.hold_ms();
         let hold = rng.random_range(lo..=hi);
         let pick = rng.random::<u64>();
@@ -122,9 +155,9 @@ mod tests {
     #[test]
     fn a_seed_gives_one_plan_within_the_duration() {
         let d = Duration::from_secs(600);
-        let a = schedule(7, d, &FaultKind::ALL);
-        assert_eq!(a, schedule(7, d, &FaultKind::ALL));
-        assert_ne!(a, schedule(8, d, &FaultKind::ALL));
+        let a = schedule(7, d, &FaultKind::ALL, false);
+        assert_eq!(a, schedule(7, d, &FaultKind::ALL, false));
+        assert_ne!(a, schedule(8, d, &FaultKind::ALL, false));
         let busy: Duration = a.iter().map(|s| s.gap + s.hold).sum();
         assert!(busy + Duration::from_millis(END_MARGIN_MS) <= d);
         // 600 s of 7–15 s cycles.
@@ -141,10 +174,24 @@ mod tests {
 
     #[test]
     fn short_runs_and_restricted_kinds() {
-        assert!(schedule(1, Duration::from_secs(5), &FaultKind::ALL).is_empty());
-        assert!(schedule(1, Duration::from_secs(60), &[]).is_empty());
-        let only = schedule(3, Duration::from_secs(120), &[FaultKind::PauseLeader]);
+        assert!(schedule(1, Duration::from_secs(5), &FaultKind::ALL, false).is_empty());
+        assert!(schedule(1, Duration::from_secs(60), &[], true).is_empty());
+        let only = schedule(3, Duration::from_secs(120), &[FaultKind::PauseLeader], false);
         assert!(!only.is_empty());
         assert!(only.iter().all(|s| s.kind == FaultKind::PauseLeader));
+    }
+
+    #[test]
+    fn cycling_takes_every_kind_in_turn() {
+        let kinds = [
+            FaultKind::KillLeader,
+            FaultKind::PauseLeader,
+            FaultKind::PartitionLeader,
+        ];
+        let plan = schedule(1, Duration::from_secs(60), &kinds, true);
+        assert!(plan.len() >= 3, "{} steps in 60 s", plan.len());
+        for (i, step) in plan.iter().enumerate() {
+            assert_eq!(step.kind, kinds[i % kinds.len()]);
+        }
     }
 }

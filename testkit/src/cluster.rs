@@ -1,0 +1,137 @@
+//! A whole cluster of real processes: name servers and broker groups.
+
+use std::time::Duration;
+use std::time::Instant;
+
+use raftmq_proto::raftmq::admin::v1 as admin;
+
+use crate::NamesrvProc;
+use crate::ProcGroup;
+use crate::WAIT;
+use crate::netns::Net;
+
+/// Name servers and broker groups that register with all of them: what the client's
+/// tests run against.
+#[derive(Debug)]
+pub struct Cluster {
+    pub namesrvs: Vec<NamesrvProc>,
+    pub groups: Vec<ProcGroup>,
+    /// The namespaces the nodes run in ([`Cluster::start_in_namespaces`]); dropped after
+    /// the processes (fields drop in order).
+    pub net: Option<Net>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `namesrvs` name servers and one three-node group per name in `groups`, each
+    /// node registering every `register_interval_ms`; `broker_toml` adds top-level broker
+    /// keys. Waits until every group has a leader.
+    pub async fn start(
+        namesrvs: usize,
+        groups: &[&str],
+        register_interval_ms: u64,
+        broker_toml: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(namesrvs, groups, register_interval_ms, broker_toml, None).await
+    }
+
+    /// As [`Self::start`], with every broker node on a host of its own (a network
+    /// namespace, see [`crate::netns`]), so links between nodes can be cut; the name
+    /// servers listen on the bridge's address in the root namespace.
+    pub async fn start_in_namespaces(
+        namesrvs: usize,
+        groups: &[&str],
+        register_interval_ms: u64,
+        broker_toml: &str,
+    ) -> anyhow::Result<Self> {
+        let net = Net::create(3 * groups.len())?;
+        Self::start_with(namesrvs, groups, register_interval_ms, broker_toml, Some(net)).await
+    }
+
+    async fn start_with(
+        namesrvs: usize,
+        groups: &[&str],
+        register_interval_ms: u64,
+        broker_toml: &str,
+        net: Option<Net>,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let ip = net.as_ref().map_or(std::net::Ipv4Addr::LOCALHOST, Net::gateway);
+        let namesrvs = (0..namesrvs)
+            .map(|_| NamesrvProc::start_on(dir.path(), ip, &[]))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let list: Vec<String> = namesrvs.iter().map(|n| format!("{:?}", n.addr)).collect();
+        let top = format!(
+            "namesrv = [{}]\nregister_interval_ms = {register_interval_ms}\nregister_timeout_ms = {}\n{broker_toml}",
+            list.join(", "),
+            (register_interval_ms / 2).min(3_000)
+        );
+        let mut started = Vec::new();
+        for (i, g) in groups.iter().enumerate() {
+            started.push(match &net {
+                Some(net) => ProcGroup::start_on_hosts(g, &net.hosts()[3 * i..3 * i + 3], &top)?,
+                None => ProcGroup::start_named(g, 3, &top)?,
+            });
+        }
+        for g in &started {
+            g.wait_leader(&g.nodes.keys().copied().collect::<Vec<_>>())
+                .await?;
+        }
+        Ok(Self {
+            namesrvs,
+            groups: started,
+            net,
+            dir,
+        })
+    }
+
+    /// The name servers' addresses, as a client's access points.
+    pub fn access_points(&self) -> Vec<String> {
+        self.namesrvs.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// The group named `name`.
+    pub fn group(&self, name: &str) -> &ProcGroup {
+        self.groups
+            .iter()
+            .find(|g| g.group == name)
+            .unwrap_or_else(|| panic!("no group {name}"))
+    }
+
+    /// The group named `name`, to kill or restart its nodes.
+    pub fn group_mut(&mut self, name: &str) -> &mut ProcGroup {
+        self.groups
+            .iter_mut()
+            .find(|g| g.group == name)
+            .unwrap_or_else(|| panic!("no group {name}"))
+    }
+
+    /// Creates `topic` with `queues` queues on every group and waits until the first name
+    /// server routes it on all of them.
+    pub async fn create_topic(
+        &self,
+        topic: &str,
+        queues: u32,
+        kind: admin::MessageKind,
+    ) -> anyhow::Result<()> {
+        for g in &self.groups {
+            g.create_topic(topic, queues, kind).await?;
+        }
+        let Some(n) = self.namesrvs.first() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut c = n.registry()?;
+            let req = raftmq_proto::raftmq::namesrv::v1::TopicRouteRequest { topic: topic.into() };
+            if let Ok(r) = c.topic_route(req).await
+                && r.get_ref().groups.len() == self.groups.len()
+                && r.get_ref().groups.iter().all(|g| g.leader_id.is_some())
+            {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{topic} never routed on every group");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
