@@ -151,6 +151,21 @@ impl Broker {
         self.leader()
     }
 
+    /// Resolves once a leader other than the one at client address `addr` is known (this
+    /// node included); not while an election is under way.
+    pub async fn leader_moved_from(&self, addr: &str) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if self.leader().is_some_and(|(_, node)| node.client_addr != addr) {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                // Raft stopped: nothing moves any more.
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// Waits until a read of the state machine sees every write committed before the call:
     /// confirms leadership with a quorum (read index) and waits for the apply to catch up.
     /// A new leader's applied state may lag what the group committed.
@@ -183,10 +198,25 @@ impl Broker {
     /// the append, and a refused append stops Raft on the leader.
     pub async fn write(&self, cmd: Command) -> BrokerResult<CommandResult> {
         check_entry_size(&cmd, u64::from(self.config.log.max_record_size))?;
+        if self.quorum_silent() {
+            return Err(BrokerError::Unavailable(
+                "this leader has heard from no quorum lately (cut off from its peers?)".into(),
+            ));
+        }
         let deadline = Instant::now() + LEADER_CONFIRM_WAIT;
         let mut delay = Duration::from_millis(5);
         loop {
-            match self.raft.client_write(cmd.clone()).await {
+            let written = tokio::select! {
+                written = self.raft.client_write(cmd.clone()) => written,
+                () = self.quorum_lost() => {
+                    // The entry stays in this leader's log: it commits if the peers come
+                    // back in time, or a new leader truncates it.
+                    return Err(BrokerError::Timeout(
+                        "this leader lost its quorum while the write was in flight; its outcome is unknown".into(),
+                    ));
+                }
+            };
+            match written {
                 Ok(resp) => return Ok(resp.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
                     if f.reason == ForwardReason::LeaseExpired && Instant::now() < deadline =>
@@ -216,6 +246,28 @@ impl Broker {
                         "raft stopped while the write was in flight; its outcome is unknown: {e}"
                     )));
                 }
+            }
+        }
+    }
+
+    /// Whether this node leads but no quorum has acknowledged it for long enough that
+    /// another leader may have been elected ([`crate::raft::config::RaftConfig::deposed_after`]).
+    pub fn quorum_silent(&self) -> bool {
+        let m = self.raft.metrics().borrow_watched().clone();
+        // A lone voter is its own quorum; its acknowledgement time never moves.
+        m.state == ServerState::Leader
+            && m.membership_config.membership().voter_ids().nth(1).is_some()
+            && m.last_quorum_acked
+                .is_some_and(|t| openraft::Instant::elapsed(&*t) > self.config.raft.deposed_after())
+    }
+
+    /// Resolves once [`Self::quorum_silent`] holds (checked every 100 ms).
+    async fn quorum_lost(&self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            if self.quorum_silent() {
+                return;
             }
         }
     }

@@ -102,6 +102,14 @@ pub enum RaftConfigError {
 const MIN_HEARTBEATS_PER_ELECTION_TIMEOUT: u64 = 3;
 
 impl RaftConfig {
+    /// How long after its last acknowledgement by a quorum a leader may already have been
+    /// replaced: the followers' leases (`election_timeout_max`) plus the shortest election
+    /// timeout. A leader that has heard from no quorum for this long (cut off from its
+    /// peers) stops waiting for its writes to commit.
+    pub fn deposed_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.election_timeout_max_ms + self.election_timeout_min_ms)
+    }
+
     /// Builds the openraft configuration of broker group `group` (the cluster name, which
     /// the network also sends with every call so that groups never mix).
     pub fn build(&self, group: &str) -> Result<Arc<openraft::Config>, RaftConfigError> {

@@ -109,7 +109,20 @@ impl Messaging {
             .client(addr)
             .map_err(|e| Status::unavailable(e.to_string()))?;
         tracing::debug!(leader = %addr, method, "forwarding to the leader");
-        match call(client, forward::relay(req, timeout)).await {
+        // A leader cut off from this node swallows the call: when the group elects another
+        // one meanwhile, the call is abandoned so that the client retries at once rather
+        // than at its deadline.
+        let relayed = tokio::select! {
+            relayed = call(client, forward::relay(req, timeout)) => relayed,
+            () = self.broker.leader_moved_from(addr) => {
+                forwarder.drop_channel(addr);
+                tracing::info!(leader = %addr, method, "leader replaced while a call was relayed to it");
+                return Err(Status::unavailable(
+                    "the leader was replaced while the call was relayed to it; its outcome is unknown",
+                ));
+            }
+        };
+        match relayed {
             Ok(resp) => {
                 forwarder.mark_reachable(addr);
                 Ok(with_leader_hint(resp, addr))
