@@ -27,7 +27,7 @@ async fn a_cut_off_leader_answers_within_two_seconds_and_the_rest_go_on() -> any
         return Ok(());
     }
     let net = netns::Net::create(3)?;
-    let g = ProcGroup::start_on_hosts("g1", net.hosts(), "")?;
+    let g = ProcGroup::start_on_hosts("g1", net.hosts(), "", "")?;
     g.create_topic("cut", 4, admin::MessageKind::Normal).await?;
     let leader = g.wait_leader(&[1, 2, 3]).await?;
     let follower = [1, 2, 3].into_iter().find(|&i| i != leader).unwrap_or(1);

@@ -18,6 +18,7 @@ use crate::index::LogPos;
 use crate::log::CommitLog;
 use crate::log::lock;
 use crate::segment;
+use crate::synced;
 
 impl CommitLog {
     /// Removes every entry after `after` (all entries if `None`). Durable on return.
@@ -54,11 +55,29 @@ impl CommitLog {
         };
         // From the erase on, a failure leaves disk and index disagreeing: poison.
         let r = segment::erase_at(&file, &path, offset.0, offset.1)
+            .and_then(|()| self.lower_synced(&path, offset.0))
             .and_then(|()| self.forget_from(cut, pos))
             .and_then(|doomed| self.unlink_truncated(&doomed).map(|()| doomed));
         let doomed = self.poison_on_err(r)?;
         tracing::info!(after = ?after, removed = next - cut, segments_removed = doomed.len(), "truncated log");
         Ok(())
+    }
+
+    /// With tracking on: the erased tail from `offset` is zeroes on disk, and what is
+    /// appended there next is not durable until its own fsync.
+    fn lower_synced(&self, path: &std::path::Path, offset: u64) -> Result<()> {
+        if !self.inner.config.track_synced {
+            return Ok(());
+        }
+        synced::record(path, offset).map_err(|e| LogError::io("record synced length", path, e))
+    }
+
+    /// Removes the ledger of a deleted segment (tracking only).
+    fn forget_synced(&self, path: &std::path::Path) -> Result<()> {
+        if !self.inner.config.track_synced {
+            return Ok(());
+        }
+        synced::forget(path).map_err(|e| LogError::io("delete synced-length ledger", path, e))
     }
 
     /// Drops index entries from `cut` on; returns the segment files to delete.
@@ -117,6 +136,7 @@ impl CommitLog {
                 }
                 _ => fsutil::sync_dir(dir).map_err(|e| LogError::io("fsync directory", dir, e))?,
             }
+            self.forget_synced(p)?;
         }
         Ok(())
     }
@@ -136,6 +156,7 @@ impl CommitLog {
         }
         let r = fsutil::sync_dir(&self.inner.dir)
             .map_err(|e| LogError::io("fsync directory", &self.inner.dir, e));
+        let r = r.and_then(|()| paths.iter().try_for_each(|p| self.forget_synced(p)));
         self.poison_on_err(r)
     }
 }

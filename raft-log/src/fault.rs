@@ -1,6 +1,9 @@
-//! Fault injection for tests: make the next fsyncs fail as a dying disk would.
+//! Fault injection for tests: make the next fsyncs fail as a dying disk would, or hold
+//! them back so that appended data stays in the page cache, not yet durable.
 
 use std::io;
+use std::sync::Condvar;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering;
 
@@ -8,6 +11,8 @@ use std::sync::atomic::Ordering;
 #[derive(Debug, Default)]
 pub struct FaultInjector {
     failing_syncs: AtomicU32,
+    held: Mutex<bool>,
+    released: Condvar,
 }
 
 impl FaultInjector {
@@ -16,7 +21,27 @@ impl FaultInjector {
         self.failing_syncs.store(n, Ordering::SeqCst);
     }
 
+    /// Makes data fsyncs wait until [`FaultInjector::release_syncs`]. Appends go on being
+    /// written into the page cache but none completes: a test can then "kill" the log
+    /// with `fail_next_syncs(u32::MAX)` followed by `release_syncs()`, which poisons it
+    /// without syncing anything more. Release before dropping the log, or the drop waits
+    /// forever for its sync thread.
+    pub fn hold_syncs(&self) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    }
+
+    /// Lets held and later fsyncs proceed.
+    pub fn release_syncs(&self) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.released.notify_all();
+    }
+
     pub(crate) fn before_sync(&self) -> io::Result<()> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        while *held {
+            held = self.released.wait(held).unwrap_or_else(|p| p.into_inner());
+        }
+        drop(held);
         let take = self
             .failing_syncs
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));

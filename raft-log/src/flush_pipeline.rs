@@ -1,9 +1,7 @@
 //! The two threads behind [`crate::flusher::Flusher`]: one writes staged runs into the
 //! page cache, the other fsyncs what was written and completes the callbacks.
 
-use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -11,7 +9,9 @@ use crate::error::LogError;
 use crate::flusher::Run;
 use crate::flusher::Shared;
 use crate::flusher::Written;
+use crate::flusher::WrittenFile;
 use crate::flusher::lock;
+use crate::synced;
 
 /// Staging buffers kept for reuse, and the largest one worth keeping.
 const MAX_SPARE: usize = 4;
@@ -41,12 +41,7 @@ pub(crate) fn write_loop(shared: &Shared) {
         }
         let bytes: u64 = runs.iter().map(|r| r.data.len() as u64).sum();
         shared.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
-        let mut files: Vec<(Arc<File>, PathBuf)> = Vec::new();
-        for r in &runs {
-            if !files.iter().any(|(f, _)| Arc::ptr_eq(f, &r.file)) {
-                files.push((r.file.clone(), r.path.clone()));
-            }
-        }
+        let files = written_files(&runs);
         let mut q = lock(&shared.queue);
         q.in_flight.clear();
         q.writing = false;
@@ -55,6 +50,23 @@ pub(crate) fn write_loop(shared: &Shared) {
         drop(q);
         shared.to_sync.notify_one();
     }
+}
+
+/// The files of `runs` in first-written order, each with the end of its data.
+fn written_files(runs: &[Arc<Run>]) -> Vec<WrittenFile> {
+    let mut files: Vec<WrittenFile> = Vec::new();
+    for r in runs {
+        let end = r.offset + r.data.len() as u64;
+        match files.iter_mut().find(|f| Arc::ptr_eq(&f.file, &r.file)) {
+            Some(f) => f.end = f.end.max(end),
+            None => files.push(WrittenFile {
+                file: r.file.clone(),
+                path: r.path.clone(),
+                end,
+            }),
+        }
+    }
+    files
 }
 
 fn write_runs(shared: &Shared, runs: &[Arc<Run>]) -> Result<(), LogError> {
@@ -125,18 +137,26 @@ pub(crate) fn sync_loop(shared: &Shared) {
 fn sync_files(shared: &Shared, groups: &[Written]) -> Result<(), LogError> {
     // A write that failed poisoned the log: its callbacks must fail, not report durable.
     shared.poison.check()?;
-    let mut synced: Vec<&Arc<File>> = Vec::new();
-    for (file, path) in groups.iter().flat_map(|g| &g.files) {
-        if synced.iter().any(|f| Arc::ptr_eq(f, file)) {
-            continue;
+    // Each file once, with the end of everything written to it (groups are in log order).
+    let mut files: Vec<&WrittenFile> = Vec::new();
+    for w in groups.iter().flat_map(|g| &g.files) {
+        match files.iter_mut().find(|f| Arc::ptr_eq(&f.file, &w.file)) {
+            Some(f) if f.end < w.end => *f = w,
+            Some(_) => {}
+            None => files.push(w),
         }
+    }
+    for w in files {
         if let Some(f) = &shared.faults {
             f.before_sync()
-                .map_err(|e| LogError::io("fdatasync segment", path, e))?;
+                .map_err(|e| LogError::io("fdatasync segment", &w.path, e))?;
         }
-        file.sync_data()
-            .map_err(|e| LogError::io("fdatasync segment", path, e))?;
-        synced.push(file);
+        w.file
+            .sync_data()
+            .map_err(|e| LogError::io("fdatasync segment", &w.path, e))?;
+        if shared.track_synced {
+            synced::record(&w.path, w.end).map_err(|e| LogError::io("record synced length", &w.path, e))?;
+        }
     }
     Ok(())
 }

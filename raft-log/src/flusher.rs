@@ -67,9 +67,16 @@ pub(crate) struct Patch {
     pub bytes: Vec<u8>,
 }
 
+/// A file written in one round and where the data written to it ends.
+pub(crate) struct WrittenFile {
+    pub file: Arc<File>,
+    pub path: PathBuf,
+    pub end: u64,
+}
+
 /// Written runs whose callbacks wait for the next fsync.
 pub(crate) struct Written {
-    pub files: Vec<(Arc<File>, PathBuf)>,
+    pub files: Vec<WrittenFile>,
     pub callbacks: Vec<FlushCallback>,
 }
 
@@ -130,6 +137,8 @@ pub(crate) struct Shared {
     pub drained: Condvar,
     pub poison: Arc<Poison>,
     pub faults: Option<Arc<FaultInjector>>,
+    /// Keep the synced-length ledger (see `synced.rs`).
+    pub track_synced: bool,
 }
 
 /// Handle to the flusher thread; dropping it writes and syncs what is staged, completes
@@ -150,7 +159,11 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Flusher {
-    pub fn start(poison: Arc<Poison>, faults: Option<Arc<FaultInjector>>) -> std::io::Result<Self> {
+    pub fn start(
+        poison: Arc<Poison>,
+        faults: Option<Arc<FaultInjector>>,
+        track_synced: bool,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             counters: Counters::default(),
             queue: Mutex::default(),
@@ -159,6 +172,7 @@ impl Flusher {
             drained: Condvar::new(),
             poison,
             faults,
+            track_synced,
         });
         let (w, s) = (shared.clone(), shared.clone());
         let spawn = |name: &str| std::thread::Builder::new().name(name.into());

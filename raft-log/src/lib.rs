@@ -10,10 +10,16 @@
 //!   for the record format),
 //! - `meta`: vote, purge point and write epoch, in two checksummed slots,
 //! - `committed`: the last known commit point (advisory, not fsynced),
-//! - `LOCK`: held with `flock` while the log is open.
+//! - `LOCK`: held with `flock` while the log is open,
+//! - test only, with [`LogConfig::track_synced`]: `NNNNNNNNNNNNNNNNNNNN.seg.synced`, the
+//!   durable length of each segment, and the marker `SYNCED_TRACKING` (see [`power_cut`]).
+//!
+//! [`power_cut`] and [`damage`] are offline tools for chaos tests: they simulate a power
+//! failure, and flip bits in or truncate segment files, while no process has the log open.
 
 pub mod config;
 mod cut;
+pub mod damage;
 mod durable;
 pub mod error;
 pub mod fault;
@@ -23,11 +29,13 @@ mod fsutil;
 mod index;
 mod log;
 mod meta;
+pub mod power_cut;
 pub mod record;
 mod recovery;
 mod segment;
 pub mod slots;
 pub mod storage;
+mod synced;
 
 pub use config::LogConfig;
 pub use error::Corruption;

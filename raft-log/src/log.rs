@@ -30,8 +30,10 @@ use crate::record;
 use crate::record::EntryKind;
 use crate::record::HEADER_LEN;
 use crate::record::RecordMeta;
+use crate::segment;
 use crate::segment::Segment;
 use crate::slots;
+use crate::synced;
 
 /// Something that can be appended: its identity plus a way to write its payload.
 pub trait LogRecord {
@@ -252,6 +254,10 @@ impl CommitLog {
         let cfg = &self.inner.config;
         let s = Segment::create(&self.inner.dir, base, cfg.segment_size, cfg.preallocate)?;
         fsutil::sync_dir(&self.inner.dir).map_err(|e| LogError::io("fsync directory", &self.inner.dir, e))?;
+        if cfg.track_synced {
+            synced::record(&s.path, segment::SEGMENT_HEADER_LEN)
+                .map_err(|e| LogError::io("record synced length", &s.path, e))?;
+        }
         tracing::debug!(base, path = %s.path.display(), "created segment");
         Ok(s)
     }

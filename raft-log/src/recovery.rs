@@ -29,6 +29,7 @@ use crate::segment;
 use crate::segment::ScanContext;
 use crate::segment::ScanEnd;
 use crate::segment::Segment;
+use crate::synced;
 
 /// Where recovery cut the log and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,24 +65,10 @@ impl CommitLog {
             }
         }
         let lock = lock_dir(&dir)?;
-        let (meta_file, raw) = MetaFile::open(&dir.join("meta"), true)?;
-        let mut state: DurableMeta = match raw {
-            Some(b) => serde_json::from_slice(&b).map_err(|e| LogError::Decode {
-                index: 0,
-                what: e.to_string(),
-            })?,
-            None => DurableMeta::default(),
-        };
+        let (meta_file, mut state) = load_meta(&dir)?;
         let (committed_file, committed) = MetaFile::open(&dir.join("committed"), false)?;
 
-        let mut report = RecoveryReport::default();
-        let (segments, max_epoch) = scan_all(&dir, state.purged, &mut report)?;
-        for p in &report.dropped_segments {
-            std::fs::remove_file(p).map_err(|e| LogError::io("delete dropped segment", p, e))?;
-        }
-        if !report.dropped_segments.is_empty() {
-            fsutil::sync_dir(&dir).map_err(|e| io("fsync directory", e))?;
-        }
+        let (segments, max_epoch, mut report) = recover_segments(&dir, &config, state.purged)?;
 
         state.epoch = state.epoch.max(max_epoch) + 1;
         let mut durable = Durable {
@@ -102,8 +89,8 @@ impl CommitLog {
             first = b.first, next = ?b.next, epoch = durable.state.epoch, "opened commit log"
         );
         let poison = Arc::new(Poison::default());
-        let flusher =
-            Flusher::start(poison.clone(), config.faults.clone()).map_err(|e| io("start flusher", e))?;
+        let flusher = Flusher::start(poison.clone(), config.faults.clone(), config.track_synced)
+            .map_err(|e| io("start flusher", e))?;
         let writer = Writer {
             epoch: durable.state.epoch,
             buf: Vec::new(),
@@ -131,7 +118,7 @@ impl CommitLog {
 
 /// Takes an exclusive lock on the directory so two processes never share one log.
 #[allow(unsafe_code)]
-fn lock_dir(dir: &Path) -> Result<File> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
     use std::os::fd::AsRawFd;
     let path = dir.join("LOCK");
     let f = OpenOptions::new()
@@ -153,7 +140,53 @@ fn lock_dir(dir: &Path) -> Result<File> {
     Ok(f)
 }
 
-fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+/// Opens `meta` and decodes the durable state in it.
+pub(crate) fn load_meta(dir: &Path) -> Result<(MetaFile, DurableMeta)> {
+    let (meta_file, raw) = MetaFile::open(&dir.join("meta"), true)?;
+    let state = match raw {
+        Some(b) => serde_json::from_slice(&b).map_err(|e| LogError::Decode {
+            index: 0,
+            what: e.to_string(),
+        })?,
+        None => DurableMeta::default(),
+    };
+    Ok((meta_file, state))
+}
+
+/// Scans the segments, deletes those recovery dropped, and updates the synced-length
+/// ledger. Returns the kept segments and the highest write epoch found.
+fn recover_segments(
+    dir: &Path,
+    config: &LogConfig,
+    purged: Option<LogPos>,
+) -> Result<(VecDeque<Segment>, u64, RecoveryReport)> {
+    let mut report = RecoveryReport::default();
+    let min_len = config.preallocate.then_some(config.segment_size);
+    let (segments, max_epoch) = scan_all(dir, purged, min_len, &mut report)?;
+    for p in &report.dropped_segments {
+        std::fs::remove_file(p).map_err(|e| LogError::io("delete dropped segment", p, e))?;
+    }
+    if !report.dropped_segments.is_empty() {
+        fsutil::sync_dir(dir).map_err(|e| LogError::io("fsync directory", dir, e))?;
+    }
+    track_synced(dir, config.track_synced, &segments, &report.dropped_segments)?;
+    Ok((segments, max_epoch, report))
+}
+
+/// Brings the synced-length ledger (test only, see `synced.rs`) in line with what recovery
+/// kept: every kept segment was fsynced whole, dropped ones are gone.
+fn track_synced(dir: &Path, track: bool, kept: &VecDeque<Segment>, dropped: &[PathBuf]) -> Result<()> {
+    let io = |e| LogError::io("record synced lengths", dir, e);
+    if track {
+        for p in dropped {
+            synced::forget(p).map_err(io)?;
+        }
+    }
+    let kept: Vec<(PathBuf, u64)> = kept.iter().map(|s| (s.path.clone(), s.end)).collect();
+    synced::at_open(dir, track, &kept).map_err(io)
+}
+
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
     let rd = std::fs::read_dir(dir).map_err(|e| LogError::io("list log directory", dir, e))?;
     for ent in rd {
@@ -167,31 +200,23 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 }
 
 /// Scans segments in order and keeps the valid, gap-free prefix above the purge point.
+/// `min_len`: the size every segment file has when segments are preallocated.
 fn scan_all(
     dir: &Path,
     purged: Option<LogPos>,
+    min_len: Option<u64>,
     report: &mut RecoveryReport,
 ) -> Result<(VecDeque<Segment>, u64)> {
     let mut files = list_segments(dir)?;
-    // Segments followed by one that starts at or below the purge point hold only purged
-    // entries: they are dropped unscanned, so that damage in them, or a leftover file
-    // whose deletion failed, cannot cut the retained log.
-    if let Some(p) = purged {
-        let first_needed = files
-            .iter()
-            .rposition(|(base, _)| *base <= p.index + 1)
-            .unwrap_or(0);
-        report
-            .dropped_segments
-            .extend(files.drain(..first_needed).map(|(_, path)| path));
-    }
+    skip_purged(&mut files, purged, report);
     let mut kept: VecDeque<Segment> = VecDeque::new();
     let mut cx = ScanContext {
         prev_term: 0,
         prev_epoch: 0,
     };
     let mut stopped = false;
-    for (base, path) in files {
+    let next_bases: Vec<Option<u64>> = (0..files.len()).map(|i| files.get(i + 1).map(|f| f.0)).collect();
+    for ((base, path), next_base) in files.into_iter().zip(next_bases) {
         let expected = kept.back().map(|s| s.next_index());
         if stopped || expected.is_some_and(|e| e != base) {
             if !stopped {
@@ -203,8 +228,9 @@ fn scan_all(
         }
         let scanned = segment::open_and_scan(&path, base, cx)?;
         let seg = scanned.segment;
-        if let ScanEnd::Damaged { offset, what } = scanned.end {
+        if let ScanEnd::Damaged { offset, what } = cut_short(scanned.end, &seg, next_base, min_len) {
             cut_damage(&seg, &path, offset, what, report)?;
+            restore_preallocation(&seg, min_len)?;
             stopped = true;
         }
         if seg.is_empty() {
@@ -227,6 +253,56 @@ fn scan_all(
     let max_epoch = cx.prev_epoch;
     drop_purged(&mut kept, purged, report);
     Ok((kept, max_epoch))
+}
+
+/// Segments followed by one that starts at or below the purge point hold only purged
+/// entries: they are dropped unscanned, so that damage in them, or a leftover file whose
+/// deletion failed, cannot cut the retained log.
+fn skip_purged(files: &mut Vec<(u64, PathBuf)>, purged: Option<LogPos>, report: &mut RecoveryReport) {
+    if let Some(p) = purged {
+        let first_needed = files
+            .iter()
+            .rposition(|(base, _)| *base <= p.index + 1)
+            .unwrap_or(0);
+        report
+            .dropped_segments
+            .extend(files.drain(..first_needed).map(|(_, path)| path));
+    }
+}
+
+/// Turns a clean end exactly at the end of the file into damage where the file must have
+/// been cut short: a later segment does not continue it (appends never leave a gap, and a
+/// truncation zeroes its cut instead of shortening the file), or it is the last segment and
+/// smaller than preallocation makes every segment. Only the report changes: the cut is
+/// where it would be anyway. (A last segment written unpreallocated by an earlier run is
+/// reported too, harmlessly.)
+fn cut_short(end: ScanEnd, seg: &Segment, next_base: Option<u64>, min_len: Option<u64>) -> ScanEnd {
+    if end != (ScanEnd::Clean { at_eof: true }) {
+        return end;
+    }
+    let expected = seg.next_index();
+    match next_base {
+        Some(found) if found != expected => ScanEnd::Damaged {
+            offset: seg.end,
+            what: Corruption::IndexGap { expected, found },
+        },
+        None if min_len.is_some_and(|m| seg.end < m) => ScanEnd::Damaged {
+            offset: seg.end,
+            what: Corruption::Truncated,
+        },
+        _ => end,
+    }
+}
+
+/// Grows a cut-short segment, which appends go on to fill, back to its preallocated size,
+/// so that appends never grow the file and the next open does not take it for damage.
+fn restore_preallocation(seg: &Segment, min_len: Option<u64>) -> Result<()> {
+    let Some(len) = min_len else { return Ok(()) };
+    let io = |e| LogError::io("preallocate segment", &seg.path, e);
+    if !seg.is_empty() && seg.file.metadata().map_err(io)?.len() < len {
+        fsutil::preallocate(&seg.file, len).map_err(io)?;
+    }
+    Ok(())
 }
 
 /// Logs and reports the first invalid record and zeroes the rest of its segment.
@@ -254,7 +330,9 @@ fn cut_damage(
             .metadata()
             .map_err(|e| LogError::io("stat segment", path, e))?
             .len();
-        segment::erase_at(&seg.file, path, offset, len.saturating_sub(offset))?;
+        if offset < len {
+            segment::erase_at(&seg.file, path, offset, len - offset)?;
+        }
     }
     Ok(())
 }

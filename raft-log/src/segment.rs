@@ -158,8 +158,10 @@ impl Segment {
 /// Where a scan of a segment stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ScanEnd {
-    /// Zeroes or end of file: the data simply ends here.
-    Clean,
+    /// Zeroes or end of file: the data simply ends here. `at_eof` when the last record
+    /// ends exactly at the end of the file (no zeroes follow), which in a preallocated
+    /// segment, or one followed by more segments, means the file was cut short.
+    Clean { at_eof: bool },
     /// Something that is not a valid continuation of the log starts at `offset`.
     Damaged { offset: u64, what: Corruption },
 }
@@ -220,7 +222,7 @@ pub(crate) fn open_and_scan(path: &Path, base: u64, cx: ScanContext) -> Result<S
     };
     let end = loop {
         if segment.end + HEADER_LEN as u64 > file_len {
-            break ScanEnd::Clean;
+            break tail_end(&segment, file_len)?;
         }
         // A length field may not point past the end of the file.
         let room = file_len - segment.end - HEADER_LEN as u64;
@@ -233,7 +235,7 @@ pub(crate) fn open_and_scan(path: &Path, base: u64, cx: ScanContext) -> Result<S
                 segment.push_records(&[len], (meta.term, meta.leader));
                 scan.cx.prev_term = meta.term;
             }
-            Err(None) => break ScanEnd::Clean,
+            Err(None) => break ScanEnd::Clean { at_eof: false },
             Err(Some(what)) => {
                 break ScanEnd::Damaged {
                     offset: segment.end,
@@ -246,6 +248,27 @@ pub(crate) fn open_and_scan(path: &Path, base: u64, cx: ScanContext) -> Result<S
         segment,
         end,
         last_epoch: scan.epoch,
+    })
+}
+
+/// How a segment ends when less than a record header is left: exactly at the end of the
+/// file, in zeroes (unwritten preallocated space), or in a partial header (torn or cut).
+fn tail_end(segment: &Segment, file_len: u64) -> Result<ScanEnd> {
+    let at = segment.end;
+    if at >= file_len {
+        return Ok(ScanEnd::Clean { at_eof: true });
+    }
+    let mut rest = vec![0u8; (file_len - at) as usize];
+    segment
+        .file
+        .read_exact_at(&mut rest, at)
+        .map_err(|e| LogError::io("read segment", &segment.path, e))?;
+    if rest.iter().all(|&b| b == 0) {
+        return Ok(ScanEnd::Clean { at_eof: false });
+    }
+    Ok(ScanEnd::Damaged {
+        offset: at,
+        what: Corruption::Truncated,
     })
 }
 

@@ -87,6 +87,28 @@ fn to_pos(id: &LogId<StoreLeaderId>) -> LogPos {
     }
 }
 
+/// The recorded commit point, lowered to the last entry when recovery cut the log below it
+/// (damage): the kept entries up to it are a prefix of committed ones, and the rest must
+/// be re-learnt from the leader. openraft would otherwise try to re-apply entries the log
+/// no longer has and refuse to start.
+fn clamp_committed(
+    stored: Option<LogId<StoreLeaderId>>,
+    last: Option<LogPos>,
+) -> Option<LogId<StoreLeaderId>> {
+    match (stored, last) {
+        (Some(c), Some(l)) if c.index > l.index => {
+            tracing::warn!(
+                committed = c.index,
+                last = l.index,
+                "commit point beyond the recovered log; lowering it"
+            );
+            Some(to_log_id(l))
+        }
+        (Some(_), None) => None,
+        (c, _) => c,
+    }
+}
+
 fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
@@ -242,13 +264,14 @@ where
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<StoreLeaderId>>, io::Error> {
-        match self.log.read_committed()? {
-            Some(b) => Ok(serde_json::from_slice(&b).unwrap_or_else(|e| {
+        let stored = match self.log.read_committed()? {
+            Some(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "ignoring unreadable commit point");
                 None
-            })),
-            None => Ok(None),
-        }
+            }),
+            None => None,
+        };
+        Ok(clamp_committed(stored, self.log.bounds().last))
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
@@ -269,5 +292,31 @@ where
 
     async fn purge(&mut self, log_id: LogId<StoreLeaderId>) -> Result<(), io::Error> {
         Ok(self.log.purge(to_pos(&log_id))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(index: u64, term: u64) -> LogPos {
+        LogPos {
+            index,
+            term,
+            leader: 1,
+        }
+    }
+
+    #[test]
+    fn a_commit_point_beyond_the_log_is_lowered_to_its_last_entry() {
+        let c = |index| Some(to_log_id(pos(index, 3)));
+        assert_eq!(clamp_committed(c(10), Some(pos(20, 3))), c(10));
+        assert_eq!(clamp_committed(c(20), Some(pos(20, 3))), c(20));
+        assert_eq!(
+            clamp_committed(c(30), Some(pos(20, 2))),
+            Some(to_log_id(pos(20, 2)))
+        );
+        assert_eq!(clamp_committed(c(30), None), None);
+        assert_eq!(clamp_committed(None, Some(pos(20, 3))), None);
     }
 }

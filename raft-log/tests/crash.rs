@@ -5,6 +5,10 @@
 //! removed by a completed truncation came back. Seeded: `RAFTLOG_CRASH_SEED` reproduces.
 //!
 //! The child is this test binary itself, re-run with `RAFTLOG_CRASH_CHILD` set.
+//!
+//! A second run does the same with `track_synced` on and simulates a power failure
+//! (`cut_to_synced`, zeroed or torn) after every kill: entries reported durable must
+//! survive that too, and nothing may survive past the synced lengths.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -21,6 +25,8 @@ use raft_log::CommitLog;
 use raft_log::EntryKind;
 use raft_log::LogConfig;
 use raft_log::RecordMeta;
+use raft_log::power_cut::PowerCutMode;
+use raft_log::power_cut::cut_to_synced;
 use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -28,9 +34,10 @@ use rand::rngs::StdRng;
 const ROUNDS: u64 = 24;
 const WRITERS: usize = 4;
 
-fn config() -> LogConfig {
+fn config(track_synced: bool) -> LogConfig {
     LogConfig {
         segment_size: 256 * 1024,
+        track_synced,
         ..LogConfig::default()
     }
 }
@@ -61,7 +68,8 @@ fn crash_child() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    let (log, _) = CommitLog::open(&dir, config()).expect("child open");
+    let track = std::env::var("RAFTLOG_CRASH_TRACK").is_ok();
+    let (log, _) = CommitLog::open(&dir, config(track)).expect("child open");
     let b = log.bounds();
     // Above every term an earlier child used, as a new Raft leader's term would be.
     let floor: u64 = std::env::var("RAFTLOG_CRASH_TERM")
@@ -169,9 +177,19 @@ impl Expect {
     }
 }
 
-fn run_child(dir: &Path, seed: u64, kill_after: Duration, expect: &mut Expect) -> anyhow::Result<()> {
+fn run_child(
+    dir: &Path,
+    seed: u64,
+    kill_after: Duration,
+    expect: &mut Expect,
+    track: bool,
+) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    if track {
+        cmd.env("RAFTLOG_CRASH_TRACK", "1");
+    }
+    let mut child = cmd
         .args([
             "crash_child",
             "--exact",
@@ -218,8 +236,13 @@ fn run_child(dir: &Path, seed: u64, kill_after: Duration, expect: &mut Expect) -
     Ok(())
 }
 
-fn verify(dir: &Path, expect: &Expect, round: u64) -> anyhow::Result<(u64, Option<raft_log::Damage>)> {
-    let (log, report) = CommitLog::open(dir, config())?;
+fn verify(
+    dir: &Path,
+    expect: &Expect,
+    round: u64,
+    track: bool,
+) -> anyhow::Result<(u64, Option<raft_log::Damage>)> {
+    let (log, report) = CommitLog::open(dir, config(track))?;
     let b = log.bounds();
     let next = b.next.unwrap_or(1);
     let entries = log.read(b.first, next)?;
@@ -251,6 +274,49 @@ fn verify(dir: &Path, expect: &Expect, round: u64) -> anyhow::Result<(u64, Optio
 
 #[test]
 fn sigkill_during_group_commit_loses_nothing_durable() -> anyhow::Result<()> {
+    crash_rounds(ROUNDS, false)
+}
+
+#[test]
+fn power_failure_after_sigkill_loses_nothing_durable() -> anyhow::Result<()> {
+    crash_rounds(ROUNDS / 2, true)
+}
+
+/// The bytes each segment may keep after a power cut: its recorded synced length.
+fn synced_lengths(dir: &Path) -> anyhow::Result<BTreeMap<std::path::PathBuf, u64>> {
+    let mut out = BTreeMap::new();
+    for ent in std::fs::read_dir(dir)? {
+        let path = ent?.path();
+        if path.extension().is_some_and(|x| x == "synced") {
+            let len = std::fs::read_to_string(&path)?.trim().parse()?;
+            out.insert(path.with_extension(""), len);
+        }
+    }
+    Ok(out)
+}
+
+/// Cuts the log back to its synced lengths; afterwards no record may end past them.
+fn power_cut(dir: &Path, round: u64) -> anyhow::Result<()> {
+    let synced = synced_lengths(dir)?;
+    let mode = match round % 2 {
+        0 => PowerCutMode::Zero,
+        _ => PowerCutMode::Garbage { seed: round },
+    };
+    let cut = cut_to_synced(dir, mode)?;
+    let torn: Vec<_> = cut.segments.iter().filter(|s| s.garbage_len > 0).collect();
+    println!("round {round}: power cut {mode:?}, torn pages {torn:?}");
+    for r in raft_log::damage::records(dir)? {
+        let limit = synced.get(&r.path).copied().unwrap_or(0);
+        anyhow::ensure!(
+            r.offset + r.len <= limit,
+            "round {round}: entry {} survived past the synced length {limit}",
+            r.index
+        );
+    }
+    Ok(())
+}
+
+fn crash_rounds(rounds: u64, track: bool) -> anyhow::Result<()> {
     if std::env::var("RAFTLOG_CRASH_CHILD").is_ok() {
         return Ok(());
     }
@@ -263,17 +329,20 @@ fn sigkill_during_group_commit_loses_nothing_durable() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut expect = Expect::default();
     let mut damaged = 0;
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let kill_after = Duration::from_millis(rng.random_range(20..400));
-        run_child(dir.path(), rng.random(), kill_after, &mut expect)?;
-        let (last, damage) = verify(dir.path(), &expect, round)?;
+        run_child(dir.path(), rng.random(), kill_after, &mut expect, track)?;
+        if track {
+            power_cut(dir.path(), round)?;
+        }
+        let (last, damage) = verify(dir.path(), &expect, round, track)?;
         damaged += u64::from(damage.is_some());
         println!("round {round}: killed after {kill_after:?}, last index {last}, damage {damage:?}");
         // What survived is the new baseline: the next child continues from it.
         expect.durable.retain(|&i, _| i <= last);
         expect.pending_cut = None;
     }
-    println!("{ROUNDS} rounds, {damaged} recoveries cut a torn tail");
+    println!("{rounds} rounds, {damaged} recoveries cut a torn tail");
     let durable = expect.durable.len();
     anyhow::ensure!(
         durable > 100,

@@ -10,6 +10,17 @@ use crate::ProcGroup;
 use crate::WAIT;
 use crate::netns::Net;
 
+/// How [`Cluster::start_with`] lays a cluster out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Layout<'a> {
+    /// Top-level broker config keys.
+    pub broker_toml: &'a str,
+    /// Keys of the brokers' `[log]` table.
+    pub log_keys: &'a str,
+    /// Every broker node in a network namespace of its own ([`crate::netns`]).
+    pub namespaces: bool,
+}
+
 /// Name servers and broker groups that register with all of them: what the client's
 /// tests run against.
 #[derive(Debug)]
@@ -32,7 +43,11 @@ impl Cluster {
         register_interval_ms: u64,
         broker_toml: &str,
     ) -> anyhow::Result<Self> {
-        Self::start_with(namesrvs, groups, register_interval_ms, broker_toml, None).await
+        let layout = Layout {
+            broker_toml,
+            ..Layout::default()
+        };
+        Self::start_with(namesrvs, groups, register_interval_ms, layout).await
     }
 
     /// As [`Self::start`], with every broker node on a host of its own (a network
@@ -44,17 +59,27 @@ impl Cluster {
         register_interval_ms: u64,
         broker_toml: &str,
     ) -> anyhow::Result<Self> {
-        let net = Net::create(3 * groups.len())?;
-        Self::start_with(namesrvs, groups, register_interval_ms, broker_toml, Some(net)).await
+        let layout = Layout {
+            broker_toml,
+            namespaces: true,
+            ..Layout::default()
+        };
+        Self::start_with(namesrvs, groups, register_interval_ms, layout).await
     }
 
-    async fn start_with(
+    /// Starts `namesrvs` name servers and one three-node group per name in `groups`, as
+    /// `layout` says. Waits until every group has a leader.
+    pub async fn start_with(
         namesrvs: usize,
         groups: &[&str],
         register_interval_ms: u64,
-        broker_toml: &str,
-        net: Option<Net>,
+        layout: Layout<'_>,
     ) -> anyhow::Result<Self> {
+        let net = if layout.namespaces {
+            Some(Net::create(3 * groups.len())?)
+        } else {
+            None
+        };
         let dir = tempfile::tempdir()?;
         let ip = net.as_ref().map_or(std::net::Ipv4Addr::LOCALHOST, Net::gateway);
         let namesrvs = (0..namesrvs)
@@ -62,15 +87,18 @@ impl Cluster {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let list: Vec<String> = namesrvs.iter().map(|n| format!("{:?}", n.addr)).collect();
         let top = format!(
-            "namesrv = [{}]\nregister_interval_ms = {register_interval_ms}\nregister_timeout_ms = {}\n{broker_toml}",
+            "namesrv = [{}]\nregister_interval_ms = {register_interval_ms}\nregister_timeout_ms = {}\n{}",
             list.join(", "),
-            (register_interval_ms / 2).min(3_000)
+            (register_interval_ms / 2).min(3_000),
+            layout.broker_toml
         );
         let mut started = Vec::new();
         for (i, g) in groups.iter().enumerate() {
             started.push(match &net {
-                Some(net) => ProcGroup::start_on_hosts(g, &net.hosts()[3 * i..3 * i + 3], &top)?,
-                None => ProcGroup::start_named(g, 3, &top)?,
+                Some(net) => {
+                    ProcGroup::start_on_hosts(g, &net.hosts()[3 * i..3 * i + 3], &top, layout.log_keys)?
+                }
+                None => ProcGroup::start_named_with(g, 3, &top, layout.log_keys)?,
             });
         }
         for g in &started {

@@ -26,6 +26,7 @@ mod cluster;
 pub mod netns;
 
 pub use cluster::Cluster;
+pub use cluster::Layout;
 
 /// How long any awaited condition may take.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -90,6 +91,11 @@ impl ProcGroup {
 
     /// Starts `n` nodes of broker group `group` (see [`Self::start_with`]).
     pub fn start_named(group: &str, n: u64, top_level: &str) -> anyhow::Result<Self> {
+        Self::start_named_with(group, n, top_level, "")
+    }
+
+    /// As [`Self::start_named`], with `log_keys` in the config file's `[log]` table.
+    pub fn start_named_with(group: &str, n: u64, top_level: &str, log_keys: &str) -> anyhow::Result<Self> {
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
             let spec = NodeSpec {
@@ -99,13 +105,19 @@ impl ProcGroup {
             };
             nodes.insert(id, spec);
         }
-        Self::start_nodes(group, nodes, BTreeMap::new(), top_level)
+        Self::start_nodes(group, nodes, BTreeMap::new(), top_level, log_keys)
     }
 
     /// Starts one node of `group` on each host (node ids 1, 2, ... in order), each inside
     /// its host's namespace, listening on the host's address (client port 8081, Raft
     /// port 9091: every host has its own ports).
-    pub fn start_on_hosts(group: &str, hosts: &[netns::Host], top_level: &str) -> anyhow::Result<Self> {
+    /// `log_keys` go into the config file's `[log]` table.
+    pub fn start_on_hosts(
+        group: &str,
+        hosts: &[netns::Host],
+        top_level: &str,
+        log_keys: &str,
+    ) -> anyhow::Result<Self> {
         let mut nodes = BTreeMap::new();
         let mut launchers = BTreeMap::new();
         for (id, host) in (1..).zip(hosts) {
@@ -117,7 +129,7 @@ impl ProcGroup {
             nodes.insert(id, spec);
             launchers.insert(id, host.launcher());
         }
-        Self::start_nodes(group, nodes, launchers, top_level)
+        Self::start_nodes(group, nodes, launchers, top_level, log_keys)
     }
 
     fn start_nodes(
@@ -125,11 +137,12 @@ impl ProcGroup {
         nodes: BTreeMap<u64, NodeSpec>,
         launchers: BTreeMap<u64, Vec<String>>,
         top_level: &str,
+        log_keys: &str,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         std::fs::write(
             dir.path().join("broker.toml"),
-            format!("{top_level}\n[log]\nsegment_size = 67108864\n"),
+            format!("{top_level}\n[log]\nsegment_size = 67108864\n{log_keys}\n"),
         )?;
         let ids: Vec<u64> = nodes.keys().copied().collect();
         let mut g = Self {

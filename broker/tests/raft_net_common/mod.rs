@@ -308,7 +308,7 @@ impl Default for Setup {
                 segment_size: 16 << 20,
                 max_record_size: 32 << 20,
                 preallocate: false,
-                faults: None,
+                ..LogConfig::default()
             },
         }
     }

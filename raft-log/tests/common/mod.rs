@@ -47,3 +47,5 @@ pub fn segments(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+pub mod tracked;
