@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use raftmq_proto::raftmq::admin::v1 as admin;
 use raftmq_testkit::Cluster;
+use raftmq_testkit::Layout;
 use raftmq_testkit::ProcGroup;
 use raftmq_testkit::netns::Direction;
 use raftmq_testkit::netns::Net;
@@ -55,11 +56,13 @@ impl ChaosCluster {
     pub async fn start(groups: usize, namespaces: bool) -> Result<Self, ChaosError> {
         let names: Vec<String> = (1..=groups).map(|g| format!("g{g}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let started = if namespaces {
-            Cluster::start_in_namespaces(NAMESRVS, &refs, REGISTER_INTERVAL_MS, "").await
-        } else {
-            Cluster::start(NAMESRVS, &refs, REGISTER_INTERVAL_MS, "").await
+        // Every node records what its log fsynced, so a power failure can be simulated.
+        let layout = Layout {
+            log_keys: "track_synced = true",
+            namespaces,
+            ..Layout::default()
         };
+        let started = Cluster::start_with(NAMESRVS, &refs, REGISTER_INTERVAL_MS, layout).await;
         let cluster = started.map_err(|e| ChaosError::cluster("start", &e))?;
         cluster
             .create_topic(TOPIC, QUEUES, admin::MessageKind::Fifo)
@@ -92,6 +95,11 @@ impl ChaosCluster {
     /// How a node is named in fault records: `g1/node-2`.
     pub fn node_name(&self, (g, id): NodeRef) -> String {
         format!("{}/node-{id}", self.group(g).group)
+    }
+
+    /// The name of group `g` (`g1`, ...).
+    pub fn group_name(&self, g: usize) -> &str {
+        &self.group(g).group
     }
 
     fn group(&self, g: usize) -> &ProcGroup {
@@ -206,6 +214,41 @@ impl ChaosCluster {
             let (net, me) = self.host(node)?;
             net.heal(me)
                 .map_err(|e| ChaosError::cluster(format!("reconnect {}", self.node_name(node)), &e))?;
+        }
+        Ok(())
+    }
+
+    /// Stops every node of group `g` at once (SIGKILL) and throws away what their logs
+    /// had not fsynced (a torn page from `seed` where unsynced data was written); returns
+    /// how many segments were left with a torn page.
+    pub fn power_failure(&mut self, g: usize, seed: u64) -> Result<usize, ChaosError> {
+        let ids = self.node_ids(g);
+        // All at once: SIGKILL every node first, then reap them one by one.
+        for &id in &ids {
+            if let Some(pid) = self.group(g).pid(id).and_then(|p| i32::try_from(p).ok()) {
+                procs::signal(pid, Signal::Kill)?;
+            }
+        }
+        for &id in &ids {
+            self.kill_node((g, id))?;
+        }
+        let mut torn = 0;
+        for id in ids {
+            let dir = self.group(g).data_dir(id).join("log");
+            let mode = raft_log::power_cut::PowerCutMode::Garbage { seed: seed ^ id };
+            let report = raft_log::power_cut::cut_to_synced(&dir, mode)
+                .map_err(|e| ChaosError::Setup(format!("power cut of {}: {e}", self.node_name((g, id)))))?;
+            torn += report.segments.iter().filter(|s| s.garbage_len > 0).count();
+        }
+        Ok(torn)
+    }
+
+    /// Starts every node of group `g` that is down.
+    pub fn power_on(&mut self, g: usize) -> Result<(), ChaosError> {
+        for id in self.node_ids(g) {
+            if self.down.contains(&(g, id)) {
+                self.start_node((g, id))?;
+            }
         }
         Ok(())
     }

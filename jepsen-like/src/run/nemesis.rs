@@ -37,6 +37,7 @@ enum Applied {
     Paused(NodeRef),
     NamesrvDown(usize),
     Cut(NodeRef, Direction),
+    PowerFailure(usize, u64),
 }
 
 /// What the nemesis did.
@@ -70,10 +71,11 @@ pub async fn run(
             log.skipped.push(why);
             continue;
         };
-        // A cut takes effect rule by rule, tens of milliseconds after it starts: it is
-        // recorded once in place, so that sends completing meanwhile do not count as the
-        // recovery. A kill or a stop takes effect at once.
-        let cut = step.kind.cuts_links();
+        // A cut takes effect rule by rule, tens of milliseconds after it starts, and a power
+        // failure once the group's last node is down: they are recorded once in place, so
+        // that sends completing meanwhile do not count as the recovery. A kill or a stop of
+        // one process takes effect at once.
+        let cut = step.kind.cuts_links() || step.kind == FaultKind::PowerFailure;
         if !cut {
             fault(recorder, step.kind, &target, FaultPhase::Start);
         }
@@ -149,8 +151,10 @@ async fn pick(cluster: &ChaosCluster, step: &Step) -> Option<(Applied, String)> 
             let ix = (step.pick / groups).checked_rem(followers.len() as u64)?;
             Applied::Cut(node(*followers.get(usize::try_from(ix).ok()?)?), Direction::Both)
         }
+        FaultKind::PowerFailure => Applied::PowerFailure(g, step.pick),
     };
     let target = match applied {
+        Applied::PowerFailure(g, _) => cluster.group_name(g).to_owned(),
         Applied::Killed(n) | Applied::Paused(n) | Applied::Cut(n, _) => cluster.node_name(n),
         Applied::NamesrvDown(i) => format!("namesrv-{i}"),
     };
@@ -163,6 +167,12 @@ fn apply(cluster: &mut ChaosCluster, applied: Applied) -> Result<(), ChaosError>
         Applied::Paused(n) => cluster.pause_node(n),
         Applied::NamesrvDown(i) => cluster.kill_namesrv(i),
         Applied::Cut(n, direction) => cluster.partition(n, direction),
+        Applied::PowerFailure(g, seed) => cluster.power_failure(g, seed).map(|torn| {
+            println!(
+                "power failure of {}: logs cut back to what they had fsynced, {torn} torn pages",
+                cluster.group_name(g)
+            );
+        }),
     }
 }
 
@@ -172,5 +182,6 @@ fn heal(cluster: &mut ChaosCluster, applied: Applied) -> Result<(), ChaosError> 
         Applied::Paused(n) => cluster.resume_node(n),
         Applied::NamesrvDown(i) => cluster.restart_namesrv(i),
         Applied::Cut(n, _) => cluster.reconnect(n),
+        Applied::PowerFailure(g, _) => cluster.power_on(g),
     }
 }

@@ -8,6 +8,8 @@ pub enum Signal {
     Stop,
     /// Let a stopped process go on.
     Cont,
+    /// End the process at once.
+    Kill,
 }
 
 /// Sends `signal` to `pid`.
@@ -15,6 +17,7 @@ pub fn signal(pid: i32, signal: Signal) -> std::io::Result<()> {
     let sig = match signal {
         Signal::Stop => libc::SIGSTOP,
         Signal::Cont => libc::SIGCONT,
+        Signal::Kill => libc::SIGKILL,
     };
     // SAFETY: kill(2) takes plain integers and touches no memory of ours.
     let rc = unsafe { libc::kill(pid, sig) };

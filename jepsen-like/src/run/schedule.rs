@@ -32,11 +32,14 @@ pub enum FaultKind {
     PartitionLeaderOut,
     /// Cut a follower off from its peers, both ways.
     PartitionFollower,
+    /// Every node of a group stops at once (SIGKILL) and loses every byte its commit log
+    /// had not fsynced (simulated below the log); all restart when healed.
+    PowerFailure,
 }
 
 impl FaultKind {
     /// Every kind, in the order [`schedule`] draws from.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::KillLeader,
         FaultKind::KillNode,
         FaultKind::PauseLeader,
@@ -45,6 +48,7 @@ impl FaultKind {
         FaultKind::PartitionLeaderIn,
         FaultKind::PartitionLeaderOut,
         FaultKind::PartitionFollower,
+        FaultKind::PowerFailure,
     ];
 
     /// The kind's name in the history (`fault` records) and the report.
@@ -58,6 +62,7 @@ impl FaultKind {
             FaultKind::PartitionLeaderIn => "partition-leader-in",
             FaultKind::PartitionLeaderOut => "partition-leader-out",
             FaultKind::PartitionFollower => "partition-follower",
+            FaultKind::PowerFailure => "power-failure",
         }
     }
 
@@ -81,7 +86,7 @@ impl FaultKind {
     /// How long the fault is held, in milliseconds.
     fn hold_ms(self) -> (u64, u64) {
         match self {
-            FaultKind::KillLeader | FaultKind::KillNode => (2_000, 5_000),
+            FaultKind::KillLeader | FaultKind::KillNode | FaultKind::PowerFailure => (2_000, 5_000),
             FaultKind::PauseLeader | FaultKind::KillNamesrv => (3_000, 6_000),
             FaultKind::PartitionLeader
             | FaultKind::PartitionLeaderIn
