@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use crate::availability;
 use crate::error::ChaosError;
 use crate::history::{AckOutcome, Event, ProcessId, Record, SendDone, SendInvoke, SendOutcome};
+use crate::report::SlotConflict;
 use crate::report::{AckCounts, OffsetRegression, OrderViolation, Report, SendCounts, UnexpectedDelivery};
 
 /// How a send ended, as far as the history tells.
@@ -87,6 +88,7 @@ pub fn check(records: &[Record]) -> Result<Report, ChaosError> {
         flags[by_id[v.message_id.as_str()]].order += 1;
     }
     report.offset_regressions = offset_regressions(records);
+    report.slot_conflicts = slot_conflicts(records);
     report.acks = ack_counts(records);
     availability::fill(&mut report, &sends, &flags, &windows);
     Ok(report)
@@ -286,6 +288,43 @@ fn offset_regressions(records: &[Record]) -> Vec<OffsetRegression> {
         *high = (*high).max(c.offset);
     }
     regressions
+}
+
+/// Acknowledged sends whose receipts name a (broker group, queue, offset) that an earlier
+/// acknowledged send was given: the replicas disagree on what the queue holds, so the
+/// earlier message's place was lost or the offsets were assigned twice.
+fn slot_conflicts(records: &[Record]) -> Vec<SlotConflict> {
+    let mut holder: HashMap<(&str, u32, u64), &str> = HashMap::new();
+    let mut conflicts = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        let Event::SendDone(SendDone {
+            message_id,
+            outcome:
+                SendOutcome::Ok {
+                    broker,
+                    queue,
+                    offset,
+                },
+        }) = &record.event
+        else {
+            continue;
+        };
+        match holder.get(&(broker.as_str(), *queue, *offset)) {
+            Some(first) if *first != message_id.as_str() => conflicts.push(SlotConflict {
+                broker: broker.clone(),
+                queue: *queue,
+                offset: *offset,
+                first: (*first).to_owned(),
+                second: message_id.clone(),
+                record: i + 1,
+            }),
+            Some(_) => {}
+            None => {
+                holder.insert((broker, *queue, *offset), message_id);
+            }
+        }
+    }
+    conflicts
 }
 
 /// Counts acknowledgement outcomes (informational).

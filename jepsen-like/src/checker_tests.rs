@@ -52,9 +52,11 @@ fn unknown() -> SendOutcome {
     }
 }
 
-/// A send invoked at `t` on process `p` and acknowledged at `t + 1`.
+/// A send invoked at `t` on process `p` and acknowledged at `t + 1`, at offset `seq` of a
+/// queue of the key's own (its bytes summed), so that keys do not share positions.
 fn acked(t: u64, p: u64, key: &str, seq: u64) -> [Record; 2] {
-    [send(t, p, key, seq), done(t + 1, p, key, seq, ok(0, seq))]
+    let queue = key.bytes().map(u32::from).sum();
+    [send(t, p, key, seq), done(t + 1, p, key, seq, ok(queue, seq))]
 }
 
 pub(super) fn consume(t: u64, key: &str, seq: u64) -> Record {
@@ -504,4 +506,19 @@ fn table_lists_every_kind_and_the_total() {
     ] {
         assert!(text.contains(needle), "{needle} missing in\n{text}");
     }
+}
+
+#[test]
+fn two_acknowledged_sends_at_one_queue_position_fail_the_check() {
+    let mut h = Vec::new();
+    h.extend([send(0, 1, "a", 0), done(1, 1, "a", 0, ok(7, 3734))]);
+    h.extend([send(3, 2, "b", 0), done(4, 2, "b", 0, ok(7, 3734))]);
+    h.extend([consume(5, "a", 0), consume(6, "b", 0)]);
+    let report = checked(&h);
+    assert_eq!(report.slot_conflicts.len(), 1, "{report}");
+    let c = &report.slot_conflicts[0];
+    assert_eq!((c.queue, c.offset, c.record), (7, 3734, 4));
+    assert_eq!((c.first.as_str(), c.second.as_str()), ("a-0", "b-0"));
+    assert!(!report.passed());
+    assert!(report.to_string().contains("slot conflicts        1"));
 }

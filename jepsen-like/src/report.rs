@@ -36,6 +36,8 @@ pub struct Report {
     pub order_violations: Vec<OrderViolation>,
     /// Committed offsets below an earlier observation for the same queue.
     pub offset_regressions: Vec<OffsetRegression>,
+    /// Acknowledged sends given a queue position an earlier acknowledged send had.
+    pub slot_conflicts: Vec<SlotConflict>,
     /// Every fault, in start order, with its recovery time.
     pub faults: Vec<FaultResult>,
     /// One row per fault kind (sorted), then [`FaultRow::NO_FAULT`] if any send
@@ -54,6 +56,7 @@ impl Report {
         self.lost.is_empty()
             && self.order_violations.is_empty()
             && self.offset_regressions.is_empty()
+            && self.slot_conflicts.is_empty()
             && self.unexpected.is_empty()
     }
 }
@@ -114,6 +117,23 @@ pub struct OrderViolation {
     pub record: usize,
     /// Time of its first consumption.
     pub time_ms: u64,
+}
+
+/// Two acknowledged sends given the same queue position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotConflict {
+    /// Broker group.
+    pub broker: String,
+    /// Queue id.
+    pub queue: u32,
+    /// The queue offset both receipts name.
+    pub offset: u64,
+    /// The message acknowledged there first.
+    pub first: String,
+    /// The later one.
+    pub second: String,
+    /// 1-based record number of the later receipt.
+    pub record: usize,
 }
 
 /// A committed offset lower than one observed before for the same queue.
@@ -270,6 +290,7 @@ impl Report {
         )?;
         writeln!(f, "order violations      {}", self.order_violations.len())?;
         writeln!(f, "offset regressions    {}", self.offset_regressions.len())?;
+        writeln!(f, "slot conflicts        {}", self.slot_conflicts.len())?;
         writeln!(f, "unexpected deliveries {}", self.unexpected.len())?;
         let u = &self.unavailability;
         writeln!(
@@ -297,6 +318,13 @@ impl Report {
                 f,
                 "offset: group {} broker {} queue {} went from {} to {} at record {}",
                 r.group, r.broker, r.queue, r.from, r.to, r.record
+            )?;
+        }
+        for c in self.slot_conflicts.iter().take(EXAMPLES) {
+            writeln!(
+                f,
+                "slot: {} and {} were both acknowledged at broker {} queue {} offset {} (record {})",
+                c.first, c.second, c.broker, c.queue, c.offset, c.record
             )?;
         }
         for u in self.unexpected.iter().take(EXAMPLES) {
