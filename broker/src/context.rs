@@ -253,21 +253,35 @@ impl Broker {
     /// Whether this node leads but no quorum has acknowledged it for long enough that
     /// another leader may have been elected ([`crate::raft::config::RaftConfig::deposed_after`]).
     pub fn quorum_silent(&self) -> bool {
-        let m = self.raft.metrics().borrow_watched().clone();
-        // A lone voter is its own quorum; its acknowledgement time never moves.
-        m.state == ServerState::Leader
-            && m.membership_config.membership().voter_ids().nth(1).is_some()
-            && m.last_quorum_acked
-                .is_some_and(|t| openraft::Instant::elapsed(&*t) > self.config.raft.deposed_after())
+        self.until_quorum_silent().is_some_and(|left| left.is_zero())
     }
 
-    /// Resolves once [`Self::quorum_silent`] holds (checked every 100 ms).
+    /// How long until [`Self::quorum_silent`] would hold if no acknowledgement came:
+    /// `None` while this node does not lead a group of several voters.
+    fn until_quorum_silent(&self) -> Option<Duration> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        // A lone voter is its own quorum; its acknowledgement time never moves.
+        if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().nth(1).is_none() {
+            return None;
+        }
+        let acked = m.last_quorum_acked.as_ref()?;
+        Some(
+            self.config
+                .raft
+                .deposed_after()
+                .saturating_sub(openraft::Instant::elapsed(&**acked)),
+        )
+    }
+
+    /// Resolves once [`Self::quorum_silent`] holds. One timer per call, set for the moment
+    /// the silence would be long enough (a write normally completes long before).
     async fn quorum_lost(&self) {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
-            tick.tick().await;
-            if self.quorum_silent() {
-                return;
+            match self.until_quorum_silent() {
+                Some(left) if left.is_zero() => return,
+                Some(left) => tokio::time::sleep(left + Duration::from_millis(10)).await,
+                None => tokio::time::sleep(self.config.raft.deposed_after()).await,
             }
         }
     }
