@@ -304,3 +304,51 @@ async fn a_follower_holds_calls_while_an_election_runs() -> anyhow::Result<()> {
     assert_eq!(seen, ["before", "during"].map(String::from).into());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_leader_leads_again_only_after_an_election() -> anyhow::Result<()> {
+    let mut g = ProcGroup::start(3)?;
+    g.create_topic("restore", 4, admin::MessageKind::Normal).await?;
+    let leader = g.wait_leader(&[1, 2, 3]).await?;
+    let term = |s: &admin::ClusterStatusResponse| s.term;
+    let before = g
+        .admin(leader)
+        .await?
+        .cluster_status(admin::ClusterStatusRequest {})
+        .await?
+        .into_inner();
+    // Back before the followers' leases (900 ms) run out: with openraft's leader restore it
+    // would lead on in the same term, reusing log ids for entries it may not have fsynced.
+    g.kill(leader)?;
+    g.start_node(leader)?;
+    let deadline = Instant::now() + WAIT;
+    let after = loop {
+        anyhow::ensure!(Instant::now() < deadline, "no leader after the restart");
+        let mut found = None;
+        for id in [1, 2, 3] {
+            let Ok(mut a) = g.admin(id).await else { continue };
+            let Ok(s) = a.cluster_status(admin::ClusterStatusRequest {}).await else {
+                continue;
+            };
+            let s = s.into_inner();
+            if s.leader_id == Some(s.node_id) {
+                found = Some(s);
+            }
+        }
+        if let Some(s) = found {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!(
+        "node {leader} led in term {}; after its restart node {} leads in term {}",
+        term(&before),
+        after.node_id,
+        term(&after)
+    );
+    assert!(
+        term(&after) > term(&before),
+        "a leader in the old term after a restart"
+    );
+    Ok(())
+}

@@ -132,6 +132,15 @@ impl RaftConfig {
             snapshot_max_chunk_size: self.snapshot_chunk_size,
             install_snapshot_timeout: self.install_snapshot_timeout_ms,
             backoff: self.unreachable_backoff.clone(),
+            // A restarted leader runs an election like any node. Restoring its leadership in
+            // the same term (openraft's default) lets it reuse log ids: its own unsynced tail
+            // is gone after a power failure while a follower may have fsynced those entries,
+            // and the follower then takes the new, different entries with the same ids as
+            // already present — the replicas diverge silently (seen in a chaos run: queue
+            // offsets one apart, receipts given twice). The state machine writes without a
+            // WAL and `committed` is not fsynced, which openraft names as the conditions
+            // under which restoring is unsafe anyway.
+            enable_leader_restore: Some(false),
             ..openraft::Config::default()
         };
         Ok(Arc::new(config.validate()?))
@@ -198,6 +207,11 @@ mod tests {
             openraft::SnapshotPolicy::LogsSinceLast(100_000)
         );
         assert_eq!(c.snapshot_max_chunk_size, 1 << 20);
+        assert_eq!(
+            c.enable_leader_restore,
+            Some(false),
+            "a restarted leader is elected again"
+        );
         // Leader death to first election stays well inside the 3 s failover goal.
         assert!(RaftConfig::default().worst_case_election_start() <= std::time::Duration::from_millis(1800));
     }
