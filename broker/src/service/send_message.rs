@@ -95,7 +95,16 @@ async fn send(
     requested: &[Option<u32>],
 ) -> BrokerResult<Vec<pb::SendResultEntry>> {
     let stored = validate(broker, messages)?;
-    let (metas, records) = placed(broker, &stored, requested)?;
+    let (metas, records) = match placed(broker, &stored, requested) {
+        // A leader elected a moment ago may not have applied everything committed yet
+        // (after a crash its state machine is rebuilt from the log): look again once it
+        // has, before calling a topic unknown.
+        Err(BrokerError::Rejected(crate::command::Rejection::UnknownTopic(_))) => {
+            broker.read_barrier().await?;
+            placed(broker, &stored, requested)?
+        }
+        placed => placed?,
+    };
     let header = Header::Send {
         store_time_ms: now_ms(),
         messages: metas,
