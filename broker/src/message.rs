@@ -290,8 +290,14 @@ fn check_body(body: &[u8], max_body: usize) -> BrokerResult<()> {
 
 /// MD5 of `body` as upper-case hex (what clients verify `body_digest` against).
 pub fn md5_upper_hex(body: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let digest = md5::Md5::digest(body);
-    digest.iter().map(|b| format!("{b:02X}")).collect()
+    let mut out = String::with_capacity(2 * digest.len());
+    for b in digest {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 pub fn timestamp(ms: u64) -> prost_types::Timestamp {
