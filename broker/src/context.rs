@@ -134,31 +134,21 @@ impl Broker {
         max: Duration,
         unreachable: Option<&str>,
     ) -> Option<(NodeId, BrokerNode)> {
-        let usable = |leader: &Option<(NodeId, BrokerNode)>| {
-            leader
-                .as_ref()
-                .is_some_and(|(_, node)| Some(node.client_addr.as_str()) != unreachable)
-        };
-        let mut metrics = self.raft.metrics();
-        let elected = async {
-            while !usable(&self.leader()) {
-                if metrics.changed().await.is_err() {
-                    return;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(max, elected).await;
+        let usable = |node: &BrokerNode| Some(node.client_addr.as_str()) != unreachable;
+        let _ = tokio::time::timeout(max, self.leader_where(usable)).await;
         self.leader()
     }
 
     /// Resolves once a leader other than the one at client address `addr` is known (this
     /// node included); not while an election is under way.
     pub async fn leader_moved_from(&self, addr: &str) {
+        self.leader_where(|node| node.client_addr != addr).await;
+    }
+
+    /// Resolves once a leader is known and `wanted` holds for it; never if Raft stops.
+    async fn leader_where(&self, wanted: impl Fn(&BrokerNode) -> bool) {
         let mut metrics = self.raft.metrics();
-        loop {
-            if self.leader().is_some_and(|(_, node)| node.client_addr != addr) {
-                return;
-            }
+        while !self.leader().is_some_and(|(_, node)| wanted(&node)) {
             if metrics.changed().await.is_err() {
                 // Raft stopped: nothing moves any more.
                 return std::future::pending().await;
@@ -252,7 +242,7 @@ impl Broker {
 
     /// Whether this node leads but no quorum has acknowledged it for long enough that
     /// another leader may have been elected ([`crate::raft::config::RaftConfig::deposed_after`]).
-    pub fn quorum_silent(&self) -> bool {
+    fn quorum_silent(&self) -> bool {
         self.until_quorum_silent().is_some_and(|left| left.is_zero())
     }
 

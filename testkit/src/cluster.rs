@@ -27,7 +27,7 @@ pub struct Layout<'a> {
 pub struct Cluster {
     pub namesrvs: Vec<NamesrvProc>,
     pub groups: Vec<ProcGroup>,
-    /// The namespaces the nodes run in ([`Cluster::start_in_namespaces`]); dropped after
+    /// The namespaces the nodes run in ([`Layout::namespaces`]); dropped after
     /// the processes (fields drop in order).
     pub net: Option<Net>,
     pub dir: tempfile::TempDir,
@@ -45,23 +45,6 @@ impl Cluster {
     ) -> anyhow::Result<Self> {
         let layout = Layout {
             broker_toml,
-            ..Layout::default()
-        };
-        Self::start_with(namesrvs, groups, register_interval_ms, layout).await
-    }
-
-    /// As [`Self::start`], with every broker node on a host of its own (a network
-    /// namespace, see [`crate::netns`]), so links between nodes can be cut; the name
-    /// servers listen on the bridge's address in the root namespace.
-    pub async fn start_in_namespaces(
-        namesrvs: usize,
-        groups: &[&str],
-        register_interval_ms: u64,
-        broker_toml: &str,
-    ) -> anyhow::Result<Self> {
-        let layout = Layout {
-            broker_toml,
-            namespaces: true,
             ..Layout::default()
         };
         Self::start_with(namesrvs, groups, register_interval_ms, layout).await
