@@ -135,13 +135,20 @@ impl Cluster {
         loop {
             let mut c = n.registry()?;
             let req = raftmq_proto::raftmq::namesrv::v1::TopicRouteRequest { topic: topic.into() };
-            if let Ok(r) = c.topic_route(req).await
-                && r.get_ref().groups.len() == self.groups.len()
-                && r.get_ref().groups.iter().all(|g| g.leader_id.is_some())
-            {
-                return Ok(());
-            }
-            anyhow::ensure!(Instant::now() < deadline, "{topic} never routed on every group");
+            let last = match c.topic_route(req).await {
+                Ok(r) => {
+                    let groups = &r.get_ref().groups;
+                    if groups.len() == self.groups.len() && groups.iter().all(|g| g.leader_id.is_some()) {
+                        return Ok(());
+                    }
+                    format!("{groups:?}")
+                }
+                Err(e) => e.to_string(),
+            };
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{topic} never routed on every group with a leader; the name server's last answer: {last}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
