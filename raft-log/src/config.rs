@@ -28,6 +28,10 @@ pub struct LogConfig {
     /// production. Set from a broker's TOML as `[log] track_synced = true`. Default false.
     /// Turning it off again removes the side files at the next open.
     pub track_synced: bool,
+    /// Payload bytes of recently read entries kept in memory, so that reading the other
+    /// messages (slots) of an entry does not load and checksum it again. Default 64 MiB;
+    /// 0 turns the cache off.
+    pub read_cache_bytes: usize,
     /// Test hook to inject I/O failures; never set in production.
     #[serde(skip)]
     pub faults: Option<Arc<FaultInjector>>,
@@ -40,6 +44,7 @@ impl Default for LogConfig {
             max_record_size: 64 << 20,
             preallocate: true,
             track_synced: false,
+            read_cache_bytes: 64 << 20,
             faults: None,
         }
     }

@@ -42,6 +42,7 @@ impl CommitLog {
         if cut >= next {
             return Ok(());
         }
+        self.inner.read_cache.remove_from(cut);
         w.epoch = self.bump_epoch()?;
         let (file, path, offset, pos) = {
             let ix = self.inner.index.read().unwrap_or_else(|p| p.into_inner());
@@ -112,6 +113,7 @@ impl CommitLog {
         if b.purged.is_some_and(|p| p.index >= upto.index) {
             return Ok(());
         }
+        self.inner.read_cache.remove_upto(upto.index);
         self.persist_purged(upto)?;
         let doomed: Vec<PathBuf> = {
             let mut ix = self.inner.index.write().unwrap_or_else(|p| p.into_inner());

@@ -30,6 +30,7 @@ mod index;
 mod log;
 mod meta;
 pub mod power_cut;
+mod read_cache;
 pub mod record;
 mod recovery;
 mod segment;

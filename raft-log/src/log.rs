@@ -85,6 +85,7 @@ pub(crate) struct Inner {
     pub meta: Mutex<Durable>,
     pub committed: Mutex<(MetaFile, Option<Vec<u8>>)>,
     pub flusher: Flusher,
+    pub read_cache: crate::read_cache::ReadCache,
     pub _lock: File,
 }
 
@@ -335,26 +336,35 @@ impl CommitLog {
         let end = index
             .checked_add(1)
             .ok_or(LogError::NotFound { index, last: None })?;
-        let entry = self
-            .read(index, end)?
-            .pop()
-            .ok_or(LogError::NotFound { index, last: None })?;
-        if entry.meta.kind != EntryKind::Normal {
-            return Err(LogError::NoSuchSlot {
-                index,
-                slot,
-                count: 0,
-            });
-        }
+        let cache = &self.inner.read_cache;
+        let payload = match cache.get(index) {
+            Some(p) => p,
+            None => {
+                let generation = cache.generation();
+                let entry = self
+                    .read(index, end)?
+                    .pop()
+                    .ok_or(LogError::NotFound { index, last: None })?;
+                if entry.meta.kind != EntryKind::Normal {
+                    return Err(LogError::NoSuchSlot {
+                        index,
+                        slot,
+                        count: 0,
+                    });
+                }
+                cache.insert(generation, index, entry.payload.clone());
+                entry.payload
+            }
+        };
         let corrupt = |what| LogError::Corrupt {
             index,
             path: self.inner.dir.clone(),
             what,
         };
-        match slots::get(&entry.payload, slot as usize).map_err(corrupt)? {
+        match slots::get(&payload, slot as usize).map_err(corrupt)? {
             Some(b) => Ok(b),
             None => {
-                let count = slots::count(&entry.payload).map_err(corrupt)? as u32;
+                let count = slots::count(&payload).map_err(corrupt)? as u32;
                 Err(LogError::NoSuchSlot { index, slot, count })
             }
         }

@@ -96,8 +96,10 @@ impl CommitLog {
             buf: Vec::new(),
             recs: Vec::new(),
         };
+        let read_cache = crate::read_cache::ReadCache::new(config.read_cache_bytes);
         let inner = Inner {
             dir,
+            read_cache,
             config,
             writer: Mutex::new(writer),
             index: RwLock::new(index),

@@ -1,0 +1,75 @@
+//! Reading single slots goes through a cache of recently read entries: it must never serve
+//! an entry that a truncation or a purge removed.
+
+mod common;
+
+use bytes::Bytes;
+use raft_log::Batch;
+use raft_log::CommitLog;
+use raft_log::LogConfig;
+use raft_log::LogError;
+use raft_log::LogPos;
+use raft_log::slots;
+
+fn entry(tag: &str, index: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let parts = (0..3)
+        .map(|s| Bytes::from(format!("{tag} {index}/{s}")))
+        .collect();
+    slots::encode(&Batch(parts), &mut out);
+    out
+}
+
+fn open(cache: usize) -> (tempfile::TempDir, CommitLog) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig {
+        read_cache_bytes: cache,
+        ..common::config()
+    };
+    let (log, _) = CommitLog::open(dir.path(), cfg).expect("open");
+    (dir, log)
+}
+
+#[test]
+fn a_truncated_entry_is_not_served_from_the_cache() {
+    for cache in [0, 1 << 20] {
+        let (_dir, log) = open(cache);
+        common::append_with(&log, 1, 6, 1, |i| entry("old", i));
+        for i in 1..6 {
+            assert_eq!(log.read_slot(i, 1).expect("read"), format!("old {i}/1"));
+        }
+        log.truncate_after(Some(3)).expect("truncate");
+        assert!(
+            matches!(log.read_slot(4, 1), Err(LogError::NotFound { .. })),
+            "cache {cache}"
+        );
+        common::append_with(&log, 4, 6, 2, |i| entry("new", i));
+        for i in 4..6 {
+            assert_eq!(
+                log.read_slot(i, 2).expect("read"),
+                format!("new {i}/2"),
+                "cache {cache}"
+            );
+        }
+        assert_eq!(log.read_slot(3, 0).expect("read"), "old 3/0");
+        assert!(matches!(
+            log.read_slot(3, 3),
+            Err(LogError::NoSuchSlot { count: 3, .. })
+        ));
+    }
+}
+
+#[test]
+fn a_purged_entry_is_not_served_from_the_cache() {
+    let (_dir, log) = open(1 << 20);
+    common::append_with(&log, 1, 6, 1, |i| entry("e", i));
+    assert_eq!(log.read_slot(2, 0).expect("read"), "e 2/0");
+    log.purge(LogPos {
+        index: 2,
+        term: 1,
+        leader: 1,
+    })
+    .expect("purge");
+    assert!(matches!(log.read_slot(2, 0), Err(LogError::Purged { .. })));
+    assert_eq!(log.read_slot(3, 0).expect("read"), "e 3/0");
+}
