@@ -36,9 +36,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos: Vec<PathBuf> = PROTOS.iter().map(|p| manifest_dir.join(p)).collect();
     let includes = vec![manifest_dir.clone(), wkt_include];
 
+    // Message bodies as `bytes::Bytes`: decoding slices them out of the request buffer and
+    // a delivered body is shared with the commit log's record instead of copied.
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .bytes(".apache.rocketmq.v2.Message.body")
         .file_descriptor_set_path(out_dir.join("apache.rocketmq.v2.bin"))
         .compile_with_config(config, &protos, &includes)?;
 

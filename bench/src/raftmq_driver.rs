@@ -113,7 +113,7 @@ impl RaftmqCluster {
         Ok(tokio::spawn(async move {
             loop {
                 match c.poll(Duration::from_millis(500)).await {
-                    Ok(msgs) => rec.bodies(msgs.iter().map(|m| m.body.as_slice())),
+                    Ok(msgs) => rec.bodies(msgs.iter().map(|m| &m.body[..])),
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             }

@@ -117,6 +117,8 @@ pub struct BrokerConfig {
     /// PEM private key for TLS on the client port.
     pub tls_key_file: Option<PathBuf>,
     pub raft: RaftConfig,
+    /// Group commit of concurrent sends into shared Raft entries.
+    pub send_batch: crate::send_batcher::SendBatchConfig,
     pub network: NetworkConfig,
     pub log: LogConfig,
 }
@@ -147,6 +149,7 @@ impl Default for BrokerConfig {
             tls_cert_file: None,
             tls_key_file: None,
             raft: RaftConfig::default(),
+            send_batch: Default::default(),
             network: NetworkConfig::default(),
             log: LogConfig::default(),
         }
@@ -212,6 +215,16 @@ impl BrokerConfig {
         }
         if self.max_batch_messages == 0 {
             return Err(bad("max_batch_messages must be positive"));
+        }
+        self.send_batch.validate().map_err(bad)?;
+        let merged =
+            self.send_batch.max_bytes as u64 + self.send_batch.max_messages as u64 * PER_MESSAGE_METADATA;
+        if merged > u64::from(self.log.max_record_size) {
+            return Err(bad(format!(
+                "a merged send entry needs up to {merged} bytes (send_batch.max_bytes plus {PER_MESSAGE_METADATA} \
+                 bytes of metadata per message × send_batch.max_messages), more than log.max_record_size {}",
+                self.log.max_record_size
+            )));
         }
         // A full batch (bodies up to 4 × max_body_size, every message with maximal
         // metadata) must fit one commit-log record.

@@ -26,6 +26,7 @@ use crate::message::StoredMessage;
 use crate::raft::types::BrokerNode;
 use crate::raft::types::NodeId;
 use crate::raft::types::TypeConfig;
+use crate::send_batcher::SendBatcher;
 use crate::sm::StateMachine;
 
 /// The broker group's Raft as a node runs it.
@@ -47,6 +48,8 @@ pub struct Broker {
     /// Push consumers' group membership and queue leases.
     pub consumers: Consumers,
     pub forwarder: Forwarder,
+    /// Merges concurrent sends into shared Raft entries (leader only).
+    pub sends: SendBatcher,
     /// Round-robin position for choosing queues.
     next_queue: AtomicU64,
     /// Turned true when the node starts shutting down: long polls and Telemetry streams
@@ -93,6 +96,7 @@ impl Broker {
                 Duration::from_millis(config.assignment_lease_ms),
             ),
             forwarder,
+            sends: SendBatcher::new(config.send_batch),
             config,
             raft,
             sm,
@@ -105,6 +109,11 @@ impl Broker {
     /// Tells long-lived calls that the node is shutting down.
     pub fn begin_shutdown(&self) {
         self.stopping.send_replace(true);
+    }
+
+    /// Turns true when the node starts shutting down.
+    pub fn stop_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// Whether the node is shutting down.

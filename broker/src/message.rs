@@ -1,13 +1,11 @@
 //! A message as stored in the commit log (one record per message, in a send's slots), its
 //! validation on the way in and its conversion to the wire on the way out.
 //!
-//! The record is a version byte followed by the postcard encoding of [`StoredMessage`].
-//! Integrity is the commit log's job (every record carries a CRC32C).
+//! The record's format is in [`crate::message_record`].
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use md5::Digest as _;
 use raftmq_proto::prost_types;
 use raftmq_proto::rocketmq::v2 as pb;
 use serde::Deserialize;
@@ -18,8 +16,6 @@ use crate::error::BrokerResult;
 use crate::error::InvalidCode;
 use crate::sm::keys;
 
-/// Version byte of the record format.
-const RECORD_V1: u8 = 1;
 /// Longest message id accepted.
 pub const MAX_MESSAGE_ID_LEN: usize = 128;
 /// Longest tag, key or message group accepted.
@@ -39,8 +35,34 @@ pub enum StoredKind {
     Transaction,
 }
 
-/// A message as stored.
+/// The body digest a producer sent (the protocol's `Digest`), kept for consumers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodyDigest {
+    /// The protocol's `DigestType` number (CRC32 1, MD5 2, SHA1 3).
+    pub kind: i32,
+    pub checksum: String,
+}
+
+/// Longest digest checksum kept (hex of SHA-1 is 40 characters).
+const MAX_DIGEST_LEN: usize = 128;
+
+impl BodyDigest {
+    /// The digest of a producer's message, if it is of a known type and plausible size.
+    fn from_wire(d: Option<&pb::Digest>) -> Option<Self> {
+        let d = d?;
+        let known = matches!(
+            pb::DigestType::try_from(d.r#type),
+            Ok(pb::DigestType::Crc32 | pb::DigestType::Md5 | pb::DigestType::Sha1)
+        );
+        (known && !d.checksum.is_empty() && d.checksum.len() <= MAX_DIGEST_LEN).then(|| Self {
+            kind: d.r#type,
+            checksum: d.checksum.clone(),
+        })
+    }
+}
+
+/// A message as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
     pub msg_id: String,
     pub topic: String,
@@ -51,28 +73,20 @@ pub struct StoredMessage {
     pub kind: StoredKind,
     pub born_timestamp_ms: u64,
     pub born_host: String,
+    /// The producer's body digest (None: an MD5 is computed at delivery).
+    pub digest: Option<BodyDigest>,
     pub body: Bytes,
 }
 
 impl StoredMessage {
-    /// Encodes the record stored in the commit log.
+    /// Encodes the record stored in the commit log ([`crate::message_record`]).
     pub fn encode(&self) -> BrokerResult<Bytes> {
-        let mut out = vec![RECORD_V1];
-        let encoded = postcard::to_stdvec(self).map_err(|e| BrokerError::Internal(e.to_string()))?;
-        out.extend_from_slice(&encoded);
-        Ok(Bytes::from(out))
+        crate::message_record::encode(self)
     }
 
-    /// Decodes a record read from the commit log.
-    pub fn decode(record: &[u8]) -> BrokerResult<Self> {
-        match record.split_first() {
-            Some((&RECORD_V1, rest)) => postcard::from_bytes(rest)
-                .map_err(|e| BrokerError::Storage(format!("undecodable message record: {e}"))),
-            Some((v, _)) => Err(BrokerError::Storage(format!(
-                "message record of unknown version {v}"
-            ))),
-            None => Err(BrokerError::Storage("empty message record".into())),
-        }
+    /// Decodes a record read from the commit log; the body shares the record's memory.
+    pub fn decode(record: &Bytes) -> BrokerResult<Self> {
+        crate::message_record::decode(record)
     }
 
     /// Validates a message a producer sent and converts it; `max_body` is the body limit.
@@ -87,6 +101,7 @@ impl StoredMessage {
         check_properties(&m.user_properties, metadata_bytes(&sys))?;
         check_body(&m.body, max_body)?;
         let kind = kind_of(&sys)?;
+        let digest = BodyDigest::from_wire(sys.body_digest.as_ref());
         Ok(Self {
             msg_id: sys.message_id,
             topic,
@@ -97,7 +112,8 @@ impl StoredMessage {
             kind,
             born_timestamp_ms: sys.born_timestamp.map_or(0, |t| timestamp_ms(&t)),
             born_host: sys.born_host,
-            body: Bytes::from(m.body),
+            digest,
+            body: m.body,
         })
     }
 
@@ -118,9 +134,15 @@ impl StoredMessage {
             tag: self.tag.clone(),
             keys: self.keys.clone(),
             message_id: self.msg_id.clone(),
-            body_digest: Some(pb::Digest {
-                r#type: pb::DigestType::Md5 as i32,
-                checksum: md5_upper_hex(&self.body),
+            body_digest: Some(match &self.digest {
+                Some(d) => pb::Digest {
+                    r#type: d.kind,
+                    checksum: d.checksum.clone(),
+                },
+                None => pb::Digest {
+                    r#type: pb::DigestType::Md5 as i32,
+                    checksum: md5_upper_hex(&self.body),
+                },
             }),
             body_encoding: pb::Encoding::Identity as i32,
             message_type: kind as i32,
@@ -143,7 +165,7 @@ impl StoredMessage {
             }),
             user_properties: self.properties.clone().into_iter().collect(),
             system_properties: Some(sys),
-            body: self.body.to_vec(),
+            body: self.body.clone(),
         }
     }
 }
@@ -288,17 +310,7 @@ fn check_body(body: &[u8], max_body: usize) -> BrokerResult<()> {
     Ok(())
 }
 
-/// MD5 of `body` as upper-case hex (what clients verify `body_digest` against).
-pub fn md5_upper_hex(body: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let digest = md5::Md5::digest(body);
-    let mut out = String::with_capacity(2 * digest.len());
-    for b in digest {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
-    }
-    out
-}
+pub use raftmq_proto::digest::md5_upper_hex;
 
 pub fn timestamp(ms: u64) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -353,7 +365,7 @@ mod tests {
                 born_host: "host".into(),
                 ..Default::default()
             }),
-            body: body.to_vec(),
+            body: body.to_vec().into(),
         }
     }
 
@@ -378,8 +390,38 @@ mod tests {
             sys.born_timestamp.map(|t| timestamp_ms(&t)),
             Some(1_700_000_000_123)
         );
-        assert_eq!(out.body, b"hello");
+        assert_eq!(out.body, &b"hello"[..]);
         assert_eq!(m.tag_hash(), crate::command::tag_hash("TagA"));
+    }
+
+    #[test]
+    fn the_producers_digest_is_kept_and_handed_to_consumers() {
+        let with = |kind: i32, checksum: &str| {
+            let mut w = wire(b"hello");
+            if let Some(sys) = w.system_properties.as_mut() {
+                sys.body_digest = Some(pb::Digest {
+                    r#type: kind,
+                    checksum: checksum.into(),
+                });
+            }
+            let m = StoredMessage::from_wire(w, 1024).expect("valid");
+            let m = StoredMessage::decode(&m.encode().expect("encode")).expect("decode");
+            let d = m
+                .to_wire(&Delivery::default())
+                .system_properties
+                .and_then(|s| s.body_digest);
+            d.map(|d| (d.r#type, d.checksum))
+        };
+        let md5 = |c: &str| Some((pb::DigestType::Md5 as i32, c.to_owned()));
+        assert_eq!(
+            with(pb::DigestType::Crc32 as i32, "3610A686"),
+            Some((1, "3610A686".into()))
+        );
+        // Kept as sent, even when wrong: the consumer's check is what catches a damaged body.
+        assert_eq!(with(pb::DigestType::Md5 as i32, "00FF"), md5("00FF"));
+        // Unknown type or empty checksum: the broker computes MD5 at delivery.
+        assert_eq!(with(0, "x"), md5("5D41402ABC4B2A76B9719D911017C592"));
+        assert_eq!(with(2, ""), md5("5D41402ABC4B2A76B9719D911017C592"));
     }
 
     #[test]
@@ -409,8 +451,8 @@ mod tests {
         let mut m = wire(b"x");
         m.system_properties = None;
         assert_eq!(code(m, 4), InvalidCode::BadRequest);
-        assert!(StoredMessage::decode(&[9, 1, 2]).is_err());
-        assert!(StoredMessage::decode(&[]).is_err());
+        assert!(StoredMessage::decode(&Bytes::from_static(&[9, 1, 2])).is_err());
+        assert!(StoredMessage::decode(&Bytes::new()).is_err());
     }
 
     fn refusal(m: pb::Message) -> (InvalidCode, String) {

@@ -101,7 +101,7 @@ fn build_message(args: &SendArgs) -> Message {
             message_group: args.message_group.clone(),
             ..Default::default()
         }),
-        body,
+        body: body.into(),
     }
 }
 
@@ -317,7 +317,7 @@ mod tests {
         );
         assert_eq!(p.message_group.as_deref(), Some("g"));
         assert!(p.born_timestamp.is_some());
-        assert_eq!(m.body, b"hello");
+        assert_eq!(m.body, &b"hello"[..]);
     }
 
     #[test]

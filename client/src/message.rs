@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 use std::time::UNIX_EPOCH;
 
-use md5::Digest as _;
+use bytes::Bytes;
 use raftmq_proto::prost_types::Timestamp;
 use raftmq_proto::rocketmq::v2 as pb;
 
@@ -24,8 +24,9 @@ pub const TOPIC_MAX_LEN: usize = 127;
 pub struct Message {
     /// The topic it is sent to.
     pub topic: String,
-    /// The body (not empty; at most the producer's max message size).
-    pub body: Vec<u8>,
+    /// The body (not empty; at most the producer's max message size). Shared, not copied,
+    /// on its way into a request.
+    pub body: Bytes,
     /// One tag; consumers filter on it.
     pub tag: Option<String>,
     /// Business keys (indexed by the broker, shown by tools).
@@ -39,7 +40,7 @@ pub struct Message {
 
 impl Message {
     /// A message with a body for `topic`.
-    pub fn new(topic: impl Into<String>, body: impl Into<Vec<u8>>) -> Self {
+    pub fn new(topic: impl Into<String>, body: impl Into<Bytes>) -> Self {
         Self {
             topic: topic.into(),
             body: body.into(),
@@ -116,7 +117,7 @@ impl Message {
                 message_id: message_id.to_owned(),
                 body_digest: Some(pb::Digest {
                     r#type: pb::DigestType::Md5 as i32,
-                    checksum: md5_hex(&self.body),
+                    checksum: raftmq_proto::digest::md5_upper_hex(&self.body),
                 }),
                 body_encoding: pb::Encoding::Identity as i32,
                 message_type: kind as i32,
@@ -153,13 +154,6 @@ pub fn check_topic(topic: &str) -> Result<()> {
         return Err(invalid(format!("topic {topic:?} contains {:?}", c as char)));
     }
     Ok(())
-}
-
-fn md5_hex(body: &[u8]) -> String {
-    md5::Md5::digest(body)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect()
 }
 
 fn now_timestamp() -> Timestamp {

@@ -102,6 +102,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 pub const INTERNAL_FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/raftmq.internal.bin"));
 
+pub mod digest;
 pub mod names;
 pub mod settings;
 

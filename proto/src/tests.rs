@@ -36,7 +36,7 @@ fn sample_message() -> Message {
             queue_offset: Some(0),
             ..Default::default()
         }),
-        body: b"hello".to_vec(),
+        body: b"hello".to_vec().into(),
     }
 }
 
@@ -111,7 +111,7 @@ fn key_field_numbers_match_the_protocol() {
 
     let msg = Message::decode(wire.as_slice()).expect("decode hand-built Message");
     assert_eq!(msg.topic.as_ref().map(|t| t.name.as_str()), Some("orders"));
-    assert_eq!(msg.body, b"hello");
+    assert_eq!(msg.body, &b"hello"[..]);
 
     // And our encoder produces exactly those bytes.
     let ours = Message {
@@ -119,7 +119,7 @@ fn key_field_numbers_match_the_protocol() {
             resource_namespace: String::new(),
             name: "orders".into(),
         }),
-        body: b"hello".to_vec(),
+        body: b"hello".to_vec().into(),
         ..Default::default()
     };
     assert_eq!(ours.encode_to_vec(), wire);

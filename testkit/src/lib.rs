@@ -482,7 +482,7 @@ pub fn message(topic: &str, id: &str, body: &[u8], group: Option<&str>) -> pb::M
             },
             ..Default::default()
         }),
-        body: body.to_vec(),
+        body: body.to_vec().into(),
     }
 }
 

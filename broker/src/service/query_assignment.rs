@@ -93,6 +93,7 @@ fn assignment(
             topic: Some(topic.clone()),
             endpoints: req.endpoints.clone(),
         },
+        false,
     )?;
     let config = broker
         .sm

@@ -13,6 +13,11 @@
 //! client's channel fail over by itself, but the official clients then send an HTTP/2
 //! `:authority` of `host1:port1,host2:port2`, which our HTTP/2 server refuses as
 //! malformed.)
+//!
+//! raftmq's own client asks for every address (`x-raftmq-endpoints: all`, as at a name
+//! server): each queue then lists all members, the leader first, so that its sends go
+//! straight to the leader instead of through a follower's relay, and it walks the list
+//! itself when the leader fails.
 
 use std::net::IpAddr;
 use std::net::SocketAddr;
@@ -39,8 +44,9 @@ pub async fn handle(
     broker: &Arc<Broker>,
     req: Request<pb::QueryRouteRequest>,
 ) -> Result<Response<pb::QueryRouteResponse>, Status> {
+    let all = wants_all_addresses(req.metadata());
     let req = req.into_inner();
-    let resp = match route(broker, &req) {
+    let resp = match route(broker, &req, all) {
         Ok(message_queues) => pb::QueryRouteResponse {
             status: Some(status::ok()),
             message_queues,
@@ -56,7 +62,22 @@ pub async fn handle(
     Ok(Response::new(resp))
 }
 
-pub(crate) fn route(broker: &Broker, req: &pb::QueryRouteRequest) -> BrokerResult<Vec<pb::MessageQueue>> {
+/// The request header by which raftmq's client asks for every member's address.
+pub const ENDPOINTS_HEADER: &str = "x-raftmq-endpoints";
+
+fn wants_all_addresses(meta: &tonic::metadata::MetadataMap) -> bool {
+    meta.get(ENDPOINTS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("all"))
+}
+
+/// The topic's queues: spread over the members one address each, or with `all` every
+/// queue listing every member, the leader first.
+pub(crate) fn route(
+    broker: &Broker,
+    req: &pb::QueryRouteRequest,
+    all: bool,
+) -> BrokerResult<Vec<pb::MessageQueue>> {
     let topic = req.topic.clone().unwrap_or_default();
     tracing::Span::current().record("topic", topic.name.as_str());
     keys::validate_topic_name(&topic.name).map_err(|e| BrokerError::invalid(InvalidCode::IllegalTopic, e))?;
@@ -64,14 +85,18 @@ pub(crate) fn route(broker: &Broker, req: &pb::QueryRouteRequest) -> BrokerResul
         .sm
         .topic(&topic.name)?
         .ok_or_else(|| BrokerError::Rejected(Rejection::UnknownTopic(topic.name.clone())))?;
-    let addrs = member_addrs(broker);
-    let endpoints = addrs
+    let mut addrs = member_addrs(broker);
+    if all {
+        addrs = leader_first(addrs, broker.leader().map(|(_, n)| n.client_addr));
+    }
+    let endpoints: Vec<pb::Endpoints> = addrs
         .iter()
         .map(|a| {
             endpoints_of(a, req.endpoints.as_ref())
                 .ok_or_else(|| BrokerError::Internal(format!("cannot advertise client address {a:?}")))
         })
         .collect::<BrokerResult<Vec<_>>>()?;
+    let endpoints = if all { vec![joined(endpoints)] } else { endpoints };
     let target = Target {
         topic,
         broker_name: broker.config.group.clone(),
@@ -122,6 +147,23 @@ fn message_type(k: MessageKind) -> pb::MessageType {
         MessageKind::Fifo => pb::MessageType::Fifo,
         MessageKind::Delay => pb::MessageType::Delay,
         MessageKind::Transaction => pb::MessageType::Transaction,
+    }
+}
+
+/// `addrs` with `leader` (if it is one of them) moved to the front.
+fn leader_first(mut addrs: Vec<String>, leader: Option<String>) -> Vec<String> {
+    if let Some(i) = leader.and_then(|l| addrs.iter().position(|a| *a == l)) {
+        addrs[..=i].rotate_right(1);
+    }
+    addrs
+}
+
+/// One endpoint list of every address of `parts`, in order (the first one's scheme).
+fn joined(parts: Vec<pb::Endpoints>) -> pb::Endpoints {
+    let scheme = parts.first().map_or(0, |e| e.scheme);
+    pb::Endpoints {
+        scheme,
+        addresses: parts.into_iter().flat_map(|e| e.addresses).collect(),
     }
 }
 
@@ -200,6 +242,27 @@ mod tests {
         assert_eq!(e.scheme, pb::AddressScheme::DomainName as i32);
         assert_eq!(e.addresses[0].host, "broker-a.local");
         assert!(endpoints_of("no-port", None).is_none());
+    }
+
+    #[test]
+    fn asked_for_all_addresses_the_leader_comes_first() {
+        let addrs = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let members = addrs(&["a:1", "b:1", "c:1"]);
+        assert_eq!(
+            leader_first(members.clone(), Some("c:1".into())),
+            addrs(&["c:1", "a:1", "b:1"])
+        );
+        assert_eq!(leader_first(members.clone(), Some("a:1".into())), members);
+        assert_eq!(leader_first(members.clone(), Some("elsewhere:1".into())), members);
+        assert_eq!(leader_first(members.clone(), None), members);
+        let parts = ["10.0.0.1:1", "10.0.0.2:2"]
+            .iter()
+            .map(|a| endpoints_of(a, None).expect("endpoints"))
+            .collect();
+        let j = joined(parts);
+        assert_eq!(j.scheme, pb::AddressScheme::IPv4 as i32);
+        let listed: Vec<(&str, i32)> = j.addresses.iter().map(|a| (a.host.as_str(), a.port)).collect();
+        assert_eq!(listed, [("10.0.0.1", 1), ("10.0.0.2", 2)]);
     }
 
     #[test]

@@ -12,13 +12,10 @@ use tonic::Response;
 use tonic::Status;
 
 use super::status;
-use crate::command::Command;
 use crate::command::CommandResult;
-use crate::command::Header;
 use crate::command::MessageMeta;
 use crate::command::Permission;
 use crate::context::Broker;
-use crate::context::now_ms;
 use crate::error::BrokerError;
 use crate::error::BrokerResult;
 use crate::error::InvalidCode;
@@ -90,7 +87,7 @@ pub async fn handle(
 pub const QUEUE_HEADER: &str = "x-raftmq-queue";
 
 async fn send(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     messages: Vec<pb::Message>,
     requested: &[Option<u32>],
 ) -> BrokerResult<Vec<pb::SendResultEntry>> {
@@ -105,12 +102,7 @@ async fn send(
         }
         placed => placed?,
     };
-    let header = Header::Send {
-        store_time_ms: now_ms(),
-        messages: metas,
-    };
-    let cmd = Command::new(header, records).map_err(|e| BrokerError::Internal(e.to_string()))?;
-    match broker.write(cmd).await? {
+    match broker.sends.send(broker, metas, records).await? {
         CommandResult::Sent(positions) => Ok(stored
             .iter()
             .zip(positions)

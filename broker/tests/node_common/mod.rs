@@ -125,6 +125,6 @@ pub fn message(
             message_group: message_group.map(Into::into),
             ..Default::default()
         }),
-        body: body.into(),
+        body: body.into().into(),
     }
 }

@@ -247,7 +247,7 @@ mod tests {
             .map(|o| ReceivedMessage {
                 message_id: format!("m{o}"),
                 topic: q.topic.clone(),
-                body: vec![],
+                body: Default::default(),
                 tag: None,
                 keys: vec![],
                 properties: BTreeMap::new(),

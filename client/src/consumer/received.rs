@@ -17,9 +17,9 @@ use std::time::Duration;
 use std::time::SystemTime;
 use std::time::UNIX_EPOCH;
 
-use md5::Digest as _;
 use raftmq_proto::prost_types::Timestamp;
 use raftmq_proto::rocketmq::v2 as pb;
+use sha1::Digest as _;
 
 /// A message delivered to a consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub struct ReceivedMessage {
     /// The topic it was consumed from.
     pub topic: String,
     /// The body, as stored.
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
     /// Its tag, if it has one.
     pub tag: Option<String>,
     /// Its business keys.
@@ -120,8 +120,10 @@ pub fn check_digest(body: &[u8], digest: Option<&pb::Digest>) -> DigestCheck {
     };
     let expected = d.checksum.trim();
     let matched = match pb::DigestType::try_from(d.r#type) {
-        Ok(pb::DigestType::Md5) => expected.eq_ignore_ascii_case(&hex(&md5::Md5::digest(body))),
-        Ok(pb::DigestType::Sha1) => expected.eq_ignore_ascii_case(&hex(&sha1::Sha1::digest(body))),
+        Ok(pb::DigestType::Md5) => expected.eq_ignore_ascii_case(&raftmq_proto::digest::md5_upper_hex(body)),
+        Ok(pb::DigestType::Sha1) => {
+            expected.eq_ignore_ascii_case(&raftmq_proto::digest::upper_hex(&sha1::Sha1::digest(body)))
+        }
         Ok(pb::DigestType::Crc32) => u32::from_str_radix(expected, 16).ok() == Some(crc32fast::hash(body)),
         _ => return DigestCheck::Unchecked,
     };
@@ -130,10 +132,6 @@ pub fn check_digest(body: &[u8], digest: Option<&pb::Digest>) -> DigestCheck {
     } else {
         DigestCheck::Mismatch
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 
 /// A protocol timestamp as a time; None before the epoch or out of range.
@@ -230,7 +228,7 @@ mod tests {
                 }),
                 ..Default::default()
             }),
-            body: body.to_vec(),
+            body: body.to_vec().into(),
         }
     }
 

@@ -9,7 +9,7 @@ fn message(offset: i64) -> ReceivedMessage {
     ReceivedMessage {
         message_id: format!("m{offset}"),
         topic: "t".into(),
-        body: vec![],
+        body: Default::default(),
         tag: None,
         keys: vec![],
         properties: BTreeMap::new(),
