@@ -33,4 +33,5 @@ pub use consumer::StartFrom;
 pub use error::ClientError;
 pub use error::Result;
 pub use message::Message;
+pub use producer::CoalesceOptions;
 pub use producer::Producer;

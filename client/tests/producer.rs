@@ -97,6 +97,7 @@ async fn sends_on_a_healthy_cluster() -> anyhow::Result<()> {
     step("batch", batches(&cluster, &p)).await?;
     step("bad input", bad_input(&p)).await?;
     step("async and oneway", async_and_oneway(&cluster, &p)).await?;
+    step("merged async", merged_async_sends(&cluster)).await?;
     p.shutdown().await;
     Ok(())
 }
@@ -289,6 +290,51 @@ async fn async_and_oneway(cluster: &Cluster, p: &Producer) -> anyhow::Result<()>
     }
     wait_stored(cluster, "async", 100).await?;
     eprintln!("50 oneway sends stored: {:?}", t.elapsed());
+    Ok(())
+}
+
+/// Async sends started while the one request slot is taken go in merged requests: each
+/// gets its own receipt, and each request's messages share a queue at consecutive offsets
+/// (sent one by one they would be spread round-robin over all queues).
+async fn merged_async_sends(cluster: &Cluster) -> anyhow::Result<()> {
+    create(cluster, "merged", 8, admin::MessageKind::Normal).await?;
+    let p = Producer::builder()
+        .access_points(cluster.access_points())
+        .producer_group("merging-producer")
+        .coalesce(raftmq_client::CoalesceOptions {
+            max_in_flight: 1,
+            max_messages: 50,
+            ..Default::default()
+        })
+        .start()
+        .await?;
+    let handles: Vec<_> = (0..201)
+        .map(|i| p.send_async(Message::new("merged", format!("m{i}"))))
+        .collect();
+    let mut receipts = Vec::new();
+    for h in handles {
+        receipts.push(h.await?);
+    }
+    let ids: BTreeSet<&str> = receipts.iter().map(|r| r.message_id.as_str()).collect();
+    ensure!(ids.len() == 201, "one receipt per send, each its own id");
+    let slots: BTreeSet<(&str, Option<i32>, i64)> = receipts
+        .iter()
+        .map(|r| (r.broker.as_str(), r.queue_id, r.offset))
+        .collect();
+    ensure!(slots.len() == 201, "each send at its own queue position");
+    // Receipts of one request: same queue, offsets one apart.
+    let runs = receipts
+        .windows(2)
+        .filter(|w| {
+            (&w[0].broker, w[0].queue_id) == (&w[1].broker, w[1].queue_id) && w[1].offset == w[0].offset + 1
+        })
+        .count();
+    ensure!(
+        runs >= 181,
+        "{runs} neighbouring sends stored side by side; 20 requests or fewer give at least 181"
+    );
+    wait_stored(cluster, "merged", 201).await?;
+    p.shutdown().await;
     Ok(())
 }
 

@@ -24,6 +24,9 @@ pub struct ProducerOptions {
     /// Whether slow or failing broker groups are avoided for a while (see
     /// [`super::fault`]). Default on.
     pub fault_avoidance: bool,
+    /// Merging of concurrent async sends into shared requests (see
+    /// [`super::coalesce`]). Default on.
+    pub coalesce: super::CoalesceOptions,
 }
 
 impl Default for ProducerOptions {
@@ -33,6 +36,7 @@ impl Default for ProducerOptions {
             retry: RetryPolicy::default(),
             max_message_size: DEFAULT_MAX_BODY_SIZE,
             fault_avoidance: true,
+            coalesce: super::CoalesceOptions::default(),
         }
     }
 }
@@ -114,6 +118,13 @@ impl ProducerBuilder {
         self
     }
 
+    /// How concurrent async sends are merged into shared requests (see
+    /// [`super::coalesce`]); `CoalesceOptions { enabled: false, .. }` sends each alone.
+    pub fn coalesce(mut self, options: super::CoalesceOptions) -> Self {
+        self.options.coalesce = options;
+        self
+    }
+
     /// Whether slow or failing broker groups are avoided for a while. Default true.
     pub fn fault_avoidance(mut self, on: bool) -> Self {
         self.options.fault_avoidance = on;
@@ -161,6 +172,12 @@ fn check_options(o: &ProducerOptions) -> Result<()> {
     if o.retry.max_attempts == 0 {
         return Err(ClientError::InvalidArgument(
             "max_attempts must be positive".into(),
+        ));
+    }
+    let c = &o.coalesce;
+    if c.max_in_flight == 0 || c.max_messages == 0 || c.max_bytes == 0 {
+        return Err(ClientError::InvalidArgument(
+            "coalesce: max_in_flight, max_messages and max_bytes must be positive".into(),
         ));
     }
     if o.max_message_size == 0 {

@@ -23,8 +23,9 @@
 //!   topic has one ([`retry`]); groups that failed or answered slowly are avoided for a
 //!   while ([`fault`]). Within one attempt the queue's addresses are tried in turn, the
 //!   leader first: a follower forwards to the leader.
-//! - **Async** ([`Producer::send_async`]): the same send on a task of its own, started at
-//!   once; await the returned [`SendHandle`] for the receipt.
+//! - **Async** ([`Producer::send_async`]): the same send, started at once; await the
+//!   returned [`SendHandle`] for the receipt. Async sends started while many are in flight
+//!   are merged into shared requests ([`coalesce`]).
 //! - **Oneway** ([`Producer::send_oneway`]): one attempt, no answer awaited, no retry.
 //! - **Ordered**: a message with a message group (its sharding key) always goes to the one
 //!   queue of that key ([`select`]) and is never retried on another queue; retries stay
@@ -46,6 +47,7 @@
 
 mod attempt;
 mod builder;
+pub mod coalesce;
 pub mod fault;
 mod prepared;
 pub mod retry;
@@ -63,11 +65,13 @@ use std::task::Poll;
 use std::time::Duration;
 use std::time::Instant;
 
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 pub use builder::ProducerBuilder;
 pub use builder::ProducerOptions;
+pub use coalesce::CoalesceOptions;
 pub use prepared::check_batch;
 
 use crate::config::ClientConfig;
@@ -79,6 +83,8 @@ use crate::route::TopicRoute;
 use crate::session::ClientKind;
 use crate::session::Session;
 
+use self::coalesce::AsyncReply;
+use self::coalesce::Waiting;
 use self::fault::FaultTracker;
 use self::prepared::Prepared;
 use self::prepared::receipts;
@@ -125,7 +131,12 @@ struct Inner {
     preferred: Mutex<HashMap<String, String>>,
     in_flight: Arc<watch::Sender<usize>>,
     closing: AtomicBool,
+    /// Async sends waiting to be merged into requests ([`coalesce`]).
+    async_sends: mpsc::Sender<Waiting<AsyncReply>>,
 }
+
+/// Most async sends queued for merging; more wait for room on tasks of their own.
+const ASYNC_QUEUE: usize = 65_536;
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -143,20 +154,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A send in flight on a task of its own ([`Producer::send_async`]); resolves to its
-/// receipt. Dropping it does not cancel the send.
+/// An async send in flight ([`Producer::send_async`]); resolves to its receipt.
+/// Dropping it does not cancel the send.
 #[derive(Debug)]
-pub struct SendHandle(JoinHandle<Result<SendReceipt>>);
+pub struct SendHandle(oneshot::Receiver<Result<SendReceipt>>);
 
 impl Future for SendHandle {
     type Output = Result<SendReceipt>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|joined| {
-            joined.unwrap_or_else(|e| {
-                Err(ClientError::OutcomeUnknown(format!(
-                    "the send task ended early: {e}"
-                )))
+        Pin::new(&mut self.0).poll(cx).map(|answer| {
+            answer.unwrap_or_else(|_| {
+                Err(ClientError::OutcomeUnknown(
+                    "the send ended without an answer".into(),
+                ))
             })
         })
     }
@@ -188,17 +199,20 @@ impl Producer {
     fn with(config: ClientConfig, options: ProducerOptions) -> Result<Self> {
         let session = Session::start(config, ClientKind::Producer)?;
         let (in_flight, _) = watch::channel(0);
-        Ok(Self {
-            inner: Arc::new(Inner {
-                session,
-                options,
-                faults: Mutex::new(FaultTracker::new()),
-                next_queue: Mutex::new(HashMap::new()),
-                preferred: Mutex::new(HashMap::new()),
-                in_flight: Arc::new(in_flight),
-                closing: AtomicBool::new(false),
-            }),
-        })
+        let (async_sends, queued) = mpsc::channel(ASYNC_QUEUE);
+        let limits = options.coalesce;
+        let inner = Arc::new(Inner {
+            session,
+            options,
+            faults: Mutex::new(FaultTracker::new()),
+            next_queue: Mutex::new(HashMap::new()),
+            preferred: Mutex::new(HashMap::new()),
+            in_flight: Arc::new(in_flight),
+            closing: AtomicBool::new(false),
+            async_sends,
+        });
+        tokio::spawn(coalesce::dispatch(Arc::downgrade(&inner), queued, limits));
+        Ok(Self { inner })
     }
 
     /// The shared client core: configuration, RPC channels, routes.
@@ -240,18 +254,42 @@ impl Producer {
     /// Starts sending `message` on a task of its own, at once; the handle resolves to what
     /// [`Producer::send`] would return.
     pub fn send_async(&self, message: Message) -> SendHandle {
-        let this = self.clone();
-        let ready = self.running();
+        let (reply, answer) = oneshot::channel();
+        let checked = self
+            .running()
+            .and_then(|()| message.validate(self.options().max_message_size));
+        if let Err(e) = checked {
+            let _ = reply.send(Err(e));
+            return SendHandle(answer);
+        }
         let guard = InFlight::new(&self.inner.in_flight);
-        SendHandle(tokio::spawn(async move {
-            let _guard = guard;
-            ready?;
-            let receipts = this.send_all(vec![message]).await?;
-            receipts
-                .into_iter()
-                .next()
-                .ok_or_else(|| ClientError::OutcomeUnknown("an answer without a receipt".into()))
-        }))
+        if !self.options().coalesce.enabled {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let _guard = guard;
+                let _ = reply.send(this.send(message).await);
+            });
+            return SendHandle(answer);
+        }
+        let waiting = Waiting {
+            message,
+            with: (reply, guard),
+        };
+        match self.inner.async_sends.try_send(waiting) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(waiting)) => {
+                let queue = self.inner.async_sends.clone();
+                tokio::spawn(async move {
+                    if let Err(mpsc::error::SendError(w)) = queue.send(waiting).await {
+                        let _ = w.with.0.send(Err(ClientError::Shutdown));
+                    }
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(w)) => {
+                let _ = w.with.0.send(Err(ClientError::Shutdown));
+            }
+        }
+        SendHandle(answer)
     }
 
     /// Sends `message` without waiting for the broker's answer and without retrying: one
