@@ -44,7 +44,7 @@ pub(crate) struct Assignment {
 }
 
 /// A queue's identity: topic, broker group, queue id.
-fn queue_key(q: &MessageQueue) -> String {
+pub(super) fn queue_key(q: &MessageQueue) -> String {
     format!("{}@{}", q.topic, q.key())
 }
 

@@ -44,6 +44,7 @@ mod assignment;
 pub mod filter;
 mod ops;
 pub mod pull;
+mod pulls_in_flight;
 pub mod push;
 pub mod received;
 pub mod simple;

@@ -13,7 +13,8 @@
 //! - [`PullConsumer::poll`] long-polls every assigned queue at once (PullMessage, which
 //!   any member of the broker group answers) and returns what the first queue(s) with
 //!   messages gave, each queue's messages in offset order; it moves the positions past
-//!   them. [`PullConsumer::commit`] writes the positions (UpdateOffset), and so does
+//!   them. The other queues' pulls stay in flight and the next poll takes their answers
+//!   ([`super::pulls_in_flight`]). [`PullConsumer::commit`] writes the positions (UpdateOffset), and so does
 //!   [`PullConsumer::shutdown`] (best effort, within the request timeout).
 //!
 //! A position is never moved backwards: an offset beyond a queue's end (a seek too far, or
@@ -26,10 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::time::SystemTime;
 
-use futures_util::FutureExt;
-use futures_util::StreamExt;
 use futures_util::future::join_all;
-use futures_util::stream::FuturesUnordered;
 use raftmq_proto::rocketmq::v2 as pb;
 use raftmq_proto::rocketmq::v2::pull_message_response::Content;
 use tokio::time::Instant;
@@ -40,11 +38,13 @@ use super::Preferred;
 use super::ReceivedMessage;
 use super::assignment::Assignment;
 use super::assignment::Pulled;
+use super::assignment::queue_key;
 use super::check_group;
 use super::check_status;
 use super::duration;
 use super::leader_hint;
 use super::ops::GroupOps;
+use super::pulls_in_flight::PullsInFlight;
 use super::resolve_config;
 use crate::config::ClientConfig;
 use crate::error::ClientError;
@@ -113,16 +113,17 @@ impl PullConsumerBuilder {
         let kind = ClientKind::PullConsumer {
             group: self.group.clone(),
         };
-        let core = Core {
+        let core = Arc::new(Core {
             session: Session::start(config, kind)?,
             group: self.group,
             batch_size: self.batch_size as i32,
             start_from: self.start_from,
             preferred: Preferred::default(),
-        };
+        });
         Ok(PullConsumer {
             core,
             assignment: Assignment::default(),
+            pulls: PullsInFlight::default(),
         })
     }
 }
@@ -131,8 +132,10 @@ impl PullConsumerBuilder {
 /// [`PullConsumer::builder`]; call [`PullConsumer::shutdown`] when done.
 #[derive(Debug)]
 pub struct PullConsumer {
-    core: Core,
+    core: Arc<Core>,
     assignment: Assignment,
+    /// Pulls started by earlier polls and not yet taken.
+    pulls: PullsInFlight,
 }
 
 impl PullConsumer {
@@ -230,20 +233,26 @@ impl PullConsumer {
         }
         self.refresh_routes().await;
         let mut errors = self.resolve_positions().await;
-        let core = &self.core;
-        let mut pulls: FuturesUnordered<_> = self
-            .assignment
-            .targets()
-            .into_iter()
-            .map(|(queue, filter, offset)| core.pull(queue, filter, offset, timeout))
-            .collect();
-        let total = pulls.len() + errors.len();
+        for (queue, filter, offset) in self.assignment.targets() {
+            let key = queue_key(&queue);
+            if !self.pulls.has(&key) {
+                let core = Arc::clone(&self.core);
+                self.pulls.start(
+                    key,
+                    async move { core.pull(queue, filter, offset, timeout).await },
+                );
+            }
+        }
+        let mut total = errors.len();
         let mut out = Vec::new();
-        while let Some(result) = pulls.next().await {
+        while let Some((_, result)) = self.pulls.next().await {
+            total += 1;
             let found = self.assignment.apply(result, &mut out, &mut errors);
             if found {
-                // Take what other queues have ready, without waiting for them.
-                while let Some(Some(result)) = pulls.next().now_or_never() {
+                // Take what other queues have ready, without waiting for them; the rest
+                // stay in flight for the next poll.
+                while let Some((_, result)) = self.pulls.ready() {
+                    total += 1;
                     self.assignment.apply(result, &mut out, &mut errors);
                 }
                 break;
