@@ -4,7 +4,6 @@
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Result, bail};
-use md5::{Digest as _, Md5};
 use raftmq_proto::prost_types;
 use raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use raftmq_proto::rocketmq::v2::{
@@ -92,7 +91,7 @@ fn build_message(args: &SendArgs) -> Message {
             message_id: raftmq_client::message::new_message_id(),
             body_digest: Some(Digest {
                 r#type: DigestType::Md5 as i32,
-                checksum: md5_hex(&body),
+                checksum: raftmq_proto::digest::md5_upper_hex(&body),
             }),
             body_encoding: Encoding::Identity as i32,
             message_type: message_type as i32,
@@ -120,10 +119,6 @@ fn duration(d: Duration) -> prost_types::Duration {
 }
 
 /// Upper-case hex MD5 of `body`, the digest the protocol carries.
-fn md5_hex(body: &[u8]) -> String {
-    Md5::digest(body).iter().map(|b| format!("{b:02X}")).collect()
-}
-
 /// A RocketMQ status as `CODE_NAME (number): message`.
 fn describe_status(status: Option<&Status>) -> String {
     let Some(s) = status else {
@@ -293,6 +288,7 @@ mod tests {
 
     #[test]
     fn md5_digest_is_upper_hex() {
+        let md5_hex = raftmq_proto::digest::md5_upper_hex;
         assert_eq!(md5_hex(b""), "D41D8CD98F00B204E9800998ECF8427E");
         assert_eq!(md5_hex(b"hello"), "5D41402ABC4B2A76B9719D911017C592");
     }

@@ -115,6 +115,9 @@ impl Message {
                 tag: self.tag.clone(),
                 keys: self.keys.clone(),
                 message_id: message_id.to_owned(),
+                // MD5, not the cheaper CRC32: official clients format a CRC32's hex with
+                // and without zero padding and compare strings, so any CRC32 we send fails
+                // one of them for one body in sixteen. MD5's hex has one form.
                 body_digest: Some(pb::Digest {
                     r#type: pb::DigestType::Md5 as i32,
                     checksum: raftmq_proto::digest::md5_upper_hex(&self.body),
