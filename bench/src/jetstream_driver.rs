@@ -111,7 +111,7 @@ impl JsCluster {
         while Instant::now() < deadline {
             match self.connect().await {
                 Ok(c) => match jetstream::new(c).get_or_create_stream(cfg.clone()).await {
-                    Ok(_) => return Ok(()),
+                    Ok(_) => return self.await_stream_everywhere(deadline).await,
                     Err(e) => last = e.to_string(),
                 },
                 Err(e) => last = format!("{e:#}"),
@@ -119,6 +119,41 @@ impl JsCluster {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         anyhow::bail!("jetstream: no stream within {WAIT:?}: {last}")
+    }
+
+    /// Waits until a publish through each server is stored, then empties the stream: a
+    /// server that has not yet learned of a new stream answers "no stream found for given
+    /// subject", which once failed a whole round's sends.
+    async fn await_stream_everywhere(&self, deadline: Instant) -> anyhow::Result<()> {
+        for url in &self.urls {
+            let client = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_secs(2))
+                .connect(url.as_str())
+                .await
+                .with_context(|| format!("connect to {url}"))?;
+            let js = jetstream::new(client);
+            loop {
+                let stored = match js.publish("bench.ready", "ready".into()).await {
+                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match stored {
+                    Ok(()) => break,
+                    Err(e) if Instant::now() >= deadline => {
+                        anyhow::bail!("jetstream: {url} cannot publish to the stream: {e}")
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+        let js = jetstream::new(self.connect().await?);
+        js.get_stream(STREAM)
+            .await
+            .context("get stream")?
+            .purge()
+            .await
+            .context("purge")?;
+        Ok(())
     }
 
     /// One connection per producer; each may have `window` acks pending.
