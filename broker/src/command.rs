@@ -173,12 +173,13 @@ pub enum CommandError {
     Decode(String),
 }
 
-/// A header with its encoding (slot 0) and the message records (slots 1..).
+/// A header with its encoding (slot 0) and the message records (slots 1..). Cheap to
+/// clone (a proposal is cloned for each try): the parts are shared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
-    header: Header,
+    header: std::sync::Arc<Header>,
     encoded_header: Bytes,
-    records: Vec<Bytes>,
+    records: std::sync::Arc<Vec<Bytes>>,
 }
 
 impl Command {
@@ -187,9 +188,9 @@ impl Command {
         check_records(&header, records.len())?;
         let encoded = postcard::to_stdvec(&header).map_err(|e| CommandError::Encode(e.to_string()))?;
         Ok(Self {
-            header,
+            header: header.into(),
             encoded_header: Bytes::from(encoded),
-            records,
+            records: records.into(),
         })
     }
 
@@ -229,7 +230,7 @@ fn check_records(header: &Header, records: usize) -> Result<(), CommandError> {
 
 impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.header {
+        match self.header.as_ref() {
             Header::Send { messages, .. } => write!(f, "Send({} messages)", messages.len()),
             Header::CreateTopic(t) => write!(f, "CreateTopic({})", t.name),
             Header::UpdateTopic(t) => write!(f, "UpdateTopic({})", t.name),
@@ -278,9 +279,9 @@ impl SlottedPayload for Command {
         let header: Header = postcard::from_bytes(&encoded_header).map_err(|e| e.to_string())?;
         check_records(&header, records.len()).map_err(|e| e.to_string())?;
         Ok(Self {
-            header,
+            header: header.into(),
             encoded_header,
-            records,
+            records: records.into(),
         })
     }
 }
@@ -288,7 +289,7 @@ impl SlottedPayload for Command {
 /// On the wire (Raft replication) a command travels as its slots.
 impl Serialize for Command {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (&self.encoded_header, &self.records).serialize(s)
+        (&self.encoded_header, self.records.as_ref()).serialize(s)
     }
 }
 
