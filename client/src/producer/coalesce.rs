@@ -192,11 +192,16 @@ pub(super) async fn dispatch(
         }
         let batch = queue.next_batch(&limits);
         let Some(inner) = producer.upgrade() else {
-            answer(
-                batch.into_iter().map(|w| w.with).collect(),
-                Err(ClientError::Shutdown),
-                reply,
-            );
+            // The producer is gone: nothing queued was sent, so say so to every send.
+            queued.close();
+            let mut unsent: Vec<AsyncReply> = batch.into_iter().map(|w| w.with).collect();
+            while !queue.is_empty() {
+                unsent.extend(queue.next_batch(&limits).into_iter().map(|w| w.with));
+            }
+            while let Ok(w) = queued.try_recv() {
+                unsent.push(w.with);
+            }
+            answer(unsent, Err(ClientError::Shutdown), reply);
             return;
         };
         let this = Producer { inner };
