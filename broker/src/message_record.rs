@@ -40,9 +40,10 @@ struct HeaderRef<'a> {
     digest: &'a Option<BodyDigest>,
 }
 
-/// The metadata of a version-2 record, as read (same fields, same order).
+/// The metadata both versions share, as read (the fields of [`HeaderRef`] up to
+/// `born_host`, same order: postcard writes a nested struct as its fields in a row).
 #[derive(Deserialize)]
-struct Header {
+struct Meta {
     msg_id: String,
     topic: String,
     tag: Option<String>,
@@ -52,21 +53,37 @@ struct Header {
     kind: StoredKind,
     born_timestamp_ms: u64,
     born_host: String,
+}
+
+impl Meta {
+    fn with(self, digest: Option<BodyDigest>, body: Bytes) -> StoredMessage {
+        StoredMessage {
+            msg_id: self.msg_id,
+            topic: self.topic,
+            tag: self.tag,
+            keys: self.keys,
+            message_group: self.message_group,
+            properties: self.properties,
+            kind: self.kind,
+            born_timestamp_ms: self.born_timestamp_ms,
+            born_host: self.born_host,
+            digest,
+            body,
+        }
+    }
+}
+
+/// The metadata of a version-2 record, as read; the body follows it.
+#[derive(Deserialize)]
+struct Header {
+    meta: Meta,
     digest: Option<BodyDigest>,
 }
 
-/// A version-1 record: the whole message.
-#[derive(Serialize, Deserialize)]
+/// A version-1 record: the metadata, then the body as a postcard byte string.
+#[derive(Deserialize)]
 struct V1 {
-    msg_id: String,
-    topic: String,
-    tag: Option<String>,
-    keys: Vec<String>,
-    message_group: Option<String>,
-    properties: BTreeMap<String, String>,
-    kind: StoredKind,
-    born_timestamp_ms: u64,
-    born_host: String,
+    meta: Meta,
     body: Bytes,
 }
 
@@ -98,35 +115,11 @@ pub fn decode(record: &Bytes) -> BrokerResult<StoredMessage> {
         Some(&RECORD_V2) => {
             let (h, body) = postcard::take_from_bytes::<Header>(&record[1..]).map_err(undecodable)?;
             let body = record.slice(record.len() - body.len()..);
-            Ok(StoredMessage {
-                msg_id: h.msg_id,
-                topic: h.topic,
-                tag: h.tag,
-                keys: h.keys,
-                message_group: h.message_group,
-                properties: h.properties,
-                kind: h.kind,
-                born_timestamp_ms: h.born_timestamp_ms,
-                born_host: h.born_host,
-                digest: h.digest,
-                body,
-            })
+            Ok(h.meta.with(h.digest, body))
         }
         Some(&RECORD_V1) => {
             let v: V1 = postcard::from_bytes(&record[1..]).map_err(undecodable)?;
-            Ok(StoredMessage {
-                msg_id: v.msg_id,
-                topic: v.topic,
-                tag: v.tag,
-                keys: v.keys,
-                message_group: v.message_group,
-                properties: v.properties,
-                kind: v.kind,
-                born_timestamp_ms: v.born_timestamp_ms,
-                born_host: v.born_host,
-                digest: None,
-                body: v.body,
-            })
+            Ok(v.meta.with(None, v.body))
         }
         Some(v) => Err(BrokerError::Storage(format!(
             "message record of unknown version {v}"
@@ -181,22 +174,14 @@ mod tests {
 
     #[test]
     fn version_one_records_still_decode() {
-        let m = message(None);
-        let v1 = V1 {
-            msg_id: m.msg_id.clone(),
-            topic: m.topic.clone(),
-            tag: m.tag.clone(),
-            keys: m.keys.clone(),
-            message_group: m.message_group.clone(),
-            properties: m.properties.clone(),
-            kind: m.kind,
-            born_timestamp_ms: m.born_timestamp_ms,
-            born_host: m.born_host.clone(),
-            body: m.body.clone(),
-        };
-        let mut record = vec![RECORD_V1];
-        record.extend(postcard::to_stdvec(&v1).expect("postcard"));
-        assert_eq!(decode(&Bytes::from(record)).expect("decode"), m);
+        // A version-1 record of `message(None)` as the previous format wrote it (a version
+        // byte and the postcard encoding of the whole message, body last).
+        const V1_RECORD: &str = "01053031414243066f726465727301045461674102026b31026b320001017001760080d095ffbc3104686f73740874686520626f6479";
+        let bytes: Vec<u8> = (0..V1_RECORD.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&V1_RECORD[i..i + 2], 16).expect("hex"))
+            .collect();
+        assert_eq!(decode(&Bytes::from(bytes)).expect("decode"), message(None));
     }
 
     #[test]

@@ -192,6 +192,8 @@ fn command(metas: Vec<MessageMeta>, records: Vec<Bytes>, store_time_ms: u64) -> 
 pub struct SendBatcher {
     tx: mpsc::Sender<PendingSend>,
     rx: std::sync::Mutex<Option<mpsc::Receiver<PendingSend>>>,
+    /// Whether the loop was started (so that sends skip the lock above).
+    started: std::sync::atomic::AtomicBool,
     pub config: SendBatchConfig,
 }
 
@@ -201,6 +203,7 @@ impl SendBatcher {
         Self {
             tx,
             rx: std::sync::Mutex::new(Some(rx)),
+            started: std::sync::atomic::AtomicBool::new(false),
             config,
         }
     }
@@ -213,7 +216,9 @@ impl SendBatcher {
         metas: Vec<MessageMeta>,
         records: Vec<Bytes>,
     ) -> BrokerResult<CommandResult> {
-        if let Some(rx) = self.take_receiver() {
+        if !self.started.load(std::sync::atomic::Ordering::Acquire)
+            && let Some(rx) = self.take_receiver()
+        {
             tokio::spawn(run(Arc::downgrade(broker), rx, self.config, broker.stop_signal()));
         }
         let (reply, answer) = oneshot::channel();
@@ -235,8 +240,11 @@ impl SendBatcher {
         })?
     }
 
+    /// The receiver, to the first caller only.
     fn take_receiver(&self) -> Option<mpsc::Receiver<PendingSend>> {
-        self.rx.lock().ok()?.take()
+        let rx = self.rx.lock().ok()?.take();
+        self.started.store(true, std::sync::atomic::Ordering::Release);
+        rx
     }
 }
 

@@ -22,8 +22,8 @@ pub const MAX_GRPC_MESSAGE: usize = 64 << 20;
 /// Most cached channels; the least recently added is dropped beyond it.
 const MAX_CHANNELS: usize = 1024;
 
-/// The header by which raftmq's name server lists every address of a group per queue.
-pub const ENDPOINTS_HEADER: &str = "x-raftmq-endpoints";
+/// The header by which raftmq's route servers list every address of a group per queue.
+pub use raftmq_proto::route_headers::ENDPOINTS_HEADER;
 
 /// Clients created in this process so far (each client's id ends with its number).
 static CLIENTS: AtomicU64 = AtomicU64::new(0);

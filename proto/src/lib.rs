@@ -104,6 +104,7 @@ pub const INTERNAL_FILE_DESCRIPTOR_SET: &[u8] =
 
 pub mod digest;
 pub mod names;
+pub mod route_headers;
 pub mod settings;
 
 #[cfg(test)]

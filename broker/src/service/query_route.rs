@@ -44,7 +44,7 @@ pub async fn handle(
     broker: &Arc<Broker>,
     req: Request<pb::QueryRouteRequest>,
 ) -> Result<Response<pb::QueryRouteResponse>, Status> {
-    let all = wants_all_addresses(req.metadata());
+    let all = raftmq_proto::route_headers::wants_all_addresses(req.metadata());
     let req = req.into_inner();
     let resp = match route(broker, &req, all) {
         Ok(message_queues) => pb::QueryRouteResponse {
@@ -60,15 +60,6 @@ pub async fn handle(
         }
     };
     Ok(Response::new(resp))
-}
-
-/// The request header by which raftmq's client asks for every member's address.
-pub const ENDPOINTS_HEADER: &str = "x-raftmq-endpoints";
-
-fn wants_all_addresses(meta: &tonic::metadata::MetadataMap) -> bool {
-    meta.get(ENDPOINTS_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("all"))
 }
 
 /// The topic's queues: spread over the members one address each, or with `all` every

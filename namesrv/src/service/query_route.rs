@@ -26,14 +26,12 @@ use raftmq_proto::rocketmq::v2 as pb;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
-use tonic::metadata::MetadataMap;
+
+use raftmq_proto::route_headers::wants_all_addresses;
 
 use crate::error;
 use crate::registry::Registry;
 use crate::route_table::GroupRoute;
-
-/// The request header by which a client asks for every address of a group per queue.
-pub const ENDPOINTS_HEADER: &str = "x-raftmq-endpoints";
 
 #[tracing::instrument(name = "query_route", skip_all, fields(topic))]
 pub async fn handle(
@@ -58,13 +56,6 @@ pub async fn handle(
         }
     };
     Ok(Response::new(resp))
-}
-
-/// Whether the caller asked for every address of a group.
-pub fn wants_all_addresses(meta: &MetadataMap) -> bool {
-    meta.get(ENDPOINTS_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("all"))
 }
 
 /// The message queues of `routes`, groups alternating.
@@ -237,15 +228,5 @@ mod tests {
         assert_eq!(e.scheme, pb::AddressScheme::DomainName as i32);
         assert_eq!(e.addresses.len(), 1, "one scheme per endpoints");
         assert!(endpoints_of(&[]).is_none());
-    }
-
-    #[test]
-    fn the_all_addresses_header_is_recognised() {
-        let mut meta = MetadataMap::new();
-        assert!(!wants_all_addresses(&meta));
-        meta.insert(ENDPOINTS_HEADER, "ALL".parse().expect("value"));
-        assert!(wants_all_addresses(&meta));
-        meta.insert(ENDPOINTS_HEADER, "one".parse().expect("value"));
-        assert!(!wants_all_addresses(&meta));
     }
 }
