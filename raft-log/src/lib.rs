@@ -28,6 +28,7 @@ mod flusher;
 mod fsutil;
 mod index;
 mod log;
+mod lookahead;
 mod meta;
 pub mod power_cut;
 mod read_cache;

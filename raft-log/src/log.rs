@@ -63,6 +63,11 @@ pub(crate) struct DurableMeta {
     pub vote: Option<Vec<u8>>,
     pub purged: Option<LogPos>,
     pub epoch: u64,
+    /// Set when recovery found durable entries lost from this index on; cleared once the
+    /// node holds everything committed again. Kept here so a restart before the repair
+    /// does not forget it (the damage itself is gone after the first recovery's cut).
+    #[serde(default)]
+    pub vote_fence: Option<u64>,
 }
 
 pub(crate) struct Durable {

@@ -24,6 +24,7 @@ use crate::log::Durable;
 use crate::log::DurableMeta;
 use crate::log::Inner;
 use crate::log::Writer;
+use crate::lookahead;
 use crate::meta::MetaFile;
 use crate::segment;
 use crate::segment::ScanContext;
@@ -39,6 +40,10 @@ pub struct Damage {
     /// Index the damaged record should have had.
     pub index: u64,
     pub what: Corruption,
+    /// Entries from `index` on had been made durable and are now lost: valid records
+    /// follow the damage, or the file was cut short. Not so for a torn tail, which only
+    /// loses writes that were never fsynced (and so never acknowledged).
+    pub durable_lost: bool,
 }
 
 /// What `open` found.
@@ -71,6 +76,9 @@ impl CommitLog {
         let (segments, max_epoch, mut report) = recover_segments(&dir, &config, state.purged)?;
 
         state.epoch = state.epoch.max(max_epoch) + 1;
+        if let Some(d) = report.damage.as_ref().filter(|d| d.durable_lost) {
+            state.vote_fence = Some(state.vote_fence.map_or(d.index, |f| f.min(d.index)));
+        }
         let mut durable = Durable {
             file: meta_file,
             state,
@@ -86,7 +94,8 @@ impl CommitLog {
         report.entries = b.next.map_or(0, |n| n - b.first);
         tracing::info!(
             dir = %dir.display(), segments = report.segments, entries = report.entries,
-            first = b.first, next = ?b.next, epoch = durable.state.epoch, "opened commit log"
+            first = b.first, next = ?b.next, epoch = durable.state.epoch,
+            vote_fence = ?durable.state.vote_fence, "opened commit log"
         );
         let poison = Arc::new(Poison::default());
         let flusher = Flusher::start(poison.clone(), config.faults.clone(), config.track_synced)
@@ -217,10 +226,13 @@ fn scan_all(
         prev_epoch: 0,
     };
     let mut stopped = false;
-    let next_bases: Vec<Option<u64>> = (0..files.len()).map(|i| files.get(i + 1).map(|f| f.0)).collect();
-    for ((base, path), next_base) in files.into_iter().zip(next_bases) {
+    let nexts: Vec<Option<(u64, PathBuf)>> = (0..files.len()).map(|i| files.get(i + 1).cloned()).collect();
+    for ((base, path), next) in files.into_iter().zip(nexts) {
         let expected = kept.back().map(|s| s.next_index());
         if stopped || expected.is_some_and(|e| e != base) {
+            // Only after a segment that ends in zeroes (one ending exactly at its end of
+            // file is damage, see `cut_short`): a truncation interrupted between its
+            // unlinks leaves this, and it is no loss.
             if !stopped {
                 tracing::warn!(path = %path.display(), base, expected = ?expected, "gap before segment; dropping it and all later ones");
             }
@@ -230,8 +242,20 @@ fn scan_all(
         }
         let scanned = segment::open_and_scan(&path, base, cx)?;
         let seg = scanned.segment;
-        if let ScanEnd::Damaged { offset, what } = cut_short(scanned.end, &seg, next_base, min_len) {
-            cut_damage(&seg, &path, offset, what, report)?;
+        let next_base = next.as_ref().map(|n| n.0);
+        let end = cut_short(scanned.end, &seg, next_base, min_len);
+        if let ScanEnd::Damaged { offset, what } = end {
+            let durable_lost = end != scanned.end
+                || shorter_than_preallocated(&seg, min_len)?
+                || data_follows(&seg, offset, next.as_ref().map(|n| &n.1))?;
+            let damage = Damage {
+                path: path.clone(),
+                offset,
+                index: seg.next_index(),
+                what,
+                durable_lost,
+            };
+            cut_damage(&seg, damage, report)?;
             restore_preallocation(&seg, min_len)?;
             stopped = true;
         }
@@ -307,25 +331,39 @@ fn restore_preallocation(seg: &Segment, min_len: Option<u64>) -> Result<()> {
     Ok(())
 }
 
+/// A preallocated segment file is created at its full size, fsynced with its directory,
+/// and never shrinks: a shorter one was cut short after the fact.
+fn shorter_than_preallocated(seg: &Segment, min_len: Option<u64>) -> Result<bool> {
+    let Some(min_len) = min_len else { return Ok(false) };
+    let len = seg
+        .file
+        .metadata()
+        .map_err(|e| LogError::io("stat segment", &seg.path, e))?
+        .len();
+    Ok(len < min_len)
+}
+
+/// Whether a valid record follows damage at `offset` of `seg`, in it or in the next
+/// segment file: then the damage is not a torn tail (see `lookahead.rs`).
+fn data_follows(seg: &Segment, offset: u64, next: Option<&PathBuf>) -> Result<bool> {
+    let min_index = seg.next_index();
+    if lookahead::valid_record_after(&seg.file, &seg.path, offset + 1, min_index)?.is_some() {
+        return Ok(true);
+    }
+    let Some(next) = next else { return Ok(false) };
+    let file = File::open(next).map_err(|e| LogError::io("open segment after damage", next, e))?;
+    Ok(lookahead::valid_record_after(&file, next, 0, min_index)?.is_some())
+}
+
 /// Logs and reports the first invalid record and zeroes the rest of its segment.
-fn cut_damage(
-    seg: &Segment,
-    path: &Path,
-    offset: u64,
-    what: Corruption,
-    report: &mut RecoveryReport,
-) -> Result<()> {
-    let index = seg.next_index();
+fn cut_damage(seg: &Segment, damage: Damage, report: &mut RecoveryReport) -> Result<()> {
+    let (path, offset) = (&seg.path, damage.offset);
     tracing::warn!(
-        path = %path.display(), offset, index, reason = %what,
+        path = %path.display(), offset, index = damage.index, reason = %damage.what,
+        durable_lost = damage.durable_lost,
         "invalid record; cutting the log here and dropping everything after it"
     );
-    report.damage = Some(Damage {
-        path: path.to_path_buf(),
-        offset,
-        index,
-        what,
-    });
+    report.damage = Some(damage);
     if !seg.is_empty() {
         let len = seg
             .file

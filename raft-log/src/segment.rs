@@ -156,7 +156,7 @@ impl Segment {
 }
 
 /// Where a scan of a segment stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ScanEnd {
     /// Zeroes or end of file: the data simply ends here. `at_eof` when the last record
     /// ends exactly at the end of the file (no zeroes follow), which in a preallocated

@@ -42,9 +42,17 @@ fn closed_log(n: u64) -> tempfile::TempDir {
     dir
 }
 
-fn reopen_expect(dir: &Path, entries: u64, what: Option<Corruption>) -> CommitLog {
+/// `lost`: whether valid records followed the damage, so that durable entries were lost
+/// (not a torn tail) and the node must not vote until repaired.
+fn reopen_expect(dir: &Path, entries: u64, what: Option<Corruption>, lost: bool) -> CommitLog {
     let (log, report) = CommitLog::open(dir, config()).expect("reopen");
     assert_eq!(report.damage.as_ref().map(|d| d.what), what, "report: {report:?}");
+    assert_eq!(
+        report.damage.as_ref().is_some_and(|d| d.durable_lost),
+        lost,
+        "{report:?}"
+    );
+    assert_eq!(log.vote_fence().is_some(), lost, "vote fence");
     assert_eq!(log.bounds().next, Some(entries + 1), "entries kept");
     let got = log.read(1, entries + 1).expect("read prefix");
     for (e, i) in got.iter().zip(1..) {
@@ -71,7 +79,7 @@ fn garbage_after_the_last_record_is_cut() {
         SEGMENT_HEADER + 10 * RECORD,
         b"\xde\xad\xbe\xef garbage that is not a record",
     );
-    let log = reopen_expect(dir.path(), 10, Some(Corruption::BadMagic));
+    let log = reopen_expect(dir.path(), 10, Some(Corruption::BadMagic), false);
     continues_cleanly(log, dir.path(), 11);
 }
 
@@ -82,7 +90,7 @@ fn half_written_record_is_cut() {
     record::encode(&mut rec, &meta(11, 1), 1, &body(11));
     let seg = &segments(dir.path())[0];
     write_at(seg, SEGMENT_HEADER + 10 * RECORD, &rec[..rec.len() / 2]);
-    let log = reopen_expect(dir.path(), 10, Some(Corruption::Checksum));
+    let log = reopen_expect(dir.path(), 10, Some(Corruption::Checksum), false);
     continues_cleanly(log, dir.path(), 11);
 }
 
@@ -96,7 +104,7 @@ fn bit_flip_in_the_middle_keeps_the_prefix_before_it() {
     f.read_exact_at(&mut b, off).expect("read");
     f.write_all_at(&[b[0] ^ 0x10], off).expect("flip");
     drop(f);
-    let log = reopen_expect(dir.path(), 6, Some(Corruption::Checksum));
+    let log = reopen_expect(dir.path(), 6, Some(Corruption::Checksum), true);
     continues_cleanly(log, dir.path(), 7);
 }
 
@@ -119,7 +127,7 @@ fn valid_records_that_do_not_continue_the_log_are_cut() {
         let mut rec = Vec::new();
         record::encode(&mut rec, &m, epoch, &body(11));
         write_at(&segments(dir.path())[0], SEGMENT_HEADER + 10 * RECORD, &rec);
-        let log = reopen_expect(dir.path(), 10, Some(what));
+        let log = reopen_expect(dir.path(), 10, Some(what), false);
         continues_cleanly(log, dir.path(), 11);
     }
 }
@@ -136,9 +144,10 @@ fn damage_in_an_earlier_segment_drops_all_later_segments() {
     write_at(&segs[0], SEGMENT_HEADER + 100 * RECORD + 60, b"XX");
     let (log, report) = CommitLog::open(dir.path(), config()).expect("reopen");
     assert_eq!(
-        report.damage.map(|d| (d.index, d.what)),
-        Some((101, Corruption::Checksum))
+        report.damage.map(|d| (d.index, d.what, d.durable_lost)),
+        Some((101, Corruption::Checksum, true))
     );
+    assert_eq!(log.vote_fence(), Some(101));
     assert_eq!(report.dropped_segments.len(), segs.len() - 1);
     assert_eq!(log.bounds().next, Some(101));
     assert_eq!(segments(dir.path()).len(), 1);

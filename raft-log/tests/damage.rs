@@ -58,6 +58,8 @@ fn recovers_from(
         (&hit.path, hit.offset, hit.index),
         "{report:?}"
     );
+    assert!(d.durable_lost, "valid data followed the damage: {report:?}");
+    assert_eq!(log.vote_fence(), Some(hit.index), "the node may not vote");
     assert_eq!(
         log.bounds().next,
         Some(hit.index),
@@ -75,6 +77,11 @@ fn recovers_from(
     drop(log);
     let (log, again) = CommitLog::open(dir, cfg()).expect("reopen");
     assert_eq!(again.damage, None, "re-replicated log is clean");
+    assert_eq!(log.vote_fence(), Some(hit.index), "the fence outlives a restart");
+    log.clear_vote_fence().expect("clear the fence");
+    drop(log);
+    let (log, _) = CommitLog::open(dir, cfg()).expect("reopen");
+    assert_eq!(log.vote_fence(), None, "cleared for good");
     let all = log.read(first, LAST + 1).expect("everything again");
     assert!(all.iter().zip(first..).all(|(e, i)| e.payload[..] == body(i)[..]));
     report

@@ -93,6 +93,8 @@ fn torn_page_is_damage_at_the_first_unsynced_entry() {
             "seed {seed}"
         );
         assert_eq!(damage.path, torn.path);
+        assert!(!damage.durable_lost, "a torn page lost only unsynced writes");
+        assert_eq!(t.log().vote_fence(), None, "a torn tail does not fence votes");
         holds_exactly(t.log(), 121, |_| 1).expect("durable prefix, nothing more");
     }
 }

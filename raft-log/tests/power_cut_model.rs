@@ -184,6 +184,7 @@ impl Harness {
             (Some(s), Some(d)) => {
                 prop_assert_eq!((d.index, d.offset), (first_lost, s.synced_len));
                 prop_assert_eq!(&d.path, &s.path);
+                prop_assert!(!d.durable_lost, "torn tail taken for lost durable data: {:?}", d);
             }
             (s, d) => prop_assert!(false, "torn page {:?} but damage {:?}", s, d),
         }
