@@ -492,6 +492,23 @@ mod tests {
     }
 
     #[test]
+    fn registration_defaults_match_rocketmq() {
+        // RocketMQ brokers register every 30 s; name servers drop them after 120 s of
+        // silence (see the name server's config), four missed registrations.
+        let c = BrokerConfig::default();
+        assert_eq!(c.register_interval(), Duration::from_secs(30));
+        assert_eq!(c.register_timeout(), Duration::from_secs(3));
+        assert!(c.namesrv.is_empty(), "registers nowhere unless told");
+        // A file that lists name servers but no interval gets the same defaults.
+        let c: BrokerConfig = toml::from_str("namesrv = [\"127.0.0.1:9876\"]\n").expect("parse");
+        assert_eq!(c.namesrv, ["127.0.0.1:9876"]);
+        assert_eq!(c.register_interval(), Duration::from_secs(30));
+        assert_eq!(c.register_timeout(), Duration::from_secs(3));
+        let c: BrokerConfig = toml::from_str("register_interval_ms = 1000\n").expect("parse");
+        assert_eq!(c.register_interval(), Duration::from_secs(1));
+    }
+
+    #[test]
     fn tls_comes_from_the_files_or_is_generated_into_the_data_dir() {
         let c = BrokerConfig {
             data_dir: "/var/lib/raftmq".into(),
