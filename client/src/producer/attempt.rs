@@ -28,17 +28,19 @@ pub struct Stored {
     pub leader: Option<String>,
 }
 
-/// Sends `req` to the first of `addrs` that takes it. The error of a failed attempt is an
-/// unknown outcome if any address's was.
+/// Sends `req` to the first of `addrs` that takes it; `client_queue`: whether the broker
+/// is told to store each message on the queue its `queue_id` names ([`QUEUE_HEADER`]).
+/// The error of a failed attempt is an unknown outcome if any address's was.
 pub async fn attempt(
     rpc: &Rpc,
     addrs: &[String],
     req: &pb::SendMessageRequest,
+    client_queue: bool,
     timeout: Duration,
 ) -> Result<Stored> {
     let mut failed: Option<ClientError> = None;
     for addr in addrs {
-        let (err, timed_out) = match call(rpc, addr, req, timeout).await {
+        let (err, timed_out) = match call(rpc, addr, req, client_queue, timeout).await {
             Ok(stored) => return Ok(stored),
             Err(e) => e,
         };
@@ -52,29 +54,21 @@ pub async fn attempt(
 }
 
 /// The header by which the broker is told to store each message on the queue its
-/// `queue_id` names.
+/// `queue_id` names (else a message with a message group goes where the broker's hash of
+/// the group puts it).
 pub const QUEUE_HEADER: &str = "x-raftmq-queue";
-
-/// Whether the producer chose the queue: for messages without a message group (ordered
-/// messages go where the broker's hash of their group puts them).
-fn chose_queue(req: &pb::SendMessageRequest) -> bool {
-    req.messages.iter().all(|m| {
-        m.system_properties
-            .as_ref()
-            .is_none_or(|s| s.message_group.is_none())
-    })
-}
 
 /// One SendMessage call; on failure the error and whether the call timed out.
 async fn call(
     rpc: &Rpc,
     addr: &str,
     req: &pb::SendMessageRequest,
+    client_queue: bool,
     timeout: Duration,
 ) -> std::result::Result<Stored, (ClientError, bool)> {
     let mut client = rpc.messaging(addr).map_err(|e| (e, false))?;
     let mut request = rpc.request(req.clone(), timeout);
-    if chose_queue(req) {
+    if client_queue {
         request.metadata_mut().insert(
             QUEUE_HEADER,
             tonic::metadata::MetadataValue::from_static("client"),

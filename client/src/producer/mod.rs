@@ -29,7 +29,8 @@
 //! - **Oneway** ([`Producer::send_oneway`]): one attempt, no answer awaited, no retry.
 //! - **Ordered**: a message with a message group (its sharding key) always goes to the one
 //!   queue of that key ([`select`]) and is never retried on another queue; retries stay
-//!   on its group's addresses.
+//!   on its group's addresses. Or the caller's [`QueueSelector`] picks the queue
+//!   ([`Producer::send_with_selector`]), with the same rules.
 //!
 //! A failed attempt (other than bad input) also asks for the topic's route to be refreshed
 //! in the background ([`crate::route::Routes::refresh_soon`], at most once a second per
@@ -52,6 +53,7 @@ pub mod fault;
 mod prepared;
 pub mod retry;
 pub mod select;
+pub mod selector;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -73,6 +75,8 @@ pub use builder::ProducerBuilder;
 pub use builder::ProducerOptions;
 pub use coalesce::CoalesceOptions;
 pub use prepared::check_batch;
+pub use selector::QueueSelector;
+pub use selector::SelectByHash;
 
 use crate::config::ClientConfig;
 use crate::error::ClientError;
@@ -337,16 +341,24 @@ impl Producer {
     async fn send_all(&self, messages: Vec<Message>) -> Result<Vec<SendReceipt>> {
         let prepared = self.prepare(messages)?;
         let route = self.session().routes.get(&prepared.topic).await?;
-        let groups = match prepared.key {
-            Some(_) => 1,
-            None => writable_groups(&route),
+        self.send_prepared(&prepared, &route).await
+    }
+
+    /// Sends `prepared` on `route` (kept by every retry), attempts as the retry plan
+    /// allows: a send placed on one queue ([`select::Placement::is_fixed`]) retries only
+    /// there.
+    async fn send_prepared(&self, prepared: &Prepared, route: &TopicRoute) -> Result<Vec<SendReceipt>> {
+        let groups = if prepared.placement.is_fixed() {
+            1
+        } else {
+            writable_groups(route)
         };
         let mut plan = RetryPlan::new(self.options().retry.clone(), groups);
         loop {
-            let queue = &route.queues[self.pick(&route, &prepared, plan.tried())?];
+            let queue = &route.queues[self.pick(route, prepared, plan.tried())?];
             plan.start_attempt(&queue.broker);
-            match self.attempt_on(queue, &prepared).await {
-                Ok(stored) => return Ok(receipts(&prepared, &route, queue, stored, plan.attempts())),
+            match self.attempt_on(queue, prepared).await {
+                Ok(stored) => return Ok(receipts(prepared, route, queue, stored, plan.attempts())),
                 Err(e) => match plan.on_failure(e) {
                     Verdict::Retry { delay } => {
                         let attempts = plan.attempts();
@@ -363,18 +375,18 @@ impl Producer {
 
     /// The index in the route of the next attempt's queue.
     fn pick(&self, route: &TopicRoute, prepared: &Prepared, tried: &[String]) -> Result<usize> {
-        let picked = match &prepared.key {
-            Some(key) => select::ordered_queue(&route.queues, key),
-            None => {
-                let start = self.next_start(&route.topic);
-                let now = Instant::now();
-                if self.options().fault_avoidance {
-                    let faults = lock(&self.inner.faults);
-                    select::select_queue(&route.queues, start, tried, &faults, now)
-                } else {
-                    select::select_queue(&route.queues, start, tried, &FaultTracker::new(), now)
-                }
-            }
+        let placement = &prepared.placement;
+        let start = if placement.is_fixed() {
+            0
+        } else {
+            self.next_start(&route.topic)
+        };
+        let now = Instant::now();
+        let picked = if self.options().fault_avoidance {
+            let faults = lock(&self.inner.faults);
+            select::attempt_queue(&route.queues, placement, start, tried, &faults, now)
+        } else {
+            select::attempt_queue(&route.queues, placement, start, tried, &FaultTracker::new(), now)
         };
         picked.ok_or_else(|| ClientError::NotFound(format!("topic {} has no writable queue", route.topic)))
     }
@@ -394,7 +406,9 @@ impl Producer {
         let req = prepared.request(&config.namespace, queue.id);
         let addrs = self.addresses(queue);
         let started = Instant::now();
-        let result = attempt::attempt(&self.session().rpc, &addrs, &req, config.request_timeout).await;
+        let client_queue = prepared.client_queue();
+        let timeout = config.request_timeout;
+        let result = attempt::attempt(&self.session().rpc, &addrs, &req, client_queue, timeout).await;
         self.observe(queue, &addrs, started.elapsed(), &result);
         if let Err(e) = &result
             && e.suggests_route_refresh()

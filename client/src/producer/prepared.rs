@@ -12,13 +12,15 @@ use crate::route::TopicRoute;
 use super::SendReceipt;
 use super::attempt::Stored;
 use super::select;
+use super::select::Placement;
 
 /// Checked messages of one send, with their ids.
 #[derive(Debug, Clone)]
 pub(super) struct Prepared {
     pub topic: String,
-    /// The sharding key of an ordered send.
-    pub key: Option<String>,
+    /// How its attempts choose their queue: by the message group (the sharding key) of
+    /// an ordered send, else spread; a send with a selector sets the queue chosen.
+    pub placement: Placement,
     pub messages: Vec<Message>,
     pub ids: Vec<String>,
 }
@@ -28,11 +30,14 @@ impl Prepared {
     pub fn new(messages: Vec<Message>, max_size: usize) -> Result<Self> {
         check_batch(&messages, max_size)?;
         let topic = messages[0].topic.clone();
-        let key = messages[0].message_group.clone();
+        let placement = match &messages[0].message_group {
+            Some(key) => Placement::Key(key.clone()),
+            None => Placement::Spread,
+        };
         let ids = messages.iter().map(|_| new_message_id()).collect();
         Ok(Self {
             topic,
-            key,
+            placement,
             messages,
             ids,
         })
@@ -47,6 +52,12 @@ impl Prepared {
             .map(|(m, id)| m.to_wire(namespace, id, queue_id))
             .collect();
         pb::SendMessageRequest { messages }
+    }
+
+    /// Whether the producer chose the queue (and tells the broker so): for every send
+    /// but one placed by its key, which goes where the broker's hash of the key puts it.
+    pub fn client_queue(&self) -> bool {
+        !matches!(self.placement, Placement::Key(_))
     }
 }
 
@@ -97,12 +108,15 @@ pub(super) fn receipts(
     stored: Stored,
     attempts: u32,
 ) -> Vec<SendReceipt> {
-    // The producer chose the queue of a message without a group (and told the broker so);
-    // an ordered message is where the broker's hash of its group puts it.
-    let queue_id = Some(prepared.key.as_ref().map_or(queue.id, |key| {
-        let queues = route.queues.iter().filter(|q| q.broker == queue.broker).count();
-        select::broker_queue_id(key, queues)
-    }));
+    // The producer chose the queue (and told the broker so), except for a message placed
+    // by its key: it is where the broker's hash of its group puts it.
+    let queue_id = Some(match &prepared.placement {
+        Placement::Key(key) => {
+            let queues = route.queues.iter().filter(|q| q.broker == queue.broker).count();
+            select::broker_queue_id(key, queues)
+        }
+        Placement::Spread | Placement::Chosen(_) => queue.id,
+    });
     prepared
         .ids
         .iter()

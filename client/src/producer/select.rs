@@ -65,6 +65,45 @@ pub fn select_queue(
         })
 }
 
+/// How the attempts of one send choose their queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// A normal send: round robin, other groups on retries ([`select_queue`]).
+    Spread,
+    /// An ordered send by sharding key (the message group): its key's queue
+    /// ([`ordered_queue`]), on every attempt.
+    Key(String),
+    /// An ordered send whose queue the caller's selector picked: the queue at this index
+    /// of the route, on every attempt.
+    Chosen(usize),
+}
+
+impl Placement {
+    /// Whether every attempt goes to one queue (an ordered send: never retried on
+    /// another queue).
+    pub fn is_fixed(&self) -> bool {
+        !matches!(self, Placement::Spread)
+    }
+}
+
+/// The index in `queues` of the next attempt of a send placed by `placement`; `start`,
+/// `tried` and `faults` matter only to a [`Placement::Spread`] send ([`select_queue`]).
+/// None when the queue (or, spread, every queue) is not writable.
+pub fn attempt_queue(
+    queues: &[MessageQueue],
+    placement: &Placement,
+    start: usize,
+    tried: &[String],
+    faults: &FaultTracker,
+    now: Instant,
+) -> Option<usize> {
+    match placement {
+        Placement::Spread => select_queue(queues, start, tried, faults, now),
+        Placement::Key(key) => ordered_queue(queues, key),
+        Placement::Chosen(i) => queues.get(*i).filter(|q| q.writable()).map(|_| *i),
+    }
+}
+
 /// The index in `queues` of the queue of sharding key `key`; None when no queue is
 /// writable. Stable while the route stays the same.
 pub fn ordered_queue(queues: &[MessageQueue], key: &str) -> Option<usize> {
