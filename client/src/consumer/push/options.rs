@@ -82,9 +82,12 @@ pub struct PushOptions {
     pub mode: ConsumeMode,
     /// Listener calls running at once in concurrent mode. Default 20.
     pub workers: usize,
-    /// Messages received and not yet finished, per queue. Default 1024.
+    /// Messages received and not yet finished (acknowledged or handed back), per queue: a
+    /// receive asks for no more than the room left. Positive; default 1024.
     pub max_cached_messages: usize,
-    /// Body bytes received and not yet finished, per queue. Default 64 MiB.
+    /// Body bytes received and not yet finished, per queue: no receive starts while this
+    /// many or more are in flight (so one receive may go over it by up to a batch).
+    /// Positive; default 64 MiB.
     pub max_cached_bytes: usize,
     /// Messages asked for per receive (the broker gives at most 32). Default 32.
     pub batch_size: u32,
@@ -205,9 +208,15 @@ impl PushConsumerBuilder {
             check_topic(topic)?;
         }
         let o = &self.options;
-        if o.workers == 0 || o.max_cached_messages == 0 || o.batch_size == 0 || o.await_duration.is_zero() {
+        if o.workers == 0
+            || o.max_cached_messages == 0
+            || o.max_cached_bytes == 0
+            || o.batch_size == 0
+            || o.await_duration.is_zero()
+        {
             return Err(ClientError::InvalidArgument(
-                "workers, max_cached_messages, batch_size and await_duration must be positive".into(),
+                "workers, max_cached_messages, max_cached_bytes, batch_size and await_duration must be positive"
+                    .into(),
             ));
         }
         if !(Duration::from_secs(10)..=Duration::from_secs(12 * 3600)).contains(&o.invisible_duration) {
