@@ -1,5 +1,6 @@
 //! Push consumers as real processes against real brokers: a group of three shares a
-//! topic's queues, one is killed and its queues move, nothing acknowledged is lost.
+//! topic's queues, one is killed and its queues move, a fourth joins and gets queues,
+//! nothing acknowledged is lost.
 
 mod push_common;
 
@@ -75,6 +76,30 @@ fn consumed(events: &[push_common::Event]) -> BTreeSet<String> {
         .collect()
 }
 
+/// Member 4 joins while messages flow: queues move to it (released by their owners
+/// first) within 10 s of its start.
+async fn a_joining_member_gets_queues(members: &mut Members, namesrv: &str) -> anyhow::Result<()> {
+    members.start(4, namesrv, "work", "GID_work", &[])?;
+    let joined_at = now_ms();
+    wait_for(
+        members,
+        "queues for the joining member",
+        Duration::from_secs(10),
+        |ev| holdings(ev).get(&4).is_some_and(|qs| !qs.is_empty()),
+    )
+    .await?;
+    let events = members.snapshot();
+    let first = events
+        .iter()
+        .find(|e| e.kind == "ASSIGNED" && e.member == 4)
+        .map_or(0, |e| e.ms.saturating_sub(joined_at));
+    println!(
+        "member 4 started; its first queue after {first} ms; holdings now {:?}",
+        holdings(&events)
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_share_the_queues_and_a_killed_one_hands_over() -> anyhow::Result<()> {
     let n = total();
@@ -110,6 +135,10 @@ async fn three_members_share_the_queues_and_a_killed_one_hands_over() -> anyhow:
     .await?;
     let before_kill = holdings(&members.snapshot());
     let victim_queues = before_kill.get(&2).cloned().unwrap_or_default();
+    assert!(
+        !victim_queues.is_empty(),
+        "member 2 holds no queue: its handover would prove nothing ({before_kill:?})"
+    );
     members.kill(2)?;
     let killed_at = now_ms();
     println!(
@@ -145,6 +174,7 @@ async fn three_members_share_the_queues_and_a_killed_one_hands_over() -> anyhow:
         victim_queues.len()
     );
     assert!(moved_after <= 10_000, "queues moved after {moved_after} ms");
+    a_joining_member_gets_queues(&mut members, &namesrv).await?;
 
     sending.await??;
     let sent_in = started.elapsed();
