@@ -11,6 +11,7 @@ pub mod context;
 pub mod error;
 pub mod forward;
 pub mod leader_duties;
+mod log_repair;
 pub mod message;
 pub mod message_record;
 pub mod node;

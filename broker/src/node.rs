@@ -17,15 +17,15 @@ use crate::config::BrokerConfig;
 use crate::context::Broker;
 use crate::context::BrokerRaft;
 use crate::leader_duties;
+use crate::log_repair;
 use crate::raft::NetworkFactory;
 use crate::raft::RaftGrpcService;
 use crate::raft::server;
 use crate::raft::types::BrokerNode;
 use crate::raft::types::LogStore;
+use crate::raft::vote_fence::VoteFence;
 use crate::registrar;
 use crate::service::Messaging;
-use crate::sm::SmConfig;
-use crate::sm::StateMachine;
 use openraft::async_runtime::WatchReceiver;
 use raftmq_transport::ServerTls;
 
@@ -94,24 +94,26 @@ impl Node {
                 .map_err(|e| StartError::Raft(e.to_string()))??
         };
         tracing::info!(?report, "commit log opened");
-        let sm = {
-            let dir = config.sm_dir();
-            tokio::task::spawn_blocking(move || StateMachine::open(dir, SmConfig::default()))
-                .await
-                .map_err(|e| StartError::Raft(e.to_string()))??
-        };
+        let (sm, sm_applied) = log_repair::open_state_machine(&config.sm_dir(), &log).await?;
+        let lost_from = log_repair::lost_from(&log, &report, sm_applied)?;
         let net = NetworkFactory::new(config.node_id, &config.group, config.network.clone())
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        let raft_config = config
+        let mut raft_config = config
             .raft
             .build(&config.group)
             .map_err(|e| StartError::Raft(e.to_string()))?;
+        if lost_from.is_some() {
+            // Not even once before the fence is in place: see `log_repair`.
+            Arc::make_mut(&mut raft_config).enable_elect = false;
+        }
         let store: LogStore = raft_log::storage::RaftLogStore::new(log.clone());
         let raft: BrokerRaft = openraft::Raft::new(config.node_id, raft_config, net, store, sm.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
-        let broker = Arc::new(Broker::new(config.clone(), raft.clone(), sm, log));
+        let term = raft.metrics().borrow_watched().current_term;
+        let fence = Arc::new(VoteFence::new(lost_from, term));
+        let broker = Arc::new(Broker::new(config.clone(), raft.clone(), sm, log.clone()));
         let mut node = Self {
             broker,
             stop: watch::Sender::new(false),
@@ -119,7 +121,11 @@ impl Node {
             front: Vec::new(),
             raft_server: None,
         };
-        node.spawn_raft_server(raft_listener);
+        node.spawn_raft_server(raft_listener, fence.clone());
+        if lost_from.is_some() {
+            let task = log_repair::lift_when_repaired(raft.clone(), log, fence, node.stop.subscribe());
+            node.front.push(("vote fence", tokio::spawn(task)));
+        }
         node.spawn_client_server(client_listener, &tls);
         node.front.push((
             "leader duties",
@@ -153,9 +159,10 @@ impl Node {
         }
     }
 
-    fn spawn_raft_server(&mut self, listener: TcpListener) {
+    fn spawn_raft_server(&mut self, listener: TcpListener, fence: Arc<VoteFence>) {
         let config = &self.broker.config;
-        let service = RaftGrpcService::new(self.broker.raft.clone(), config.spool_dir(), &config.network);
+        let service = RaftGrpcService::new(self.broker.raft.clone(), config.spool_dir(), &config.network)
+            .with_vote_fence(fence);
         let net = config.network.clone();
         let shutdown = Self::stopped(&self.stop_raft);
         let task = tokio::spawn(async move {

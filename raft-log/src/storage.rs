@@ -109,6 +109,22 @@ fn clamp_committed(
     }
 }
 
+/// The commit point as recorded, even beyond the recovered log (unlike openraft's
+/// `read_committed`): recovery's cut below it means entries known committed were lost.
+pub fn stored_committed_index(log: &CommitLog) -> io::Result<Option<u64>> {
+    Ok(stored_committed(log)?.map(|c| c.index))
+}
+
+fn stored_committed(log: &CommitLog) -> io::Result<Option<LogId<StoreLeaderId>>> {
+    Ok(match log.read_committed()? {
+        Some(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring unreadable commit point");
+            None
+        }),
+        None => None,
+    })
+}
+
 fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
@@ -264,13 +280,7 @@ where
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<StoreLeaderId>>, io::Error> {
-        let stored = match self.log.read_committed()? {
-            Some(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "ignoring unreadable commit point");
-                None
-            }),
-            None => None,
-        };
+        let stored = stored_committed(&self.log)?;
         Ok(clamp_committed(stored, self.log.bounds().last))
     }
 

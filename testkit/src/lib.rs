@@ -165,6 +165,11 @@ impl ProcGroup {
         self.dir.path().join(format!("node-{id}"))
     }
 
+    /// Node `id`'s log output so far (all its incarnations).
+    pub fn node_log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
+    }
+
     fn log_path(&self, id: u64) -> PathBuf {
         self.dir.path().join(format!("node-{id}.log"))
     }

@@ -141,6 +141,11 @@ impl RaftConfig {
             // WAL and `committed` is not fsynced, which openraft names as the conditions
             // under which restoring is unsafe anyway.
             enable_leader_restore: Some(false),
+            // A follower whose log lost entries it had acknowledged (damage found at its
+            // restart) is caught up again from where its log now ends, rather than the
+            // leader stopping on a "reverted" log. Safe because such a follower takes no
+            // part in elections until it holds everything committed (`vote_fence`).
+            allow_log_reversion: Some(true),
             ..openraft::Config::default()
         };
         Ok(Arc::new(config.validate()?))

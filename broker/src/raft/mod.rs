@@ -5,6 +5,7 @@ pub mod config;
 pub mod network;
 pub mod server;
 pub mod types;
+pub mod vote_fence;
 pub mod wire;
 
 pub use config::RaftConfig;

@@ -16,6 +16,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::vote_fence::VoteFence;
 use futures_util::Stream;
 use futures_util::StreamExt;
 use openraft::Raft;
@@ -63,6 +64,8 @@ where
     /// Set when the server stops: ends the open replication streams, which would otherwise
     /// wait for the leader's next request and hold up the graceful shutdown.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Closed while this node's log lacks entries it had acknowledged (see `vote_fence`).
+    fence: Arc<VoteFence>,
 }
 
 impl<SM> std::fmt::Debug for RaftGrpcService<SM>
@@ -95,6 +98,26 @@ where
             max_message_size: net.max_message_size,
             seq: Arc::new(AtomicU64::new(0)),
             stopping: tokio::sync::watch::Sender::new(false),
+            fence: Arc::new(VoteFence::new(None, 0)),
+        }
+    }
+
+    /// Refuses votes, pre-votes and leadership transfers while `fence` is closed, and
+    /// feeds it the commit points leaders announce.
+    pub fn with_vote_fence(mut self, fence: Arc<VoteFence>) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    /// Refuses a call that would let this node help elect a leader (or become one) while
+    /// its log may lack entries it acknowledged.
+    fn check_fence(&self) -> Result<(), Status> {
+        match self.fence.fenced_from() {
+            Some(from) => Err(Status::unavailable(format!(
+                "raft node {} lost log entries from index {from} on and takes no part in elections until it holds everything committed again",
+                self.id
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -239,6 +262,12 @@ where
     }
 }
 
+/// Tells the vote fence what a leader announced: its term and commit point.
+fn observe_leader(fence: &VoteFence, req: &AppendEntriesRequest<C>) {
+    let commit = req.leader_commit.as_ref().map(|c| (c.leader_id.term, c.index));
+    fence.leader_said(req.vote.leader_id.term, commit);
+}
+
 fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Status> {
     wire::decode(bytes).map_err(|e| Status::invalid_argument(format!("cannot decode {what}: {e}")))
 }
@@ -267,24 +296,31 @@ where
         // to the requests before it.
         let bad_input: Arc<Mutex<Option<Status>>> = Arc::new(Mutex::new(None));
         let stopping = self.stopping.subscribe();
+        let fence = self.fence.clone();
         let state = (inbound, bad_input.clone(), stopping);
-        let input = futures_util::stream::unfold(state, |(mut inbound, bad, mut stopping)| async move {
-            let msg = tokio::select! {
-                msg = inbound.message() => msg,
-                _ = stopping.wait_for(|stop| *stop) => return None,
-            };
-            match msg {
-                Ok(Some(msg)) => {
-                    match decode::<AppendEntriesRequest<C>>(&msg.payload, "AppendEntries request") {
-                        Ok(req) => Some((req, (inbound, bad, stopping))),
-                        Err(status) => {
-                            *bad.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
-                            None
+        let input = futures_util::stream::unfold(state, move |(mut inbound, bad, mut stopping)| {
+            let fence = fence.clone();
+            async move {
+                let msg = tokio::select! {
+                    msg = inbound.message() => msg,
+                    _ = stopping.wait_for(|stop| *stop) => return None,
+                };
+                match msg {
+                    Ok(Some(msg)) => {
+                        match decode::<AppendEntriesRequest<C>>(&msg.payload, "AppendEntries request") {
+                            Ok(req) => {
+                                observe_leader(&fence, &req);
+                                Some((req, (inbound, bad, stopping)))
+                            }
+                            Err(status) => {
+                                *bad.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+                                None
+                            }
                         }
                     }
+                    // Half-closed by the leader, or its side broke: nothing more to answer.
+                    Ok(None) | Err(_) => None,
                 }
-                // Half-closed by the leader, or its side broke: nothing more to answer.
-                Ok(None) | Err(_) => None,
             }
         });
 
@@ -311,6 +347,7 @@ where
     ) -> Result<Response<pb::AppendResponse>, Status> {
         self.check_target(request.metadata())?;
         let req: AppendEntriesRequest<C> = decode(&request.get_ref().payload, "AppendEntries request")?;
+        observe_leader(&self.fence, &req);
         let resp = self
             .raft
             .append_entries(req)
@@ -323,6 +360,7 @@ where
 
     async fn vote(&self, request: Request<pb::VoteRequest>) -> Result<Response<pb::VoteResponse>, Status> {
         self.check_target(request.metadata())?;
+        self.check_fence()?;
         let req = decode(&request.get_ref().payload, "VoteRequest")?;
         let resp = self.raft.vote(req).await.map_err(|e| self.raft_error(e))?;
         Ok(Response::new(pb::VoteResponse {
@@ -335,6 +373,7 @@ where
         request: Request<pb::VoteRequest>,
     ) -> Result<Response<pb::VoteResponse>, Status> {
         self.check_target(request.metadata())?;
+        self.check_fence()?;
         let req = decode(&request.get_ref().payload, "pre-vote VoteRequest")?;
         let resp = self.raft.pre_vote(req).await.map_err(|e| self.raft_error(e))?;
         Ok(Response::new(pb::VoteResponse {
@@ -364,6 +403,7 @@ where
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
         self.check_target(request.metadata())?;
+        self.check_fence()?;
         let req = decode(&request.get_ref().payload, "TransferLeaderRequest")?;
         let resp = self
             .raft
