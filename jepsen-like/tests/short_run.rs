@@ -1,6 +1,7 @@
-//! The short chaos run of CI: `raftmq-chaos run` for 65 s against a real cluster, with a
-//! leader kill, a paused leader, a partitioned leader and a power failure of the whole
-//! group (in turn), then heal, drain and check. Fails on any lost acknowledged message or order violation (the binary's exit
+//! The short chaos run of CI: `raftmq-chaos run` for 95 s against a real cluster, with a
+//! leader kill, a paused leader, a partitioned leader, a power failure of the whole group,
+//! and bit flips in and a truncation of one node's log (in turn), then heal, drain and
+//! check. Fails on any lost acknowledged message or order violation (the binary's exit
 //! status) and when a planned fault was not injected.
 
 use std::io::Read;
@@ -11,11 +12,11 @@ use std::time::Instant;
 
 use raftmq_testkit::netns;
 
-/// The whole run may take this long (65 s of workload, start, heal, drain, teardown).
-const RUN_LIMIT: Duration = Duration::from_secs(200);
+/// The whole run may take this long (95 s of workload, start, heal, drain, teardown).
+const RUN_LIMIT: Duration = Duration::from_secs(230);
 
 #[test]
-fn a_leader_kill_a_pause_a_partition_and_a_power_failure_lose_nothing() -> anyhow::Result<()> {
+fn kills_pauses_partitions_power_failures_and_damaged_logs_lose_nothing() -> anyhow::Result<()> {
     let partitions = netns::available();
     if !partitions {
         anyhow::ensure!(
@@ -26,14 +27,27 @@ fn a_leader_kill_a_pause_a_partition_and_a_power_failure_lose_nothing() -> anyho
         eprintln!("partition left out: needs root, ip and iptables");
     }
     let kinds: &[&str] = if partitions {
-        &["kill-leader", "pause-leader", "partition-leader", "power-failure"]
+        &[
+            "kill-leader",
+            "pause-leader",
+            "partition-leader",
+            "power-failure",
+            "flip-bits",
+            "truncate-segment",
+        ]
     } else {
-        &["kill-leader", "pause-leader", "power-failure"]
+        &[
+            "kill-leader",
+            "pause-leader",
+            "power-failure",
+            "flip-bits",
+            "truncate-segment",
+        ]
     };
     let dir = tempfile::tempdir()?;
     let history = dir.path().join("history.jsonl");
     let mut child = Command::new(raftmq_testkit::bin("raftmq-chaos")?)
-        .args(["run", "--duration", "65s", "--seed", "1", "--cycle", "--faults"])
+        .args(["run", "--duration", "95s", "--seed", "1", "--cycle", "--faults"])
         .arg(kinds.join(","))
         .arg("--history")
         .arg(&history)

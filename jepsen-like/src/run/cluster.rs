@@ -37,6 +37,15 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 /// A broker node: group index and node id.
 pub type NodeRef = (usize, u64);
 
+/// How the nemesis damages a stopped node's commit log (`raft_log::damage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogDamage {
+    /// Flip bits in one record.
+    FlipBits,
+    /// Cut a segment file short, at or inside one record.
+    Truncate(raft_log::damage::TruncateAt),
+}
+
 /// The cluster and the faults currently applied to it.
 #[derive(Debug)]
 pub struct ChaosCluster {
@@ -241,6 +250,27 @@ impl ChaosCluster {
             torn += report.segments.iter().filter(|s| s.garbage_len > 0).count();
         }
         Ok(torn)
+    }
+
+    /// SIGKILLs `node` and damages its commit log as `how` says (the record chosen by
+    /// `seed`); returns what was done. The node stays down until started.
+    pub fn damage_log(&mut self, node: NodeRef, how: LogDamage, seed: u64) -> Result<String, ChaosError> {
+        self.kill_node(node)?;
+        let dir = self.group(node.0).data_dir(node.1).join("log");
+        let fail = |e: std::io::Error| ChaosError::Setup(format!("damage {}: {e}", self.node_name(node)));
+        Ok(match how {
+            LogDamage::FlipBits => {
+                let f = raft_log::damage::flip_bits(&dir, seed).map_err(fail)?;
+                format!("bits {:#04x} flipped in entry {}", f.mask, f.record.index)
+            }
+            LogDamage::Truncate(at) => {
+                let t = raft_log::damage::truncate_segment(&dir, seed, at).map_err(fail)?;
+                format!(
+                    "segment cut from {} to {} bytes at entry {} ({at:?})",
+                    t.old_len, t.new_len, t.record.index
+                )
+            }
+        })
     }
 
     /// Starts every node of group `g` that is down.

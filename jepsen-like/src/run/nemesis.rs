@@ -7,12 +7,14 @@
 
 use std::time::Duration;
 
+use raft_log::damage::TruncateAt;
 use raftmq_testkit::netns::Direction;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Clock;
 use super::cluster::ChaosCluster;
+use super::cluster::LogDamage;
 use super::cluster::NAMESRVS;
 use super::cluster::NodeRef;
 use super::recorder::Recorder;
@@ -38,6 +40,8 @@ enum Applied {
     NamesrvDown(usize),
     Cut(NodeRef, Direction),
     PowerFailure(usize, u64),
+    /// Killed, and its log damaged while it is down, by `damage` with a seed.
+    Damaged(NodeRef, LogDamage, u64),
 }
 
 /// What the nemesis did.
@@ -152,10 +156,22 @@ async fn pick(cluster: &ChaosCluster, step: &Step) -> Option<(Applied, String)> 
             Applied::Cut(node(*followers.get(usize::try_from(ix).ok()?)?), Direction::Both)
         }
         FaultKind::PowerFailure => Applied::PowerFailure(g, step.pick),
+        FaultKind::FlipBits | FaultKind::TruncateSegment => {
+            let ids = cluster.node_ids(g);
+            let ix = (step.pick / groups).checked_rem(ids.len() as u64)?;
+            let how = match (step.kind, step.pick % 2) {
+                (FaultKind::FlipBits, _) => LogDamage::FlipBits,
+                (_, 0) => LogDamage::Truncate(TruncateAt::Boundary),
+                _ => LogDamage::Truncate(TruncateAt::MidRecord),
+            };
+            Applied::Damaged(node(*ids.get(usize::try_from(ix).ok()?)?), how, step.pick)
+        }
     };
     let target = match applied {
         Applied::PowerFailure(g, _) => cluster.group_name(g).to_owned(),
-        Applied::Killed(n) | Applied::Paused(n) | Applied::Cut(n, _) => cluster.node_name(n),
+        Applied::Killed(n) | Applied::Paused(n) | Applied::Cut(n, _) | Applied::Damaged(n, ..) => {
+            cluster.node_name(n)
+        }
         Applied::NamesrvDown(i) => format!("namesrv-{i}"),
     };
     Some((applied, target))
@@ -167,6 +183,12 @@ fn apply(cluster: &mut ChaosCluster, applied: Applied) -> Result<(), ChaosError>
         Applied::Paused(n) => cluster.pause_node(n),
         Applied::NamesrvDown(i) => cluster.kill_namesrv(i),
         Applied::Cut(n, direction) => cluster.partition(n, direction),
+        Applied::Damaged(n, how, seed) => cluster.damage_log(n, how, seed).map(|what| {
+            println!(
+                "damaged the log of {} while it was down: {what}",
+                cluster.node_name(n)
+            );
+        }),
         Applied::PowerFailure(g, seed) => cluster.power_failure(g, seed).map(|torn| {
             println!(
                 "power failure of {}: logs cut back to what they had fsynced, {torn} torn pages",
@@ -178,7 +200,7 @@ fn apply(cluster: &mut ChaosCluster, applied: Applied) -> Result<(), ChaosError>
 
 fn heal(cluster: &mut ChaosCluster, applied: Applied) -> Result<(), ChaosError> {
     match applied {
-        Applied::Killed(n) => cluster.start_node(n),
+        Applied::Killed(n) | Applied::Damaged(n, ..) => cluster.start_node(n),
         Applied::Paused(n) => cluster.resume_node(n),
         Applied::NamesrvDown(i) => cluster.restart_namesrv(i),
         Applied::Cut(n, _) => cluster.reconnect(n),

@@ -35,11 +35,17 @@ pub enum FaultKind {
     /// Every node of a group stops at once (SIGKILL) and loses every byte its commit log
     /// had not fsynced (simulated below the log); all restart when healed.
     PowerFailure,
+    /// SIGKILL a random broker node, flip bits in one record of its commit log while it is
+    /// down (never the last record, so valid data follows); restart it when healed.
+    FlipBits,
+    /// SIGKILL a random broker node, truncate one of its segment files while it is down
+    /// (at a record boundary or inside a record); restart it when healed.
+    TruncateSegment,
 }
 
 impl FaultKind {
     /// Every kind, in the order [`schedule`] draws from.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::KillLeader,
         FaultKind::KillNode,
         FaultKind::PauseLeader,
@@ -49,6 +55,8 @@ impl FaultKind {
         FaultKind::PartitionLeaderOut,
         FaultKind::PartitionFollower,
         FaultKind::PowerFailure,
+        FaultKind::FlipBits,
+        FaultKind::TruncateSegment,
     ];
 
     /// The kind's name in the history (`fault` records) and the report.
@@ -63,6 +71,8 @@ impl FaultKind {
             FaultKind::PartitionLeaderOut => "partition-leader-out",
             FaultKind::PartitionFollower => "partition-follower",
             FaultKind::PowerFailure => "power-failure",
+            FaultKind::FlipBits => "flip-bits",
+            FaultKind::TruncateSegment => "truncate-segment",
         }
     }
 
@@ -86,7 +96,11 @@ impl FaultKind {
     /// How long the fault is held, in milliseconds.
     fn hold_ms(self) -> (u64, u64) {
         match self {
-            FaultKind::KillLeader | FaultKind::KillNode | FaultKind::PowerFailure => (2_000, 5_000),
+            FaultKind::KillLeader
+            | FaultKind::KillNode
+            | FaultKind::PowerFailure
+            | FaultKind::FlipBits
+            | FaultKind::TruncateSegment => (2_000, 5_000),
             FaultKind::PauseLeader | FaultKind::KillNamesrv => (3_000, 6_000),
             FaultKind::PartitionLeader
             | FaultKind::PartitionLeaderIn
