@@ -165,6 +165,22 @@ impl ProcGroup {
         self.dir.path().join(format!("node-{id}"))
     }
 
+    /// The last `lines` lines of every node's output, for an error message: a test that
+    /// returns an error drops the group without panicking, so `Drop` prints nothing.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for id in self.nodes.keys() {
+            let text = self.node_log(*id);
+            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+            out.push_str(&format!("--- {} node {id} log tail ---\n", self.group));
+            for l in tail.iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// Node `id`'s log output so far (all its incarnations).
     pub fn node_log(&self, id: u64) -> String {
         std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
@@ -307,7 +323,9 @@ impl ProcGroup {
                     return Ok(l);
                 }
             }
-            anyhow::ensure!(Instant::now() < deadline, "no leader among {among:?}");
+            if Instant::now() >= deadline {
+                anyhow::bail!("no leader among {among:?}\n{}", self.log_tails(25));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
