@@ -7,7 +7,7 @@
 #       --quick            1 KiB, windows 1024 and 64, 2 rounds (< 3 min once built)
 #       (default)          the full suite, 3 rounds (< 20 min once built)
 #       --backlog          raftmq's p99 send latency empty vs after --backlog-msgs N
-#                          (default 10,000,000; needs ~34 GB free on the data disk)
+#                          (default 10,000,000; needs ~46 GB free on the data disk)
 #       --only NAME, --reps N, --systems LIST, --data-dir DIR: see `raftmq-bench --help`
 #
 # Environment:

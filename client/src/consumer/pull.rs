@@ -14,7 +14,7 @@
 //!   any member of the broker group answers) and returns what the first queue(s) with
 //!   messages gave, each queue's messages in offset order; it moves the positions past
 //!   them. The other queues' pulls stay in flight and the next poll takes their answers
-//!   ([`super::pulls_in_flight`]). [`PullConsumer::commit`] writes the positions (UpdateOffset), and so does
+//!   (`pulls_in_flight.rs`). [`PullConsumer::commit`] writes the positions (UpdateOffset), and so does
 //!   [`PullConsumer::shutdown`] (best effort, within the request timeout).
 //!
 //! A position is never moved backwards: an offset beyond a queue's end (a seek too far, or
