@@ -2,25 +2,26 @@
 //! segment), and lifting the vote fence (see `raft::vote_fence`) once the node holds
 //! everything committed again.
 //!
-//! Evidence of such a loss, any one of which fences the node:
-//! - recovery found valid data after the damage, or a preallocated file cut short
-//!   (`RecoveryReport::damage.durable_lost`; the log keeps it as `CommitLog::vote_fence`
-//!   until cleared, across restarts);
-//! - the recorded commit point lies beyond the cut: entries known committed are gone;
-//! - the state machine applied entries the log no longer holds.
+//! Only the log's own evidence fences the node: recovery found valid data after the
+//! damage, or a preallocated file cut short (`RecoveryReport::damage.durable_lost`), and
+//! recorded the fence in its meta file before cutting anything (`CommitLog::vote_fence`).
+//! A recorded commit point beyond the recovered log, or a state machine ahead of it, is
+//! no such evidence: openraft lets a follower commit and apply entries it has handed to
+//! the log but not yet fsynced, and a plain SIGKILL loses those — entries the node never
+//! acknowledged.
 //!
-//! In the last case the state machine also starts afresh: message bodies live only in the
-//! log, so positions it recorded for lost entries would point at nothing. It is rebuilt
-//! from the kept log (openraft re-applies it) and from the leader.
+//! A state machine ahead of the log does start afresh, though: message bodies live only in
+//! the log, so positions it recorded for entries the log no longer holds would point at
+//! nothing. It is rebuilt from the kept log (openraft re-applies it) and from the leader.
 
 use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
 use openraft::async_runtime::WatchReceiver;
 use raft_log::CommitLog;
-use raft_log::RecoveryReport;
 use tokio::sync::watch;
 
 use crate::context::BrokerRaft;
@@ -29,56 +30,30 @@ use crate::raft::vote_fence::VoteFence;
 use crate::sm::SmConfig;
 use crate::sm::StateMachine;
 
-/// The first lost index if this node must not vote, recorded durably in the log.
-pub(crate) fn lost_from(
-    log: &CommitLog,
-    report: &RecoveryReport,
-    sm_applied: Option<u64>,
-) -> Result<Option<u64>, StartError> {
-    let mut lost = log.vote_fence();
-    let mut note = |from: u64| lost = Some(lost.map_or(from, |l| l.min(from)));
-    if let Some(d) = &report.damage {
-        let committed = raft_log::storage::stored_committed_index(log)
-            .map_err(|e| StartError::Raft(format!("read commit point: {e}")))?;
-        if committed.is_some_and(|c| c >= d.index) {
-            tracing::warn!(
-                committed,
-                cut = d.index,
-                "recovery cut the log below its commit point"
-            );
-            note(d.index);
-        }
-    }
-    let next = log.bounds().last.map_or(1, |p| p.index + 1);
-    if sm_applied.is_some_and(|a| a >= next) {
-        note(next);
-    }
-    if let Some(from) = lost
-        && log.vote_fence() != Some(from)
-    {
-        log.set_vote_fence(from)?;
-    }
+/// The first lost index if this node must not vote (recorded by the log's recovery).
+pub(crate) fn lost_from(log: &CommitLog) -> Option<u64> {
+    let lost = log.vote_fence();
     if let Some(from) = lost {
         tracing::warn!(
             lost_from = from,
             "commit log lost entries it had made durable: this node takes no part in elections until it holds everything committed again"
         );
     }
-    Ok(lost)
+    lost
 }
 
 /// Opens the state machine; starts it afresh if it applied entries the log no longer holds.
-/// Also returns the index it had applied before any such restart.
-pub(crate) async fn open_state_machine(
-    dir: &Path,
-    log: &CommitLog,
-) -> Result<(StateMachine, Option<u64>), StartError> {
+pub(crate) async fn open_state_machine(dir: &Path, log: &CommitLog) -> Result<StateMachine, StartError> {
+    let discarded = discarded_path(dir);
+    if discarded.exists() {
+        remove_dir(&discarded)?;
+    }
     let sm = open_sm(dir).await?;
     let applied = sm.applied()?.0.map(|l| l.index);
     let bounds = log.bounds();
     let next = bounds.last.map_or(1, |p| p.index + 1);
     if applied.is_none_or(|a| a < next) {
-        return Ok((sm, applied));
+        return Ok(sm);
     }
     if bounds.purged.is_some() {
         // The kept log does not start at the beginning, so the state machine cannot be
@@ -94,11 +69,33 @@ pub(crate) async fn open_state_machine(
         "state machine is ahead of the recovered commit log; rebuilding it from the log and the leader"
     );
     drop(sm);
+    // Renamed first (atomic, made durable), then deleted: a crash midway leaves either the
+    // whole old state machine or none of it.
+    let io = |source| StartError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::rename(dir, &discarded).map_err(io)?;
+    if let Some(parent) = dir.parent() {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    remove_dir(&discarded)?;
+    open_sm(dir).await
+}
+
+fn discarded_path(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".discarded");
+    dir.with_file_name(name)
+}
+
+fn remove_dir(dir: &Path) -> Result<(), StartError> {
     std::fs::remove_dir_all(dir).map_err(|source| StartError::DataDir {
         path: dir.display().to_string(),
         source,
-    })?;
-    Ok((open_sm(dir).await?, applied))
+    })
 }
 
 async fn open_sm(dir: &Path) -> Result<StateMachine, StartError> {
@@ -109,8 +106,8 @@ async fn open_sm(dir: &Path) -> Result<StateMachine, StartError> {
         .map_err(StartError::from)
 }
 
-/// Waits until the fenced node has applied a commit point a leader announced for its own
-/// term, then clears the fence (durably first) and lets the node vote and campaign again.
+/// Waits until the fenced node has applied the commit point `fence` waits for, then
+/// clears the fence (durably first) and lets the node vote and campaign again.
 pub(crate) async fn lift_when_repaired(
     raft: BrokerRaft,
     log: CommitLog,

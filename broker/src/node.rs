@@ -94,8 +94,8 @@ impl Node {
                 .map_err(|e| StartError::Raft(e.to_string()))??
         };
         tracing::info!(?report, "commit log opened");
-        let (sm, sm_applied) = log_repair::open_state_machine(&config.sm_dir(), &log).await?;
-        let lost_from = log_repair::lost_from(&log, &report, sm_applied)?;
+        let lost_from = log_repair::lost_from(&log);
+        let sm = log_repair::open_state_machine(&config.sm_dir(), &log).await?;
         let net = NetworkFactory::new(config.node_id, &config.group, config.network.clone())
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let mut raft_config = config

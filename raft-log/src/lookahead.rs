@@ -19,10 +19,17 @@ use crate::record::HEADER_LEN;
 const MAGIC: &[u8; 4] = b"RMQR";
 const CHUNK: usize = 1 << 20;
 
-/// The index of a valid record (checksum verified, index at least `min_index`) found
-/// anywhere in `file` at or after byte `from`, searching byte by byte so that a damaged
-/// length field cannot hide what follows. Only run on damage: it reads the rest of the file.
-pub(crate) fn valid_record_after(file: &File, path: &Path, from: u64, min_index: u64) -> Result<Option<u64>> {
+/// The index of a valid record (checksum verified, index at least `min_index`, payload
+/// at most `max_payload` bytes) found anywhere in `file` at or after byte `from`,
+/// searching byte by byte so that a damaged length field cannot hide what follows. Only
+/// run on damage: it reads the rest of the file.
+pub(crate) fn valid_record_after(
+    file: &File,
+    path: &Path,
+    from: u64,
+    min_index: u64,
+    max_payload: u32,
+) -> Result<Option<u64>> {
     let io = |e| LogError::io("read segment after damage", path, e);
     let len = file.metadata().map_err(io)?.len();
     let mut buf = vec![0u8; CHUNK + MAGIC.len() - 1];
@@ -31,7 +38,7 @@ pub(crate) fn valid_record_after(file: &File, path: &Path, from: u64, min_index:
         let n = ((len - at) as usize).min(buf.len());
         file.read_exact_at(&mut buf[..n], at).map_err(io)?;
         for i in magic_positions(&buf[..n]) {
-            if let Some(index) = record_at(file, at + i as u64, len, min_index).map_err(io)? {
+            if let Some(index) = record_at(file, at + i as u64, len, min_index, max_payload).map_err(io)? {
                 return Ok(Some(index));
             }
         }
@@ -49,14 +56,21 @@ fn magic_positions(b: &[u8]) -> impl Iterator<Item = usize> + '_ {
 }
 
 /// The index of the record at `offset`, if one that verifies starts there.
-fn record_at(file: &File, offset: u64, len: u64, min_index: u64) -> std::io::Result<Option<u64>> {
+fn record_at(
+    file: &File,
+    offset: u64,
+    len: u64,
+    min_index: u64,
+    max_payload: u32,
+) -> std::io::Result<Option<u64>> {
     let room = len.saturating_sub(offset + HEADER_LEN as u64);
     if offset + (HEADER_LEN as u64) > len {
         return Ok(None);
     }
     let mut header = [0u8; HEADER_LEN];
     file.read_exact_at(&mut header, offset)?;
-    let Ok(h) = record::decode_header(&header, room.min(u64::from(u32::MAX)) as u32) else {
+    let limit = room.min(u64::from(max_payload)) as u32;
+    let Ok(h) = record::decode_header(&header, limit) else {
         return Ok(None);
     };
     if h.meta.index < min_index {
@@ -102,10 +116,10 @@ mod tests {
         bytes.extend(rec(42, b"payload"));
         bytes.extend(vec![0u8; 4096]);
         let f = file_of(&bytes);
-        let found = valid_record_after(f.as_file(), f.path(), 0, 40).expect("scan");
+        let found = valid_record_after(f.as_file(), f.path(), 0, 40, 1 << 20).expect("scan");
         assert_eq!(found, Some(42));
         assert_eq!(
-            valid_record_after(f.as_file(), f.path(), 0, 43).expect("scan"),
+            valid_record_after(f.as_file(), f.path(), 0, 43, 1 << 20).expect("scan"),
             None
         );
     }
@@ -118,7 +132,7 @@ mod tests {
         bytes.extend(vec![0u8; 3 * CHUNK]);
         let f = file_of(&bytes);
         assert_eq!(
-            valid_record_after(f.as_file(), f.path(), 0, 0).expect("scan"),
+            valid_record_after(f.as_file(), f.path(), 0, 0, 1 << 20).expect("scan"),
             None
         );
     }

@@ -70,19 +70,16 @@ impl CommitLog {
             }
         }
         let lock = lock_dir(&dir)?;
-        let (meta_file, mut state) = load_meta(&dir)?;
+        let (meta_file, state) = load_meta(&dir)?;
         let (committed_file, committed) = MetaFile::open(&dir.join("committed"), false)?;
-
-        let (segments, max_epoch, mut report) = recover_segments(&dir, &config, state.purged)?;
-
-        state.epoch = state.epoch.max(max_epoch) + 1;
-        if let Some(d) = report.damage.as_ref().filter(|d| d.durable_lost) {
-            state.vote_fence = Some(state.vote_fence.map_or(d.index, |f| f.min(d.index)));
-        }
         let mut durable = Durable {
             file: meta_file,
             state,
         };
+
+        let (segments, max_epoch, mut report) = recover_segments(&dir, &config, &mut durable)?;
+
+        durable.state.epoch = durable.state.epoch.max(max_epoch) + 1;
         crate::durable::persist(&mut durable)?;
 
         let index = Index {
@@ -169,11 +166,16 @@ pub(crate) fn load_meta(dir: &Path) -> Result<(MetaFile, DurableMeta)> {
 fn recover_segments(
     dir: &Path,
     config: &LogConfig,
-    purged: Option<LogPos>,
+    durable: &mut Durable,
 ) -> Result<(VecDeque<Segment>, u64, RecoveryReport)> {
     let mut report = RecoveryReport::default();
     let min_len = config.preallocate.then_some(config.segment_size);
-    let (segments, max_epoch) = scan_all(dir, purged, min_len, &mut report)?;
+    let limits = ScanLimits {
+        purged: durable.state.purged,
+        min_len,
+        max_record: config.max_record_size,
+    };
+    let (segments, max_epoch) = scan_all(dir, limits, durable, &mut report)?;
     for p in &report.dropped_segments {
         std::fs::remove_file(p).map_err(|e| LogError::io("delete dropped segment", p, e))?;
     }
@@ -210,14 +212,26 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(found)
 }
 
+/// What `scan_all` needs to know of the configuration and the durable state.
+#[derive(Debug, Clone, Copy)]
+struct ScanLimits {
+    purged: Option<LogPos>,
+    /// The size every segment file has when segments are preallocated.
+    min_len: Option<u64>,
+    /// The largest record the log writes.
+    max_record: u32,
+}
+
 /// Scans segments in order and keeps the valid, gap-free prefix above the purge point.
-/// `min_len`: the size every segment file has when segments are preallocated.
+/// Damage that lost durable entries sets the vote fence in `durable` (persisted) before
+/// anything is cut, so that a crash during the cut cannot lose the evidence.
 fn scan_all(
     dir: &Path,
-    purged: Option<LogPos>,
-    min_len: Option<u64>,
+    limits: ScanLimits,
+    durable: &mut Durable,
     report: &mut RecoveryReport,
 ) -> Result<(VecDeque<Segment>, u64)> {
+    let ScanLimits { purged, min_len, .. } = limits;
     let mut files = list_segments(dir)?;
     skip_purged(&mut files, purged, report);
     let mut kept: VecDeque<Segment> = VecDeque::new();
@@ -247,7 +261,7 @@ fn scan_all(
         if let ScanEnd::Damaged { offset, what } = end {
             let durable_lost = end != scanned.end
                 || shorter_than_preallocated(&seg, min_len)?
-                || data_follows(&seg, offset, next.as_ref().map(|n| &n.1))?;
+                || data_follows(&seg, offset, next.as_ref().map(|n| &n.1), limits.max_record)?;
             let damage = Damage {
                 path: path.clone(),
                 offset,
@@ -255,6 +269,11 @@ fn scan_all(
                 what,
                 durable_lost,
             };
+            if durable_lost {
+                let st = &mut durable.state;
+                st.vote_fence = Some(st.vote_fence.map_or(damage.index, |f| f.min(damage.index)));
+                crate::durable::persist(durable)?;
+            }
             cut_damage(&seg, damage, report)?;
             restore_preallocation(&seg, min_len)?;
             stopped = true;
@@ -345,14 +364,15 @@ fn shorter_than_preallocated(seg: &Segment, min_len: Option<u64>) -> Result<bool
 
 /// Whether a valid record follows damage at `offset` of `seg`, in it or in the next
 /// segment file: then the damage is not a torn tail (see `lookahead.rs`).
-fn data_follows(seg: &Segment, offset: u64, next: Option<&PathBuf>) -> Result<bool> {
+fn data_follows(seg: &Segment, offset: u64, next: Option<&PathBuf>, max_record: u32) -> Result<bool> {
     let min_index = seg.next_index();
-    if lookahead::valid_record_after(&seg.file, &seg.path, offset + 1, min_index)?.is_some() {
+    let after = lookahead::valid_record_after(&seg.file, &seg.path, offset + 1, min_index, max_record)?;
+    if after.is_some() {
         return Ok(true);
     }
     let Some(next) = next else { return Ok(false) };
     let file = File::open(next).map_err(|e| LogError::io("open segment after damage", next, e))?;
-    Ok(lookahead::valid_record_after(&file, next, 0, min_index)?.is_some())
+    Ok(lookahead::valid_record_after(&file, next, 0, min_index, max_record)?.is_some())
 }
 
 /// Logs and reports the first invalid record and zeroes the rest of its segment.

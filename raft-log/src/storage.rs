@@ -109,12 +109,6 @@ fn clamp_committed(
     }
 }
 
-/// The commit point as recorded, even beyond the recovered log (unlike openraft's
-/// `read_committed`): recovery's cut below it means entries known committed were lost.
-pub fn stored_committed_index(log: &CommitLog) -> io::Result<Option<u64>> {
-    Ok(stored_committed(log)?.map(|c| c.index))
-}
-
 fn stored_committed(log: &CommitLog) -> io::Result<Option<LogId<StoreLeaderId>>> {
     Ok(match log.read_committed()? {
         Some(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {

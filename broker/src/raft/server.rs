@@ -265,7 +265,12 @@ where
 /// Tells the vote fence what a leader announced: its term and commit point.
 fn observe_leader(fence: &VoteFence, req: &AppendEntriesRequest<C>) {
     let commit = req.leader_commit.as_ref().map(|c| (c.leader_id.term, c.index));
-    fence.leader_said(req.vote.leader_id.term, commit);
+    let named = req
+        .entries
+        .last()
+        .map(|e| e.log_id.index)
+        .or(req.prev_log_id.as_ref().map(|p| p.index));
+    fence.leader_said(req.vote.leader_id.term, commit, named);
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Status> {

@@ -11,11 +11,12 @@
 //! When does it hold everything committed? Once it has applied up to a commit point that
 //! a leader of a term at least its own at restart announced for an entry of that same
 //! term. Such a leader holds every entry committed before its election (Raft's leader
-//! completeness) and commits its own first entry only after them; entries a lost
-//! acknowledgement helped commit in its own term were committed before the restart, so
-//! its commit point was already past them. The fence state is plain data fed with what
-//! the node sees; the node persists it (`CommitLog::vote_fence`) so that a restart before
-//! the repair does not forget it.
+//! completeness) and commits its own first entry only after them. A leader of the node's
+//! own term at restart may be the one that counted the lost acknowledgements; for it the
+//! target is also the last index it names in that request, which it sends only once it
+//! believes the node holds everything before it. The fence state is plain data fed with
+//! what the node sees; the log persists it (`CommitLog::vote_fence`) so that a restart
+//! before the repair does not forget it.
 
 use std::sync::Mutex;
 
@@ -79,8 +80,14 @@ impl VoteFence {
     }
 
     /// Fed every AppendEntries request a leader of `leader_term` sends, with the commit
-    /// point it carries.
-    pub fn leader_said(&self, leader_term: u64, commit: Option<CommitPoint>) {
+    /// point it carries and the last log index it names (its last entry, else the entry
+    /// before them).
+    ///
+    /// A leader of the very term the node had at restart may be the one it acknowledged
+    /// the lost entries to, and may not have counted that acknowledgement yet when it
+    /// computed its commit point; the target is then also the last index it names, which
+    /// it sends only once it believes the node holds everything before it.
+    pub fn leader_said(&self, leader_term: u64, commit: Option<CommitPoint>, last_named: Option<u64>) {
         if let State::Fenced {
             min_term,
             target: target @ None,
@@ -90,7 +97,12 @@ impl VoteFence {
             && term == leader_term
             && leader_term >= *min_term
         {
-            *target = Some(index);
+            let same_term = leader_term == *min_term;
+            *target = Some(if same_term {
+                index.max(last_named.unwrap_or(0))
+            } else {
+                index
+            });
         }
     }
 
@@ -117,36 +129,44 @@ mod tests {
     fn an_undamaged_node_is_never_fenced() {
         let f = VoteFence::new(None, 3);
         assert_eq!(f.fenced_from(), None);
-        f.leader_said(3, Some((3, 10)));
+        f.leader_said(3, Some((3, 10)), None);
         assert!(!f.applied(Some(10)), "nothing to lift");
     }
 
     #[test]
     fn only_a_commit_point_of_the_leaders_own_term_sets_the_target() {
         let f = VoteFence::new(Some(50), 4);
-        f.leader_said(5, None);
-        f.leader_said(5, Some((4, 80)));
+        f.leader_said(5, None, Some(95));
+        f.leader_said(5, Some((4, 80)), Some(95));
         assert_eq!(f.target(), None, "a new leader's inherited commit point may lag");
         assert!(!f.applied(Some(1_000)), "no target, no lifting");
-        f.leader_said(5, Some((5, 90)));
-        assert_eq!(f.target(), Some(90));
-        f.leader_said(6, Some((6, 120)));
+        f.leader_said(5, Some((5, 90)), Some(95));
+        assert_eq!(
+            f.target(),
+            Some(90),
+            "a later term: its own commit point suffices"
+        );
+        f.leader_said(6, Some((6, 120)), None);
         assert_eq!(f.target(), Some(90), "the first one is enough");
     }
 
     #[test]
     fn leaders_older_than_the_restart_term_do_not_count() {
         let f = VoteFence::new(Some(50), 7);
-        f.leader_said(6, Some((6, 200)));
+        f.leader_said(6, Some((6, 200)), None);
         assert_eq!(f.target(), None);
-        f.leader_said(7, Some((7, 210)));
-        assert_eq!(f.target(), Some(210));
+        f.leader_said(7, Some((7, 210)), Some(230));
+        assert_eq!(
+            f.target(),
+            Some(230),
+            "the restart term's leader: also what it names"
+        );
     }
 
     #[test]
     fn the_fence_lifts_once_the_target_is_applied() {
         let f = VoteFence::new(Some(50), 2);
-        f.leader_said(2, Some((2, 100)));
+        f.leader_said(3, Some((3, 100)), None);
         assert!(!f.applied(None));
         assert!(!f.applied(Some(99)));
         assert_eq!(f.fenced_from(), Some(50));
