@@ -350,8 +350,9 @@ fn restore_preallocation(seg: &Segment, min_len: Option<u64>) -> Result<()> {
     Ok(())
 }
 
-/// A preallocated segment file is created at its full size, fsynced with its directory,
-/// and never shrinks: a shorter one was cut short after the fact.
+/// A preallocated segment file is created at its full size before its header is written,
+/// and never shrinks: a shorter one with a header was cut short after the fact. (One
+/// without a whole header is a creation that a crash interrupted: it never held a record.)
 fn shorter_than_preallocated(seg: &Segment, min_len: Option<u64>) -> Result<bool> {
     let Some(min_len) = min_len else { return Ok(false) };
     let len = seg
@@ -359,7 +360,7 @@ fn shorter_than_preallocated(seg: &Segment, min_len: Option<u64>) -> Result<bool
         .metadata()
         .map_err(|e| LogError::io("stat segment", &seg.path, e))?
         .len();
-    Ok(len < min_len)
+    Ok((segment::SEGMENT_HEADER_LEN..min_len).contains(&len))
 }
 
 /// Whether a valid record follows damage at `offset` of `seg`, in it or in the next

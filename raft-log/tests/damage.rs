@@ -205,6 +205,19 @@ fn every_kind_of_short_file_is_reported() {
 }
 
 #[test]
+fn a_segment_whose_creation_a_crash_interrupted_does_not_fence() {
+    // Created, but killed before its preallocation and header: an empty file next in line.
+    let dir = closed_log(config(), None);
+    let next = format!("{:020}.seg", LAST + 1);
+    std::fs::write(dir.path().join(&next), b"").expect("empty segment file");
+    let (log, report) = CommitLog::open(dir.path(), config()).expect("open");
+    let d = report.damage.expect("the empty segment is reported");
+    assert!(!d.durable_lost, "it never held a record: {d:?}");
+    assert_eq!(log.vote_fence(), None);
+    assert_eq!(log.bounds().next, Some(LAST + 1), "every entry kept");
+}
+
+#[test]
 fn legitimate_short_ends_are_not_damage() {
     // Without preallocation a cut at a record boundary of the last segment is just a
     // shorter log: recovery cannot know, and does not claim damage.
