@@ -17,6 +17,7 @@ use raftmq_client::StartFrom;
 use raftmq_client::route::MessageQueue;
 use raftmq_proto::raftmq::admin::v1 as admin;
 use raftmq_testkit::Cluster;
+use raftmq_testkit::step;
 
 /// How long after the poll starts the message is sent.
 const SEND_AFTER: Duration = Duration::from_millis(300);
@@ -155,14 +156,6 @@ async fn assigned_queues_alone_are_polled(cluster: &Cluster, p: &Producer) -> an
         ensure!(c.position(&q) == Some(5));
     }
     c.shutdown().await;
-    Ok(())
-}
-
-/// Runs one scenario, naming it in its error and timing it.
-async fn step(name: &str, scenario: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    let t = Instant::now();
-    scenario.await.with_context(|| name.to_owned())?;
-    eprintln!("{name}: {:?}", t.elapsed());
     Ok(())
 }
 

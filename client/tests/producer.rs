@@ -18,6 +18,7 @@ use raftmq_client::producer::SendReceipt;
 use raftmq_proto::raftmq::admin::v1 as admin;
 use raftmq_testkit::Cluster;
 use raftmq_testkit::ProcGroup;
+use raftmq_testkit::step;
 
 const GROUPS: [&str; 2] = ["g1", "g2"];
 const REGISTER_MS: u64 = 300;
@@ -76,14 +77,6 @@ async fn wait_stored(cluster: &Cluster, topic: &str, n: u64) -> anyhow::Result<(
 
 async fn create(cluster: &Cluster, topic: &str, queues: u32, kind: admin::MessageKind) -> anyhow::Result<()> {
     cluster.create_topic(topic, queues, kind).await
-}
-
-/// Runs one scenario, naming it in its error and timing it.
-async fn step(name: &str, scenario: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    let t = Instant::now();
-    scenario.await.with_context(|| name.to_owned())?;
-    eprintln!("{name}: {:?}", t.elapsed());
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

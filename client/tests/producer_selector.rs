@@ -22,6 +22,7 @@ use raftmq_client::route::MessageQueue;
 use raftmq_proto::raftmq::admin::v1 as admin;
 use raftmq_proto::raftmq::namesrv::v1::TopicRouteRequest;
 use raftmq_testkit::Cluster;
+use raftmq_testkit::step;
 
 const GROUPS: [&str; 2] = ["g1", "g2"];
 const REGISTER_MS: u64 = 300;
@@ -281,14 +282,6 @@ async fn new_queues_are_found_by_the_route_refresh(cluster: &Cluster) -> anyhow:
     );
     c.shutdown().await;
     p.shutdown().await;
-    Ok(())
-}
-
-/// Runs one scenario, naming it in its error and timing it.
-async fn step(name: &str, scenario: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    let t = Instant::now();
-    scenario.await.with_context(|| name.to_owned())?;
-    eprintln!("{name}: {:?}", t.elapsed());
     Ok(())
 }
 

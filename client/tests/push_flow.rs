@@ -23,6 +23,7 @@ use raftmq_client::StartFrom;
 use raftmq_client::consumer::push::PushOptions;
 use raftmq_proto::raftmq::admin::v1 as admin;
 use raftmq_testkit::Cluster;
+use raftmq_testkit::step;
 
 /// Messages each flow-control scenario consumes.
 const FLOW_MESSAGES: usize = 12;
@@ -258,14 +259,6 @@ async fn shutdown_finishes_and_acks_the_call_in_flight(
     b.shutdown().await;
     ensure!(seen(&first) == ["slow"], "{:?}", seen(&first));
     ensure!(seen(&second) == ["after"], "delivered again: {:?}", seen(&second));
-    Ok(())
-}
-
-/// Runs one scenario, naming it in its error and timing it.
-async fn step(name: &str, scenario: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    let t = Instant::now();
-    scenario.await.with_context(|| name.to_owned())?;
-    eprintln!("{name}: {:?}", t.elapsed());
     Ok(())
 }
 

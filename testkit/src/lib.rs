@@ -613,3 +613,15 @@ pub fn msg_id(m: &pb::Message) -> String {
         .map(|s| s.message_id.clone())
         .unwrap_or_default()
 }
+
+/// Runs one scenario of a test that runs several at once, naming it in its error and
+/// printing how long it took.
+pub async fn step(
+    name: &str,
+    scenario: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let t = Instant::now();
+    scenario.await.with_context(|| name.to_owned())?;
+    eprintln!("{name}: {:?}", t.elapsed());
+    Ok(())
+}
