@@ -31,28 +31,11 @@ async fn producer(cluster: &Cluster) -> anyhow::Result<Producer> {
         .await?)
 }
 
-/// The max offset of every queue of `topic` on `group`, as its leader reports.
-async fn max_offsets(group: &ProcGroup, topic: &str) -> anyhow::Result<Vec<u64>> {
-    let ids: Vec<u64> = group.nodes.keys().copied().collect();
-    let leader = group.wait_leader(&ids).await?;
-    let mut a = group.admin(leader).await?;
-    let topics = a
-        .list_topics(admin::ListTopicsRequest {})
-        .await?
-        .into_inner()
-        .topics;
-    let t = topics
-        .into_iter()
-        .find(|t| t.spec.as_ref().is_some_and(|s| s.name == topic))
-        .with_context(|| format!("{topic} on {}", group.group))?;
-    Ok(t.queues.iter().map(|q| q.max_offset).collect())
-}
-
 /// Messages stored on `topic`, per group.
 async fn stored(cluster: &Cluster, topic: &str) -> anyhow::Result<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
     for g in GROUPS {
-        let offsets = max_offsets(cluster.group(g), topic).await?;
+        let offsets = cluster.group(g).max_offsets(topic).await?;
         out.insert(g.to_owned(), offsets.iter().sum());
     }
     Ok(out)
@@ -200,7 +183,7 @@ async fn ordered_keys_stay_on_their_queue(cluster: &Cluster, p: &Producer) -> an
     eprintln!("300 ordered sends (10 keys in parallel): {:?}", t.elapsed());
     // The queues the receipts name are the ones the brokers stored on.
     for g in GROUPS {
-        let offsets = max_offsets(cluster.group(g), "fifo").await?;
+        let offsets = cluster.group(g).max_offsets("fifo").await?;
         for (q, max) in offsets.iter().enumerate() {
             let expected = per_queue.get(&(g.to_owned(), q as i32)).copied().unwrap_or(0);
             ensure!(*max == expected, "{g}:{q} holds {max}, receipts say {expected}");
@@ -223,7 +206,7 @@ async fn batches(cluster: &Cluster, p: &Producer) -> anyhow::Result<()> {
             "{r:?}"
         );
     }
-    let offsets = max_offsets(cluster.group(&receipts[0].broker), "batch").await?;
+    let offsets = cluster.group(&receipts[0].broker).max_offsets("batch").await?;
     ensure!(
         offsets.iter().filter(|o| **o == 10).count() == 1,
         "one queue: {offsets:?}"
@@ -364,7 +347,7 @@ async fn a_dead_group_is_avoided() -> anyhow::Result<()> {
 }
 
 async fn stored_on(cluster: &Cluster, group: &str, topic: &str) -> anyhow::Result<u64> {
-    Ok(max_offsets(cluster.group(group), topic).await?.iter().sum())
+    Ok(cluster.group(group).max_offsets(topic).await?.iter().sum())
 }
 
 /// What became of each send while the leader of the only group was killed.
@@ -467,7 +450,7 @@ async fn keep_sending(
 
 /// The bodies of every message of `topic` on the group (polled through `node`).
 async fn receive_all(group: &ProcGroup, node: u64, topic: &str) -> anyhow::Result<BTreeSet<String>> {
-    let total: u64 = max_offsets(group, topic).await?.iter().sum();
+    let total: u64 = group.max_offsets(topic).await?.iter().sum();
     let mut c = group.messaging(node).await?;
     let mut bodies = BTreeSet::new();
     let mut count = 0;

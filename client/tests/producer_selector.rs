@@ -29,23 +29,6 @@ const REGISTER_MS: u64 = 300;
 /// Messages each key sends.
 const PER_KEY: usize = 25;
 
-/// The max offset of every queue of `topic` on `group`, as its leader reports.
-async fn max_offsets(cluster: &Cluster, group: &str, topic: &str) -> anyhow::Result<Vec<u64>> {
-    let g = cluster.group(group);
-    let ids: Vec<u64> = g.nodes.keys().copied().collect();
-    let mut a = g.admin(g.wait_leader(&ids).await?).await?;
-    let topics = a
-        .list_topics(admin::ListTopicsRequest {})
-        .await?
-        .into_inner()
-        .topics;
-    let t = topics
-        .into_iter()
-        .find(|t| t.spec.as_ref().is_some_and(|s| s.name == topic))
-        .with_context(|| format!("{topic} on {group}"))?;
-    Ok(t.queues.iter().map(|q| q.max_offset).collect())
-}
-
 /// A selector of one queue, by broker group and id.
 fn queue(broker: &'static str, id: i32) -> impl QueueSelector {
     move |qs: &[MessageQueue], _: &Message| qs.iter().position(|q| q.broker == broker && q.id == id)
@@ -147,7 +130,7 @@ async fn selected_queues_keep_order(cluster: &Cluster, p: &Producer) -> anyhow::
     eprintln!("4 keys × {PER_KEY} sends with selectors: {:?}", t.elapsed());
     for (k, &target) in targets.iter().enumerate() {
         let topic = if k == 3 { "selected-fifo" } else { "selected" };
-        let offsets = max_offsets(cluster, target.0, topic).await?;
+        let offsets = cluster.group(target.0).max_offsets(topic).await?;
         let id = usize::try_from(target.1)?;
         ensure!(offsets[id] == PER_KEY as u64, "{topic} {target:?}: {offsets:?}");
         let bodies = read_queue(cluster, topic, target, PER_KEY).await?;
@@ -157,7 +140,7 @@ async fn selected_queues_keep_order(cluster: &Cluster, p: &Producer) -> anyhow::
     let stored = |t| async move {
         let mut sum = 0;
         for g in GROUPS {
-            sum += max_offsets(cluster, g, t).await?.iter().sum::<u64>();
+            sum += cluster.group(g).max_offsets(t).await?.iter().sum::<u64>();
         }
         anyhow::Ok(sum)
     };
@@ -333,8 +316,8 @@ async fn size_limit(cluster: &Cluster, p: &Producer) -> anyhow::Result<()> {
             other => anyhow::bail!("send {i} of more than 1024 bytes: {other:?}"),
         }
     }
-    let offsets = max_offsets(cluster, "g1", "sized").await?;
-    let total = offsets[0] + max_offsets(cluster, "g2", "sized").await?[0];
+    let offsets = cluster.group("g1").max_offsets("sized").await?;
+    let total = offsets[0] + cluster.group("g2").max_offsets("sized").await?[0];
     ensure!(total == 1, "only the 1024-byte message is stored: {total}");
     Ok(())
 }

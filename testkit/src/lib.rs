@@ -330,6 +330,22 @@ impl ProcGroup {
         }
     }
 
+    /// The max offset of every queue of `topic`, as the group's leader reports.
+    pub async fn max_offsets(&self, topic: &str) -> anyhow::Result<Vec<u64>> {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        let mut a = self.admin(self.wait_leader(&ids).await?).await?;
+        let topics = a
+            .list_topics(admin::ListTopicsRequest {})
+            .await?
+            .into_inner()
+            .topics;
+        let t = topics
+            .into_iter()
+            .find(|t| t.spec.as_ref().is_some_and(|s| s.name == topic))
+            .with_context(|| format!("{topic} on {}", self.group))?;
+        Ok(t.queues.iter().map(|q| q.max_offset).collect())
+    }
+
     /// Creates a topic through any node, retrying while the group elects.
     pub async fn create_topic(
         &self,
