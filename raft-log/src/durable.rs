@@ -39,22 +39,13 @@ impl CommitLog {
         Ok(lock(&self.inner.committed).1.clone())
     }
 
-    /// The index from which recovery found entries this node had made durable lost, until
+    /// The index from which recovery (which sets it) found entries this node had made
+    /// durable lost, until
     /// [`CommitLog::clear_vote_fence`]: while it is set, the node must neither vote nor
     /// stand for election, since an entry committed with its acknowledgement may now be
     /// missing from its log (the broker's vote fence reads this).
     pub fn vote_fence(&self) -> Option<u64> {
         lock(&self.inner.meta).state.vote_fence
-    }
-
-    /// Records (durably) that entries from `index` on were lost; keeps the lowest index.
-    pub fn set_vote_fence(&self, index: u64) -> Result<()> {
-        self.inner.poison.check()?;
-        let mut d = lock(&self.inner.meta);
-        let prev = d.state.vote_fence;
-        d.state.vote_fence = Some(prev.map_or(index, |p| p.min(index)));
-        let r = persist(&mut d);
-        self.poison_on_err(r)
     }
 
     /// Records (durably) that the node holds everything committed again.

@@ -109,16 +109,6 @@ fn clamp_committed(
     }
 }
 
-fn stored_committed(log: &CommitLog) -> io::Result<Option<LogId<StoreLeaderId>>> {
-    Ok(match log.read_committed()? {
-        Some(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "ignoring unreadable commit point");
-            None
-        }),
-        None => None,
-    })
-}
-
 fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
@@ -274,7 +264,13 @@ where
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<StoreLeaderId>>, io::Error> {
-        let stored = stored_committed(&self.log)?;
+        let stored = match self.log.read_committed()? {
+            Some(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "ignoring unreadable commit point");
+                None
+            }),
+            None => None,
+        };
         Ok(clamp_committed(stored, self.log.bounds().last))
     }
 

@@ -128,11 +128,7 @@ async fn pick(cluster: &ChaosCluster, step: &Step) -> Option<(Applied, String)> 
     let applied = match step.kind {
         FaultKind::KillLeader => Applied::Killed(node(cluster.wait_leader(g, FIND_LEADER).await?)),
         FaultKind::PauseLeader => Applied::Paused(node(cluster.wait_leader(g, FIND_LEADER).await?)),
-        FaultKind::KillNode => {
-            let ids = cluster.node_ids(g);
-            let ix = (step.pick / groups).checked_rem(ids.len() as u64)?;
-            Applied::Killed(node(*ids.get(usize::try_from(ix).ok()?)?))
-        }
+        FaultKind::KillNode => Applied::Killed(node(any_node(cluster, g, step.pick / groups)?)),
         FaultKind::KillNamesrv => Applied::NamesrvDown(usize::try_from(step.pick % NAMESRVS as u64).ok()?),
         FaultKind::PartitionLeader => {
             Applied::Cut(node(cluster.wait_leader(g, FIND_LEADER).await?), Direction::Both)
@@ -157,14 +153,12 @@ async fn pick(cluster: &ChaosCluster, step: &Step) -> Option<(Applied, String)> 
         }
         FaultKind::PowerFailure => Applied::PowerFailure(g, step.pick),
         FaultKind::FlipBits | FaultKind::TruncateSegment => {
-            let ids = cluster.node_ids(g);
-            let ix = (step.pick / groups).checked_rem(ids.len() as u64)?;
             let how = match (step.kind, step.pick % 2) {
                 (FaultKind::FlipBits, _) => LogDamage::FlipBits,
                 (_, 0) => LogDamage::Truncate(TruncateAt::Boundary),
                 _ => LogDamage::Truncate(TruncateAt::MidRecord),
             };
-            Applied::Damaged(node(*ids.get(usize::try_from(ix).ok()?)?), how, step.pick)
+            Applied::Damaged(node(any_node(cluster, g, step.pick / groups)?), how, step.pick)
         }
     };
     let target = match applied {
@@ -175,6 +169,13 @@ async fn pick(cluster: &ChaosCluster, step: &Step) -> Option<(Applied, String)> 
         Applied::NamesrvDown(i) => format!("namesrv-{i}"),
     };
     Some((applied, target))
+}
+
+/// The node of group `g` that `pick` names, leader or follower.
+fn any_node(cluster: &ChaosCluster, g: usize, pick: u64) -> Option<u64> {
+    let ids = cluster.node_ids(g);
+    let ix = pick.checked_rem(ids.len() as u64)?;
+    ids.get(usize::try_from(ix).ok()?).copied()
 }
 
 fn apply(cluster: &mut ChaosCluster, applied: Applied) -> Result<(), ChaosError> {
