@@ -175,12 +175,27 @@ pub enum CommandError {
 
 /// A header with its encoding (slot 0) and the message records (slots 1..). Cheap to
 /// clone (a proposal is cloned for each try): the parts are shared.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// A command read from the log or received from the leader keeps its whole slot encoding
+/// and decodes its header only when asked ([`Self::header`]): the leader reads every entry
+/// back once per follower to replicate it and a follower receives it whole, and neither
+/// needs more than the bytes. Only applying looks inside.
+#[derive(Debug, Clone)]
 pub struct Command {
-    header: std::sync::Arc<Header>,
+    header: std::sync::Arc<std::sync::OnceLock<Header>>,
     encoded_header: Bytes,
     records: std::sync::Arc<Vec<Bytes>>,
+    /// The slot encoding of the whole command, when it was read or received as one.
+    encoded: Option<Bytes>,
 }
+
+impl PartialEq for Command {
+    fn eq(&self, other: &Self) -> bool {
+        self.encoded_header == other.encoded_header && self.records == other.records
+    }
+}
+
+impl Eq for Command {}
 
 impl Command {
     /// Builds a command; a send needs exactly one record per message meta, others none.
@@ -188,9 +203,10 @@ impl Command {
         check_records(&header, records.len())?;
         let encoded = postcard::to_stdvec(&header).map_err(|e| CommandError::Encode(e.to_string()))?;
         Ok(Self {
-            header: header.into(),
+            header: std::sync::Arc::new(header.into()),
             encoded_header: Bytes::from(encoded),
             records: records.into(),
+            encoded: None,
         })
     }
 
@@ -199,8 +215,16 @@ impl Command {
         Self::new(header, Vec::new())
     }
 
-    pub fn header(&self) -> &Header {
-        &self.header
+    /// The header, decoded on first use. Fails if its encoding is malformed or does not
+    /// match the number of records (every replica fails alike: the bytes are the same).
+    pub fn header(&self) -> Result<&Header, CommandError> {
+        if let Some(h) = self.header.get() {
+            return Ok(h);
+        }
+        let h: Header =
+            postcard::from_bytes(&self.encoded_header).map_err(|e| CommandError::Decode(e.to_string()))?;
+        check_records(&h, self.records.len())?;
+        Ok(self.header.get_or_init(|| h))
     }
 
     pub fn records(&self) -> &[Bytes] {
@@ -230,7 +254,11 @@ fn check_records(header: &Header, records: usize) -> Result<(), CommandError> {
 
 impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.header.as_ref() {
+        let header = match self.header() {
+            Ok(h) => h,
+            Err(e) => return write!(f, "Malformed({e})"),
+        };
+        match header {
             Header::Send { messages, .. } => write!(f, "Send({} messages)", messages.len()),
             Header::CreateTopic(t) => write!(f, "CreateTopic({})", t.name),
             Header::UpdateTopic(t) => write!(f, "UpdateTopic({})", t.name),
@@ -276,30 +304,45 @@ impl SlottedPayload for Command {
         }
         let records = slots.split_off(1);
         let encoded_header = slots.swap_remove(0);
-        let header: Header = postcard::from_bytes(&encoded_header).map_err(|e| e.to_string())?;
-        check_records(&header, records.len()).map_err(|e| e.to_string())?;
         Ok(Self {
-            header: header.into(),
+            header: Default::default(),
             encoded_header,
             records: records.into(),
+            encoded: None,
         })
+    }
+
+    fn encoded(&self) -> Option<&Bytes> {
+        self.encoded.as_ref()
+    }
+
+    fn from_encoded(payload: Bytes) -> Result<Self, String> {
+        let slots = raft_log::slots::decode(&payload).map_err(|e| e.to_string())?;
+        let mut c = Self::from_slots(slots)?;
+        c.encoded = Some(payload);
+        Ok(c)
     }
 }
 
-/// On the wire (Raft replication) a command travels as its slots.
+/// On the wire (Raft replication) a command travels as its slot encoding, one byte
+/// string: the receiver slices it instead of allocating per message.
 impl Serialize for Command {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (&self.encoded_header, self.records.as_ref()).serialize(s)
+        match &self.encoded {
+            Some(e) => s.serialize_bytes(e),
+            None => {
+                let mut buf = Vec::new();
+                raft_log::slots::encode(self, &mut buf);
+                s.serialize_bytes(&buf)
+            }
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Command {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (header, records): (Bytes, Vec<Bytes>) = Deserialize::deserialize(d)?;
-        let mut slots = Vec::with_capacity(1 + records.len());
-        slots.push(header);
-        slots.extend(records);
-        Self::from_slots(slots).map_err(serde::de::Error::custom)
+        let encoded: Bytes = Deserialize::deserialize(d)?;
+        Self::from_encoded(encoded).map_err(serde::de::Error::custom)
     }
 }
 
@@ -361,16 +404,19 @@ pub enum CommandResult {
 mod tests {
     use super::*;
 
-    fn send() -> Command {
-        let meta = MessageMeta {
+    fn meta(id: &str) -> MessageMeta {
+        MessageMeta {
             topic: "t".into(),
             queue_id: 3,
             tag_hash: 7,
-            msg_id: "id-1".into(),
-        };
+            msg_id: id.into(),
+        }
+    }
+
+    fn send() -> Command {
         let header = Header::Send {
             store_time_ms: 42,
-            messages: vec![meta],
+            messages: vec![meta("id-1")],
         };
         Command::new(header, vec![Bytes::from_static(b"record")]).expect("valid send")
     }
@@ -392,6 +438,18 @@ mod tests {
         let bytes = postcard::to_stdvec(&c).expect("encode");
         let back: Command = postcard::from_bytes(&bytes).expect("decode");
         assert_eq!(back, c);
+        assert_eq!(back.header().expect("header"), c.header().expect("header"));
+        // Received whole, it goes on in one piece, with the same bytes on the wire.
+        assert_eq!(
+            back.encoded().map(|e| e.len()),
+            Some(raft_log::slots::encoded_len(&c))
+        );
+        assert_eq!(postcard::to_stdvec(&back).expect("encode again"), bytes);
+        let mut stored = Vec::new();
+        raft_log::slots::encode(&back, &mut stored);
+        let mut built = Vec::new();
+        raft_log::slots::encode(&c, &mut built);
+        assert_eq!(stored, built);
     }
 
     #[test]
@@ -407,6 +465,22 @@ mod tests {
             Err(CommandError::UnexpectedRecords)
         );
         assert!(Command::from_slots(vec![]).is_err());
-        assert!(Command::from_slots(vec![Bytes::from_static(b"\xff\xff\xff")]).is_err());
+        let garbled = Command::from_slots(vec![Bytes::from_static(b"\xff\xff\xff")]).expect("slots");
+        assert!(matches!(garbled.header(), Err(CommandError::Decode(_))));
+        // A header that names more messages than the command carries records.
+        let two = Command::new(
+            Header::Send {
+                store_time_ms: 1,
+                messages: vec![meta("a"), meta("b")],
+            },
+            vec![Bytes::new(), Bytes::new()],
+        )
+        .expect("valid");
+        let short =
+            Command::from_slots(vec![Bytes::copy_from_slice(two.slot(0)), Bytes::new()]).expect("slots");
+        assert!(matches!(
+            short.header(),
+            Err(CommandError::RecordCountMismatch { metas: 2, records: 1 })
+        ));
     }
 }

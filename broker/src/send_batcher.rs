@@ -422,7 +422,7 @@ mod tests {
 
     impl Propose for Fake {
         async fn propose(&self, cmd: Command) -> BrokerResult<CommandResult> {
-            let Header::Send { messages, .. } = cmd.header() else {
+            let Ok(Header::Send { messages, .. }) = cmd.header() else {
                 return Err(BrokerError::Internal("not a send".into()));
             };
             self.0.lock().expect("writes").push(messages.len());

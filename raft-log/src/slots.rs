@@ -18,6 +18,16 @@ pub trait SlottedPayload: Sized {
     fn slot(&self, i: usize) -> &[u8];
     /// Rebuilds the value from its slots (zero-copy slices of the stored record).
     fn from_slots(slots: Vec<Bytes>) -> Result<Self, String>;
+    /// The value's whole slot encoding, if it holds one (it was read or received as
+    /// such): [`encode`] then copies it in one piece.
+    fn encoded(&self) -> Option<&Bytes> {
+        None
+    }
+    /// Rebuilds the value from its whole slot encoding (a stored record's payload).
+    /// Types that keep the encoding ([`Self::encoded`]) override this to keep it.
+    fn from_encoded(payload: Bytes) -> Result<Self, String> {
+        Self::from_slots(decode(&payload).map_err(|e| e.to_string())?)
+    }
 }
 
 /// The plain batch: a list of opaque byte strings.
@@ -44,11 +54,18 @@ impl SlottedPayload for Batch {
 
 /// Encoded length of `p`.
 pub fn encoded_len<P: SlottedPayload>(p: &P) -> usize {
+    if let Some(e) = p.encoded() {
+        return e.len();
+    }
     4 + (0..p.slot_count()).map(|i| 4 + p.slot(i).len()).sum::<usize>()
 }
 
 /// Appends the slot encoding of `p` to `out`.
 pub fn encode<P: SlottedPayload>(p: &P, out: &mut Vec<u8>) {
+    if let Some(e) = p.encoded() {
+        out.extend_from_slice(e);
+        return;
+    }
     let n = p.slot_count();
     out.reserve(encoded_len(p));
     out.extend_from_slice(&(n as u32).to_le_bytes());

@@ -164,10 +164,7 @@ where
     );
     let payload = match m.kind {
         EntryKind::Blank => EntryPayload::Blank,
-        EntryKind::Normal => {
-            let parts = slots::decode(&e.payload).map_err(invalid)?;
-            EntryPayload::Normal(D::from_slots(parts).map_err(invalid)?)
-        }
+        EntryKind::Normal => EntryPayload::Normal(D::from_encoded(e.payload).map_err(invalid)?),
         EntryKind::Membership => {
             let mem: Membership<u64, N> = serde_json::from_slice(&e.payload).map_err(invalid)?;
             EntryPayload::Membership(mem)

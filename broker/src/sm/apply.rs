@@ -185,7 +185,11 @@ impl<'a, V: StateView> Pending<'a, V> {
 
     /// Applies the command of log entry `log_index`.
     pub fn apply(&mut self, log_index: u64, cmd: &Command) -> Applied {
-        match cmd.header() {
+        let header = match cmd.header() {
+            Ok(h) => h,
+            Err(e) => return rejected(Rejection::Malformed(e.to_string())),
+        };
+        match header {
             Header::Send {
                 store_time_ms,
                 messages,

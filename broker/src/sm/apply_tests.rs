@@ -354,7 +354,7 @@ fn commit_offset_needs_topic_queue_and_valid_group() {
 }
 
 #[test]
-fn mismatched_records_are_refused_when_decoding() {
+fn mismatched_records_are_refused_when_applied() {
     let meta = MessageMeta {
         topic: "t".into(),
         queue_id: 0,
@@ -366,9 +366,20 @@ fn mismatched_records_are_refused_when_decoding() {
         messages: vec![meta],
     };
     let encoded = Bytes::from(postcard::to_stdvec(&header).expect("encode"));
-    // Only the header slot: one message meta, no record.
-    let decoded = <Command as raft_log::SlottedPayload>::from_slots(vec![encoded]);
-    assert!(decoded.is_err(), "a send without its record must not decode");
+    // Only the header slot: one message meta, no record. The slots decode (the header is
+    // read lazily); applying refuses it on every replica alike and stores nothing.
+    let cmd = <Command as raft_log::SlottedPayload>::from_slots(vec![encoded]).expect("slots");
+    let mut mem = Mem::default();
+    mem.apply_batch(&[(
+        1,
+        Command::control(Header::CreateTopic(topic("t", 1))).expect("cmd"),
+    )]);
+    let results = mem.apply_batch(&[(2, cmd)]);
+    assert!(
+        matches!(&results[..], [CommandResult::Rejected(Rejection::Malformed(why))] if why.contains("records")),
+        "{results:?}"
+    );
+    assert!(mem.cq.is_empty(), "nothing indexed");
 }
 
 #[path = "pop_tests.rs"]

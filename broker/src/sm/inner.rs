@@ -134,7 +134,7 @@ impl Inner {
                 .iter()
                 .any(|op| matches!(op, Op::PutTopic(_) | Op::DeleteTopic(_)));
             let consumable = entries.iter().any(|e| match &e.payload {
-                EntryPayload::Normal(cmd) => !matches!(cmd.header(), crate::command::Header::Pop(_)),
+                EntryPayload::Normal(cmd) => !matches!(cmd.header(), Ok(crate::command::Header::Pop(_))),
                 _ => false,
             });
             if consumable {

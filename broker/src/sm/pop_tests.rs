@@ -303,10 +303,19 @@ fn groups_whose_dead_letter_topic_would_be_invalid_cannot_receive() {
         Command::control(header).expect("command")
     };
     let r2 = mem.apply_batch(&[
-        (5, with_group(&too_long, ack(&[receipt]).header().clone())),
+        (
+            5,
+            with_group(&too_long, ack(&[receipt]).header().expect("header").clone()),
+        ),
         (
             6,
-            with_group(&too_long, change_invisible(receipt, 1, 10_000).header().clone()),
+            with_group(
+                &too_long,
+                change_invisible(receipt, 1, 10_000)
+                    .header()
+                    .expect("header")
+                    .clone(),
+            ),
         ),
         (7, dead_letter(&too_long, receipt)),
     ]);
