@@ -207,7 +207,7 @@ async fn sends_get_queue_offsets_and_index_entries() -> anyhow::Result<()> {
     let loc = sm.lookup_msg_id("m4-1")?.expect("indexed");
     assert_eq!(
         (
-            loc.topic.as_str(),
+            &*loc.topic,
             loc.queue_id,
             loc.offset,
             loc.log_index,

@@ -14,10 +14,12 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::error::SmError;
 use super::error::SmResult;
 use super::keys;
+use super::queue_map::QueueMap;
 use super::records::CqEntry;
 use super::records::MsgLocation;
 use super::records::OffsetRecord;
@@ -69,7 +71,8 @@ pub enum Op {
         next: u64,
     },
     PutCq {
-        topic: String,
+        /// Shared by every message of a send to the topic.
+        topic: Arc<str>,
         queue_id: u32,
         offset: u64,
         entry: CqEntry,
@@ -97,11 +100,11 @@ pub enum Op {
 pub struct Pending<'a, V> {
     base: &'a V,
     topics: HashMap<String, Option<TopicRecord>>,
-    counters: HashMap<(String, u32), u64>,
+    counters: QueueMap<u64>,
     /// Topics deleted in this batch: their counters restart at 0, whatever the base says.
     deleted: HashSet<String>,
-    /// Consume-queue entries written in this batch.
-    cq: BTreeMap<(String, u32, u64), CqEntry>,
+    /// Consume-queue entries written in this batch, by offset.
+    cq: QueueMap<BTreeMap<u64, CqEntry>>,
     offsets: HashMap<GroupQueue, OffsetRecord>,
     pops: HashMap<GroupQueue, PopState>,
     ops: Vec<Op>,
@@ -116,7 +119,7 @@ impl<V: StateView> StateView for Pending<'_, V> {
     }
 
     fn next_offset(&self, topic: &str, queue_id: u32) -> SmResult<u64> {
-        if let Some(next) = self.counters.get(&(topic.to_owned(), queue_id)) {
+        if let Some(next) = self.counters.get(topic, queue_id) {
             return Ok(*next);
         }
         if self.deleted.contains(topic) {
@@ -133,8 +136,10 @@ impl<V: StateView> StateView for Pending<'_, V> {
         };
         // Entries of this batch continue the base's (sends only append).
         let start = from + out.len() as u64;
-        let key = |o: u64| (topic.to_owned(), queue_id, o);
-        for (i, (&(_, _, offset), entry)) in self.cq.range(key(start)..=key(u64::MAX)).enumerate() {
+        let Some(batch) = self.cq.get(topic, queue_id) else {
+            return Ok(out);
+        };
+        for (i, (&offset, entry)) in batch.range(start..).enumerate() {
             if out.len() >= max || offset != start + i as u64 {
                 break;
             }
@@ -169,9 +174,9 @@ impl<'a, V: StateView> Pending<'a, V> {
         Self {
             base,
             topics: HashMap::new(),
-            counters: HashMap::new(),
+            counters: QueueMap::default(),
             deleted: HashSet::new(),
-            cq: BTreeMap::new(),
+            cq: QueueMap::default(),
             offsets: HashMap::new(),
             pops: HashMap::new(),
             ops: Vec::new(),
@@ -224,19 +229,37 @@ impl<'a, V: StateView> Pending<'a, V> {
         }
     }
 
-    /// Why a send may not go to `meta`'s queue, if it may not.
-    fn check_target(&self, meta: &MessageMeta) -> SmResult<Option<Rejection>> {
+    /// Why a send may not go to `meta`'s topic, if it may not; else the topic's number of
+    /// queues.
+    fn check_topic(&self, meta: &MessageMeta) -> SmResult<Result<u32, Rejection>> {
         let Some(topic) = self.topic(&meta.topic)? else {
-            return Ok(Some(Rejection::UnknownTopic(meta.topic.clone())));
+            return Ok(Err(Rejection::UnknownTopic(meta.topic.clone())));
         };
         if !matches!(topic.config.permission, Permission::Write | Permission::ReadWrite) {
-            return Ok(Some(Rejection::NotWritable(meta.topic.clone())));
+            return Ok(Err(Rejection::NotWritable(meta.topic.clone())));
         }
-        if meta.queue_id >= topic.config.queues {
-            return Ok(Some(Rejection::NoSuchQueue {
-                topic: meta.topic.clone(),
-                queue_id: meta.queue_id,
-            }));
+        Ok(Ok(topic.config.queues))
+    }
+
+    /// Why a send may not go where its messages say, if it may not. A topic is looked up
+    /// once per run of messages to it (a merged send usually names one topic).
+    fn check_targets(&self, messages: &[MessageMeta]) -> SmResult<Option<Rejection>> {
+        let mut known: Option<(&str, u32)> = None;
+        for meta in messages {
+            let queues = match known {
+                Some((name, queues)) if name == meta.topic => queues,
+                _ => match self.check_topic(meta)? {
+                    Ok(queues) => queues,
+                    Err(r) => return Ok(Some(r)),
+                },
+            };
+            known = Some((&meta.topic, queues));
+            if meta.queue_id >= queues {
+                return Ok(Some(Rejection::NoSuchQueue {
+                    topic: meta.topic.clone(),
+                    queue_id: meta.queue_id,
+                }));
+            }
         }
         Ok(None)
     }
@@ -258,20 +281,25 @@ impl<'a, V: StateView> Pending<'a, V> {
             );
             return rejected(Rejection::Malformed(detail));
         }
-        for meta in messages {
-            if let Some(r) = self.check_target(meta)? {
-                return rejected(r);
-            }
+        if let Some(r) = self.check_targets(messages)? {
+            return rejected(r);
         }
         let mut positions = Vec::with_capacity(messages.len());
-        let mut touched = BTreeSet::new();
+        let mut touched: BTreeSet<(&str, u32)> = BTreeSet::new();
+        let mut shared: Option<Arc<str>> = None;
         for (i, (meta, record)) in messages.iter().zip(records).enumerate() {
-            let offset = self.next_offset(&meta.topic, meta.queue_id)?;
+            let topic = match shared.take() {
+                Some(t) if *t == *meta.topic => t,
+                _ => Arc::from(meta.topic.as_str()),
+            };
+            shared = Some(topic.clone());
+            let queue_id = meta.queue_id;
+            let offset = self.next_offset(&topic, queue_id)?;
             let next = offset
                 .checked_add(1)
                 .ok_or_else(|| SmError::corrupt("queue counter", "overflow"))?;
-            self.counters.insert((meta.topic.clone(), meta.queue_id), next);
-            touched.insert((meta.topic.clone(), meta.queue_id));
+            self.counters.insert(&topic, queue_id, next);
+            touched.insert((&meta.topic, queue_id));
             let slot = Command::slot_of_record(i);
             let size =
                 u32::try_from(record.len()).map_err(|_| SmError::corrupt("record", "longer than 4 GiB"))?;
@@ -282,8 +310,9 @@ impl<'a, V: StateView> Pending<'a, V> {
                 tag_hash: meta.tag_hash,
                 store_time_ms,
             };
-            let (topic, queue_id) = (meta.topic.clone(), meta.queue_id);
-            self.cq.insert((topic.clone(), queue_id, offset), entry);
+            self.cq
+                .entry(&topic, queue_id, BTreeMap::new)
+                .insert(offset, entry);
             self.ops.push(Op::PutCq {
                 topic: topic.clone(),
                 queue_id,
@@ -306,9 +335,9 @@ impl<'a, V: StateView> Pending<'a, V> {
             positions.push(QueuePosition { queue_id, offset });
         }
         for (topic, queue_id) in touched {
-            let next = self.next_offset(&topic, queue_id)?;
+            let next = self.next_offset(topic, queue_id)?;
             self.ops.push(Op::SetNextOffset {
-                topic,
+                topic: topic.to_owned(),
                 queue_id,
                 next,
             });
@@ -355,8 +384,8 @@ impl<'a, V: StateView> Pending<'a, V> {
             return rejected(Rejection::UnknownTopic(name.to_owned()));
         }
         self.topics.insert(name.to_owned(), None);
-        self.counters.retain(|(topic, _), _| topic != name);
-        self.cq.retain(|(topic, _, _), _| topic != name);
+        self.counters.remove_topic(name);
+        self.cq.remove_topic(name);
         self.deleted.insert(name.to_owned());
         self.ops.push(Op::DeleteTopic(name.to_owned()));
         Ok(CommandResult::Done)

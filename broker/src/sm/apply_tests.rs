@@ -84,7 +84,7 @@ impl Mem {
                     offset,
                     entry,
                 } => {
-                    self.cq.insert((topic, queue_id, offset), entry);
+                    self.cq.insert((topic.to_string(), queue_id, offset), entry);
                 }
                 Op::PutMsgId { msg_id, location } => {
                     self.msg_ids.insert(msg_id, location);

@@ -20,6 +20,7 @@ mod fsutil;
 mod inner;
 pub mod keys;
 pub mod layout;
+mod queue_map;
 pub mod read;
 pub mod records;
 pub mod snapshot;

@@ -14,6 +14,8 @@
 //! with different values diverge. Changing one requires all replicas to change together
 //! (a format/version bump), never a rolling upgrade.
 
+use std::collections::BTreeMap;
+
 use super::Applied;
 use super::Op;
 use super::Pending;
@@ -359,10 +361,10 @@ impl<V: StateView> Pending<'_, V> {
         let next = offset
             .checked_add(1)
             .ok_or_else(|| SmError::corrupt("queue counter", "overflow"))?;
-        self.counters.insert((name.clone(), 0), next);
-        self.cq.insert((name.clone(), 0, offset), entry);
+        self.counters.insert(&name, 0, next);
+        self.cq.entry(&name, 0, BTreeMap::new).insert(offset, entry);
         self.ops.push(Op::PutCq {
-            topic: name.clone(),
+            topic: name.as_str().into(),
             queue_id: 0,
             offset,
             entry,
