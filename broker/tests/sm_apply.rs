@@ -206,13 +206,7 @@ async fn sends_get_queue_offsets_and_index_entries() -> anyhow::Result<()> {
 
     let loc = sm.lookup_msg_id("m4-1")?.expect("indexed");
     assert_eq!(
-        (
-            &*loc.topic,
-            loc.queue_id,
-            loc.offset,
-            loc.log_index,
-            loc.slot
-        ),
+        (&*loc.topic, loc.queue_id, loc.offset, loc.log_index, loc.slot),
         ("orders", 0, 2, 4, 2)
     );
     assert_eq!(sm.lookup_msg_id("m6-0")?, None, "a refused send indexes nothing");
