@@ -72,7 +72,13 @@ pub fn topic_key(topic: TopicName<'_>) -> Vec<u8> {
 
 /// The prefix of all `queues` and `cq` keys of a topic: topic `0x00`.
 pub fn topic_prefix(topic: TopicName<'_>) -> Vec<u8> {
-    let mut k = Vec::with_capacity(topic.0.len() + 1);
+    prefix_with_room(topic, 0)
+}
+
+/// The topic prefix in a buffer with room for `extra` more bytes (one allocation per
+/// key: a consume-queue entry's key is written for every message).
+fn prefix_with_room(topic: TopicName<'_>, extra: usize) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.0.len() + 1 + extra);
     k.extend_from_slice(topic.0.as_bytes());
     k.push(0);
     k
@@ -90,7 +96,8 @@ pub fn topic_range(topic: TopicName<'_>) -> (Vec<u8>, Vec<u8>) {
 
 /// `queues` key: topic `0x00` queue id.
 pub fn queue_key(topic: TopicName<'_>, queue_id: u32) -> Vec<u8> {
-    let mut k = topic_prefix(topic);
+    // Room for the offset that makes it a `cq` key.
+    let mut k = prefix_with_room(topic, 4 + 8);
     k.extend_from_slice(&queue_id.to_be_bytes());
     k
 }
