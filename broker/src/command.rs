@@ -180,13 +180,28 @@ pub enum CommandError {
 /// and decodes its header only when asked ([`Self::header`]): the leader reads every entry
 /// back once per follower to replicate it and a follower receives it whole, and neither
 /// needs more than the bytes. Only applying looks inside.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Command {
     header: std::sync::Arc<std::sync::OnceLock<Header>>,
     encoded_header: Bytes,
     records: std::sync::Arc<Vec<Bytes>>,
     /// The slot encoding of the whole command, when it was read or received as one.
     encoded: Option<Bytes>,
+}
+
+/// Names the parts instead of printing every byte (the encoding repeats the records).
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Command")
+            .field("header", &self.header())
+            .field("records", &self.records.len())
+            .field(
+                "record_bytes",
+                &self.records.iter().map(Bytes::len).sum::<usize>(),
+            )
+            .field("encoded", &self.encoded.as_ref().map(Bytes::len))
+            .finish()
+    }
 }
 
 impl PartialEq for Command {

@@ -99,6 +99,8 @@ fn stamped<T>(msg: T, group: &str, target: &str) -> tonic::Request<T> {
         .insert(wire::GROUP_KEY, group.parse().expect("ascii"));
     r.metadata_mut()
         .insert(wire::TARGET_KEY, target.parse().expect("ascii"));
+    r.metadata_mut()
+        .insert(wire::FORMAT_KEY, wire::FORMAT.parse().expect("ascii"));
     r
 }
 
@@ -336,7 +338,21 @@ async fn malformed_or_misaddressed_calls_get_clear_errors_and_harm_nothing() -> 
         .append_entries(tonic::Request::new(garbage()))
         .await
         .expect_err("no metadata");
-    assert_eq!(st.code(), Code::InvalidArgument, "{st:?}");
+    assert_eq!(st.code(), Code::FailedPrecondition, "{st:?}");
+    // A build with another payload format (or one from before the format was named) is
+    // refused before its payload is read, not misread.
+    for format in [None, Some("1")] {
+        let mut r = stamped(garbage(), GROUP, target);
+        match format {
+            Some(f) => r
+                .metadata_mut()
+                .insert(wire::FORMAT_KEY, f.parse().expect("ascii")),
+            None => r.metadata_mut().remove(wire::FORMAT_KEY),
+        };
+        let st = raw.append_entries(r).await.expect_err("other format");
+        assert_eq!(st.code(), Code::FailedPrecondition, "{format:?}: {st:?}");
+        assert!(st.message().contains("same version"), "{}", st.message());
+    }
 
     // On the stream: valid requests are answered, then the garbage ends it.
     let good = pb::AppendRequest {

@@ -45,6 +45,8 @@ use crate::raft::types::NodeId;
 use crate::raft::types::SnapshotData;
 use crate::raft::types::TypeConfig;
 use crate::raft::wire;
+use crate::raft::wire::FORMAT;
+use crate::raft::wire::FORMAT_KEY;
 use crate::raft::wire::GROUP_KEY;
 use crate::raft::wire::TARGET_KEY;
 
@@ -129,8 +131,16 @@ where
             .max_encoding_message_size(limit)
     }
 
-    /// Refuses a call meant for another group or node.
+    /// Refuses a call meant for another group or node, or encoded by another build.
     fn check_target(&self, md: &MetadataMap) -> Result<(), Status> {
+        let format = md.get(FORMAT_KEY).and_then(|v| v.to_str().ok());
+        if format != Some(FORMAT) {
+            return Err(Status::failed_precondition(format!(
+                "node {} speaks Raft payload format {FORMAT}, the caller {}: all nodes of a group must run the same version",
+                self.id,
+                format.map_or_else(|| "none (an older build)".to_owned(), |f| format!("{f:?}"))
+            )));
+        }
         let group = md
             .get(GROUP_KEY)
             .ok_or_else(|| Status::invalid_argument(format!("missing {GROUP_KEY} metadata")))?

@@ -14,6 +14,12 @@ use crate::raft::types::TypeConfig;
 pub const GROUP_KEY: &str = "raftmq-raft-group";
 /// Metadata key naming the Raft node id the caller wants to reach (decimal).
 pub const TARGET_KEY: &str = "raftmq-raft-target";
+/// Metadata key naming the encoding of the payloads the caller sends ([`FORMAT`]).
+pub const FORMAT_KEY: &str = "raftmq-raft-format";
+/// The payload encoding this build speaks. Bumped whenever what a payload means changes,
+/// so that nodes of different builds refuse each other's calls instead of misreading them:
+/// 2 = a command travels as one byte string, its slot encoding.
+pub const FORMAT: &str = "2";
 
 /// Encodes an openraft message as the `payload` of a Raft service message.
 pub fn encode<T: Serialize>(value: &T) -> Result<Bytes, postcard::Error> {

@@ -41,6 +41,8 @@ use super::stats::Counters;
 use crate::raft::types::NodeId;
 use crate::raft::types::SnapshotData;
 use crate::raft::wire;
+use crate::raft::wire::FORMAT;
+use crate::raft::wire::FORMAT_KEY;
 use crate::raft::wire::GROUP_KEY;
 use crate::raft::wire::TARGET_KEY;
 
@@ -94,6 +96,7 @@ impl PeerClient {
     pub(super) fn stamp(&self, md: &mut MetadataMap) {
         md.insert(GROUP_KEY, self.shared.group.clone());
         md.insert(TARGET_KEY, self.target_header.clone());
+        md.insert(FORMAT_KEY, AsciiMetadataValue::from_static(FORMAT));
     }
 
     /// A unary request with our metadata and a deadline the server also sees.
