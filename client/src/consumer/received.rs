@@ -19,7 +19,6 @@ use std::time::UNIX_EPOCH;
 
 use raftmq_proto::prost_types::Timestamp;
 use raftmq_proto::rocketmq::v2 as pb;
-use sha1::Digest as _;
 
 /// A message delivered to a consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +121,7 @@ pub fn check_digest(body: &[u8], digest: Option<&pb::Digest>) -> DigestCheck {
     let matched = match pb::DigestType::try_from(d.r#type) {
         Ok(pb::DigestType::Md5) => expected.eq_ignore_ascii_case(&raftmq_proto::digest::md5_upper_hex(body)),
         Ok(pb::DigestType::Sha1) => {
-            expected.eq_ignore_ascii_case(&raftmq_proto::digest::upper_hex(&sha1::Sha1::digest(body)))
+            expected.eq_ignore_ascii_case(&raftmq_proto::digest::sha1_upper_hex(body))
         }
         Ok(pb::DigestType::Crc32) => u32::from_str_radix(expected, 16).ok() == Some(crc32fast::hash(body)),
         _ => return DigestCheck::Unchecked,
