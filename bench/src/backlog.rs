@@ -6,11 +6,11 @@
 //! always runs right after the other. The goal (at most +20 %) is judged on the median of
 //! the pairwise ratios.
 //!
-//! Writing the backlog leaves background work behind (RocksDB flushes and compactions of
-//! the consume-queue index, the kernel converting written extents). The judged pairs
-//! start once the backlogged group's servers are idle; one sample taken right after the
-//! fill shows that transient, and the group is also measured while still empty, before
-//! the fill; neither is judged.
+//! Right after the fill, writes are slower for a while (the cause is not profiled;
+//! candidates are RocksDB's flushes and compactions of the consume-queue index and the
+//! kernel's writeback). One sample taken right after the fill shows that transient; the
+//! judged pairs start once the backlogged group's servers are idle. The group is also
+//! measured while still empty, before the fill. Neither of those is judged.
 
 use std::time::Duration;
 

@@ -118,7 +118,7 @@ impl Message {
                 // SHA-1, not the cheaper CRC32: official clients format a CRC32's hex with
                 // and without zero padding and compare strings, so any CRC32 we send fails
                 // one of them for one body in sixteen. SHA-1's upper-case hex has one form
-                // (as MD5's), and with the CPU's SHA extensions it costs half of MD5.
+                // (as MD5's), and with the CPU's SHA extensions it is cheaper than MD5.
                 body_digest: Some(pb::Digest {
                     r#type: pb::DigestType::Sha1 as i32,
                     checksum: raftmq_proto::digest::sha1_upper_hex(&self.body),

@@ -9,7 +9,8 @@ pub fn md5_upper_hex(body: &[u8]) -> String {
 }
 
 /// SHA-1 of `body` as upper-case hex (`body_digest` type SHA1). On a CPU with the SHA
-/// extensions (detected at run time) it takes about half of MD5's time.
+/// extensions (detected at run time) it is cheaper than MD5 (about 0.6× its time per
+/// 1 KiB body on the benchmark machine).
 pub fn sha1_upper_hex(body: &[u8]) -> String {
     upper_hex(&sha1::Sha1::digest(body))
 }
