@@ -32,6 +32,12 @@ pub struct LogConfig {
     /// messages (slots) of an entry does not load and checksum it again. Default 64 MiB;
     /// 0 turns the cache off.
     pub read_cache_bytes: usize,
+    /// Bytes of the newest durable log data left in the OS page cache. Pages of older
+    /// data are dropped once fsynced (`POSIX_FADV_DONTNEED`), so the log reuses a bounded
+    /// set of pages instead of growing the page cache (see `page_cache.rs`); readers
+    /// further behind than this read from the disk. Default 64 MiB; 0 leaves the page
+    /// cache to the kernel.
+    pub page_cache_window: u64,
     /// Test hook to inject I/O failures; never set in production.
     #[serde(skip)]
     pub faults: Option<Arc<FaultInjector>>,
@@ -45,6 +51,7 @@ impl Default for LogConfig {
             preallocate: true,
             track_synced: false,
             read_cache_bytes: 64 << 20,
+            page_cache_window: 64 << 20,
             faults: None,
         }
     }

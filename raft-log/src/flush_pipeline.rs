@@ -11,6 +11,9 @@ use crate::flusher::Shared;
 use crate::flusher::Written;
 use crate::flusher::WrittenFile;
 use crate::flusher::lock;
+use crate::page_cache;
+use crate::page_cache::FileRef;
+use crate::page_cache::Trim;
 use crate::synced;
 
 /// Staging buffers kept for reuse, and the largest one worth keeping.
@@ -93,6 +96,7 @@ fn recycle(spare: &mut Vec<Vec<u8>>, runs: Vec<Arc<Run>>) {
 
 /// Takes every written group, fsyncs their files once, completes callbacks in order.
 pub(crate) fn sync_loop(shared: &Shared) {
+    let mut trim = Trim::new(shared.page_cache_window);
     loop {
         let groups = {
             let mut q = lock(&shared.queue);
@@ -124,17 +128,26 @@ pub(crate) fn sync_loop(shared: &Shared) {
         shared.drained.notify_all();
         for cb in groups.into_iter().flat_map(|g| g.callbacks) {
             let r = match &result {
-                Ok(()) => Ok(()),
+                Ok(_) => Ok(()),
                 Err(_) => shared.poison.check(),
             };
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(r))).is_err() {
                 tracing::error!("a flush callback panicked; continuing with the next");
             }
         }
+        // After the callbacks: dropping pages is never on an acknowledgement's path.
+        if let Ok(synced) = result {
+            for (file, end) in synced {
+                for (f, start, end) in trim.synced(&FileRef(file), end) {
+                    page_cache::drop_pages(&f.0, start, end);
+                }
+            }
+        }
     }
 }
 
-fn sync_files(shared: &Shared, groups: &[Written]) -> Result<(), LogError> {
+/// fsyncs every file written in `groups` once; returns each with its durable end.
+fn sync_files(shared: &Shared, groups: &[Written]) -> Result<Vec<(Arc<std::fs::File>, u64)>, LogError> {
     // A write that failed poisoned the log: its callbacks must fail, not report durable.
     shared.poison.check()?;
     // Each file once, with the end of everything written to it (groups are in log order).
@@ -146,7 +159,7 @@ fn sync_files(shared: &Shared, groups: &[Written]) -> Result<(), LogError> {
             None => files.push(w),
         }
     }
-    for w in files {
+    for w in &files {
         if let Some(f) = &shared.faults {
             f.before_sync()
                 .map_err(|e| LogError::io("fdatasync segment", &w.path, e))?;
@@ -158,5 +171,5 @@ fn sync_files(shared: &Shared, groups: &[Written]) -> Result<(), LogError> {
             synced::record(&w.path, w.end).map_err(|e| LogError::io("record synced length", &w.path, e))?;
         }
     }
-    Ok(())
+    Ok(files.into_iter().map(|w| (w.file.clone(), w.end)).collect())
 }

@@ -139,6 +139,8 @@ pub(crate) struct Shared {
     pub faults: Option<Arc<FaultInjector>>,
     /// Keep the synced-length ledger (see `synced.rs`).
     pub track_synced: bool,
+    /// Newest durable bytes left in the page cache (see `page_cache.rs`); 0: all.
+    pub page_cache_window: u64,
 }
 
 /// Handle to the flusher thread; dropping it writes and syncs what is staged, completes
@@ -163,6 +165,7 @@ impl Flusher {
         poison: Arc<Poison>,
         faults: Option<Arc<FaultInjector>>,
         track_synced: bool,
+        page_cache_window: u64,
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             counters: Counters::default(),
@@ -173,6 +176,7 @@ impl Flusher {
             poison,
             faults,
             track_synced,
+            page_cache_window,
         });
         let (w, s) = (shared.clone(), shared.clone());
         let spawn = |name: &str| std::thread::Builder::new().name(name.into());

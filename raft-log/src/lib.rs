@@ -30,6 +30,7 @@ mod index;
 mod log;
 mod lookahead;
 mod meta;
+mod page_cache;
 pub mod power_cut;
 mod read_cache;
 pub mod record;

@@ -95,8 +95,13 @@ impl CommitLog {
             vote_fence = ?durable.state.vote_fence, "opened commit log"
         );
         let poison = Arc::new(Poison::default());
-        let flusher = Flusher::start(poison.clone(), config.faults.clone(), config.track_synced)
-            .map_err(|e| io("start flusher", e))?;
+        let flusher = Flusher::start(
+            poison.clone(),
+            config.faults.clone(),
+            config.track_synced,
+            config.page_cache_window,
+        )
+        .map_err(|e| io("start flusher", e))?;
         let writer = Writer {
             epoch: durable.state.epoch,
             buf: Vec::new(),
