@@ -24,7 +24,9 @@
 //! The last line is `ratio_16k_64w=<x>`: that median ratio.
 //!
 //! For profiling, `RAFTMQ_BENCH_ONLY=<KiB>:<writers>` runs one case five times, and
-//! `RAFTMQ_BENCH_PREALLOC=0` turns segment preallocation off.
+//! `RAFTMQ_BENCH_PREALLOC=0` turns segment preallocation off, and
+//! `RAFTMQ_BENCH_PAGE_CACHE_WINDOW=<bytes>` sets the log's page-cache window (0: the
+//! kernel keeps every page). The baseline never drops pages.
 
 use std::fs::File;
 use std::io::Write;
@@ -243,9 +245,15 @@ fn headline_pairs(root: &Path, opts: &Opts) -> Result<Vec<(Case, f64)>> {
 fn run_case(root: &Path, size: usize, writers: usize, budget: u64, cap: Duration) -> Result<Case> {
     let dir = root.join(format!("log-{}k-{writers}w", size / KIB));
     let prealloc = std::env::var("RAFTMQ_BENCH_PREALLOC").map_or(true, |v| v != "0");
+    let defaults = LogConfig::default();
+    let page_cache_window = match std::env::var("RAFTMQ_BENCH_PAGE_CACHE_WINDOW") {
+        Ok(v) => v.parse().context("RAFTMQ_BENCH_PAGE_CACHE_WINDOW: bytes")?,
+        Err(_) => defaults.page_cache_window,
+    };
     let cfg = LogConfig {
         preallocate: prealloc,
-        ..LogConfig::default()
+        page_cache_window,
+        ..defaults
     };
     let (log, _report) = CommitLog::open(&dir, cfg)?;
     let payload: Arc<[u8]> = vec![0xA5u8; size].into();
