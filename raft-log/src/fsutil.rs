@@ -28,6 +28,27 @@ pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
+/// Turns the kernel's read-ahead for `file` off (`random`) or back on. Advice only.
+///
+/// The active segment is read right behind its end (replication, apply), and is
+/// preallocated: read-ahead there would fill pages past the written end with zeroes,
+/// pages the writer then fills again. A sealed segment gets read-ahead back for readers
+/// catching up.
+#[allow(unsafe_code)]
+pub(crate) fn advise_random(file: &File, random: bool) {
+    use std::os::fd::AsRawFd;
+    let advice = if random {
+        libc::POSIX_FADV_RANDOM
+    } else {
+        libc::POSIX_FADV_NORMAL
+    };
+    // SAFETY: plain syscall on a valid fd; no pointers involved.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, advice) };
+    if rc != 0 {
+        tracing::debug!(errno = rc, random, "posix_fadvise on a segment failed");
+    }
+}
+
 /// Makes `[offset, offset + len)` read as zeroes without changing the file size, using the
 /// cheapest way the filesystem offers. The caller fsyncs.
 #[allow(unsafe_code)]

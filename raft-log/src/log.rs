@@ -244,6 +244,9 @@ impl CommitLog {
             let lastm = recs[j - 1].0;
             let mut ix = write_lock(&self.inner.index);
             if let Some(s) = fresh {
+                if let Some(sealed) = ix.segments.back() {
+                    fsutil::advise_random(&sealed.file, false);
+                }
                 ix.segments.push_back(s);
             }
             if let Some(s) = ix.segments.back_mut() {

@@ -87,6 +87,9 @@ impl CommitLog {
             purged: durable.state.purged,
         };
         report.segments = index.segments.len();
+        if let Some(active) = index.segments.back() {
+            crate::fsutil::advise_random(&active.file, true);
+        }
         let b = index.bounds();
         report.entries = b.next.map_or(0, |n| n - b.first);
         tracing::info!(

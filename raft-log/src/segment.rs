@@ -81,6 +81,7 @@ impl Segment {
         if preallocate {
             fsutil::preallocate(&file, size).map_err(|e| io("preallocate segment", e))?;
         }
+        fsutil::advise_random(&file, true);
         file.write_all_at(&encode_header(base), 0)
             .map_err(|e| io("write segment header", e))?;
         file.sync_all().map_err(|e| io("fsync new segment", e))?;
