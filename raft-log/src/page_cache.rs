@@ -55,7 +55,7 @@ pub(crate) struct Trim<F> {
 }
 
 /// `(file, start, end)`: drop the pages of `[start, end)`.
-pub(crate) type Drop<F> = (F, u64, u64);
+pub(crate) type DropRange<F> = (F, u64, u64);
 
 impl<F: Clone + PartialEq> Trim<F> {
     /// Keeps the newest `window` bytes; `window == 0` keeps everything (never drops).
@@ -67,7 +67,7 @@ impl<F: Clone + PartialEq> Trim<F> {
     }
 
     /// Records that `file` is durable up to `end` and returns the ranges to drop now.
-    pub fn synced(&mut self, file: &F, end: u64) -> Vec<Drop<F>> {
+    pub fn synced(&mut self, file: &F, end: u64) -> Vec<DropRange<F>> {
         if self.window == 0 {
             return Vec::new();
         }
@@ -95,10 +95,12 @@ impl<F: Clone + PartialEq> Trim<F> {
         drops
     }
 
-    fn plan(&mut self) -> Vec<Drop<F>> {
+    fn plan(&mut self) -> Vec<DropRange<F>> {
         let mut drops = Vec::new();
         let mut keep = self.window;
-        let newest = self.files.len() - 1;
+        let Some(newest) = self.files.len().checked_sub(1) else {
+            return drops;
+        };
         // Beyond MAX_FILES the oldest go whole, window or not.
         let too_old = self.files.len().saturating_sub(MAX_FILES);
         for (i, t) in self.files.iter_mut().enumerate().rev() {
