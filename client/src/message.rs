@@ -180,12 +180,12 @@ pub fn new_message_id() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs().saturating_sub(EPOCH_2021));
-    let mut bytes = Vec::with_capacity(16);
-    bytes.extend_from_slice(&tag);
-    bytes.extend_from_slice(&(std::process::id() as u16).to_be_bytes());
-    bytes.extend_from_slice(&(secs as u32).to_be_bytes());
-    bytes.extend_from_slice(&seq.to_be_bytes());
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&tag);
+    bytes[6..8].copy_from_slice(&(std::process::id() as u16).to_be_bytes());
+    bytes[8..12].copy_from_slice(&(secs as u32).to_be_bytes());
+    bytes[12..].copy_from_slice(&seq.to_be_bytes());
+    raftmq_proto::digest::upper_hex(&bytes)
 }
 
 #[cfg(test)]
