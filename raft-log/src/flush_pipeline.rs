@@ -11,7 +11,7 @@ use crate::flusher::Shared;
 use crate::flusher::Written;
 use crate::flusher::WrittenFile;
 use crate::flusher::lock;
-use crate::page_cache;
+use crate::fsutil;
 use crate::page_cache::FileRef;
 use crate::page_cache::Trim;
 use crate::synced;
@@ -139,7 +139,7 @@ pub(crate) fn sync_loop(shared: &Shared) {
         if let Ok(synced) = result {
             for (file, end) in synced {
                 for (f, start, end) in trim.synced(&FileRef(file), end) {
-                    page_cache::drop_pages(&f.0, start, end);
+                    fsutil::drop_pages(&f.0, start, end);
                 }
             }
         }

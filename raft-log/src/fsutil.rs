@@ -34,18 +34,39 @@ pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
 /// preallocated: read-ahead there would fill pages past the written end with zeroes,
 /// pages the writer then fills again. A sealed segment gets read-ahead back for readers
 /// catching up.
-#[allow(unsafe_code)]
 pub(crate) fn advise_random(file: &File, random: bool) {
-    use std::os::fd::AsRawFd;
     let advice = if random {
         libc::POSIX_FADV_RANDOM
     } else {
         libc::POSIX_FADV_NORMAL
     };
+    fadvise(file, 0, 0, advice);
+}
+
+/// Asks the kernel to drop the clean pages of `[start, end)` of `file` (see
+/// `page_cache.rs`). Advice only.
+pub(crate) fn drop_pages(file: &File, start: u64, end: u64) {
+    fadvise(file, start, end.saturating_sub(start), libc::POSIX_FADV_DONTNEED);
+}
+
+/// `posix_fadvise` on `[offset, offset + len)` (`len` 0: to the end). Advice only: a
+/// failure changes nothing but memory use or read-ahead, so it is logged and ignored.
+#[allow(unsafe_code)]
+fn fadvise(file: &File, offset: u64, len: u64, advice: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return;
+    };
     // SAFETY: plain syscall on a valid fd; no pointers involved.
-    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, advice) };
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), off, n, advice) };
     if rc != 0 {
-        tracing::debug!(errno = rc, random, "posix_fadvise on a segment failed");
+        tracing::debug!(
+            errno = rc,
+            offset,
+            len,
+            advice,
+            "posix_fadvise on a segment failed"
+        );
     }
 }
 

@@ -5,8 +5,9 @@
 //! find, and (in a virtual machine that hands free memory back to its host) one the host
 //! has to back again on first touch. On the machine of `docs/BENCHMARKS.md` that first
 //! touch cost more kernel CPU than the write itself: writing 2 GiB in 1 MiB fdatasync'd
-//! appends took 3.3–6.9 s of system time, against 0.6 s when the pages more than 64 MiB
-//! behind the end were dropped as it went, so that the same pages came back.
+//! appends took 2.2–6.9 s of system time, against 0.6–0.8 s when the pages more than
+//! 64 MiB behind the end were dropped as it went, so that the same pages came back
+//! (`scripts/page_cache_probe.py`).
 //!
 //! So once data is durable, the sync thread drops the pages of everything but the newest
 //! [`crate::LogConfig::page_cache_window`] bytes of the log (`POSIX_FADV_DONTNEED`, which
@@ -130,26 +131,6 @@ impl<F: Clone + PartialEq> Trim<F> {
     #[cfg(test)]
     fn tracked(&self) -> usize {
         self.files.len()
-    }
-}
-
-/// Asks the kernel to drop the clean pages of `[start, end)` of `file`. Advice only: a
-/// failure changes nothing but memory use, so it is logged and otherwise ignored.
-#[allow(unsafe_code)]
-pub(crate) fn drop_pages(file: &File, start: u64, end: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(off), Ok(len)) = (libc::off_t::try_from(start), libc::off_t::try_from(end - start)) else {
-        return;
-    };
-    // SAFETY: plain syscall on a valid fd; no pointers involved.
-    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), off, len, libc::POSIX_FADV_DONTNEED) };
-    if rc != 0 {
-        tracing::debug!(
-            errno = rc,
-            start,
-            end,
-            "posix_fadvise(DONTNEED) on a segment failed"
-        );
     }
 }
 
