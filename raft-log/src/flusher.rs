@@ -8,10 +8,11 @@
 //! write syscall and the fsync, and the copy of one group into the page cache overlaps
 //! the fsync of the previous one (see `flush_pipeline.rs`).
 //!
-//! Staged bytes stay visible to readers until they are in the file (see [`Flusher::overlay`]),
+//! Staged bytes stay visible to readers until they are in the file (see [`Flusher::overlay_into`]),
 //! so an entry is readable as soon as `append` returns.
 
 use std::fs::File;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Condvar;
@@ -59,12 +60,6 @@ pub(crate) struct Run {
     pub path: PathBuf,
     pub offset: u64,
     pub data: Vec<u8>,
-}
-
-/// A piece of staged data a reader must lay over what it read from the file.
-pub(crate) struct Patch {
-    pub offset: u64,
-    pub bytes: Vec<u8>,
 }
 
 /// A file written in one round and where the data written to it ends.
@@ -224,20 +219,24 @@ impl Flusher {
         }
     }
 
-    /// Staged bytes of `file` overlapping `[start, end)`. Take this *before* reading the
-    /// file: data leaves the staging only after it is in the file.
-    pub fn overlay(&self, file: &Arc<File>, start: u64, end: u64) -> Vec<Patch> {
+    /// Copies the staged bytes of `file` that fall in `[start, start + buf.len())` into
+    /// `buf` and returns the ranges it filled (file offsets, in staging order). Call this
+    /// *before* reading the rest from the file: data leaves the staging only after it is
+    /// in the file, so what was not staged at this moment is already there.
+    pub fn overlay_into(&self, file: &Arc<File>, start: u64, buf: &mut [u8]) -> Vec<Range<u64>> {
+        let end = start + buf.len() as u64;
         let q = lock(&self.shared.queue);
         let in_flight = q.in_flight.iter().map(|r| &**r);
-        let mut patches = Vec::new();
+        let mut filled = Vec::new();
         for r in in_flight.chain(q.staged.iter()) {
             let (lo, hi) = (r.offset.max(start), (r.offset + r.data.len() as u64).min(end));
             if Arc::ptr_eq(&r.file, file) && lo < hi {
-                let bytes = r.data[(lo - r.offset) as usize..(hi - r.offset) as usize].to_vec();
-                patches.push(Patch { offset: lo, bytes });
+                let src = &r.data[(lo - r.offset) as usize..(hi - r.offset) as usize];
+                buf[(lo - start) as usize..(hi - start) as usize].copy_from_slice(src);
+                filled.push(lo..hi);
             }
         }
-        patches
+        filled
     }
 
     pub fn stats(&self) -> FlushStats {

@@ -1,6 +1,7 @@
 //! The commit log: appends with group commit, reads by index, truncation and purge.
 
 use std::fs::File;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -289,12 +290,15 @@ impl CommitLog {
         let mut out = Vec::with_capacity((to - from) as usize);
         for c in chunks {
             // Staged bytes first: they leave the staging only once they are in the file.
-            let patches = self.inner.flusher.overlay(&c.file, c.start, c.end);
+            // Only what the staging did not hold is read from the file: the newest entries
+            // (what replication asks for) are often all still staged, and a read of their
+            // not yet written pages would make the kernel zero-fill pages for nothing.
             let mut buf = vec![0u8; (c.end - c.start) as usize];
-            read_upto(&c.file, &mut buf, c.start).map_err(|e| LogError::io("read segment", &c.path, e))?;
-            for p in patches {
-                let at = (p.offset - c.start) as usize;
-                buf[at..at + p.bytes.len()].copy_from_slice(&p.bytes);
+            let staged = self.inner.flusher.overlay_into(&c.file, c.start, &mut buf);
+            for gap in gaps(c.start..c.end, staged) {
+                let at = (gap.start - c.start) as usize..(gap.end - c.start) as usize;
+                read_upto(&c.file, &mut buf[at], gap.start)
+                    .map_err(|e| LogError::io("read segment", &c.path, e))?;
             }
             parse_chunk(Bytes::from(buf), c.first, &c.path, &mut out)?;
         }
@@ -381,6 +385,24 @@ impl CommitLog {
 
 /// Reads as much of `buf` as the file holds at `offset`; the rest stays zero (it is
 /// still staged, or the read finds damage).
+/// The parts of `whole` that none of `filled` covers, in order.
+fn gaps(whole: Range<u64>, mut filled: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    filled.sort_by_key(|r| r.start);
+    let mut out = Vec::new();
+    let mut at = whole.start;
+    for r in filled {
+        if r.start > at {
+            out.push(at..r.start.min(whole.end));
+        }
+        at = at.max(r.end);
+    }
+    if at < whole.end {
+        out.push(at..whole.end);
+    }
+    out.retain(|r| r.start < r.end);
+    out
+}
+
 fn read_upto(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     let mut done = 0;
     while done < buf.len() {
@@ -436,4 +458,21 @@ fn parse_chunk(buf: Bytes, first: u64, path: &std::path::Path, out: &mut Vec<Sto
         index += 1;
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[expect(clippy::single_range_in_vec_init, reason = "lists of ranges, some of one")]
+mod tests {
+    use super::gaps;
+
+    #[test]
+    fn gaps_are_what_the_staging_did_not_fill() {
+        assert_eq!(gaps(0..100, vec![]), vec![0..100]);
+        assert_eq!(gaps(0..100, vec![0..100]), vec![]);
+        // The usual case: the newest bytes are staged, the older ones are in the file.
+        assert_eq!(gaps(0..100, vec![60..100]), vec![0..60]);
+        // In flight and staged runs side by side, given out of order and overlapping.
+        assert_eq!(gaps(10..100, vec![70..100, 40..75, 20..30]), vec![10..20, 30..40]);
+        assert_eq!(gaps(10..100, vec![10..20, 50..60]), vec![20..50, 60..100]);
+    }
 }
