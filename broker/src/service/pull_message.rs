@@ -111,7 +111,8 @@ async fn pull(
     let mut p = parse(broker, req, grpc_timeout)?;
     let deadline = Instant::now() + p.wait;
     let requested = p.offset;
-    let mut changes = broker.sm.subscribe_changes();
+    // Only batches that append to this queue (or change topics) wake this pull.
+    let mut changes = broker.sm.subscribe_queue(&p.topic, p.queue_id);
     loop {
         // Marked seen before reading: a change after the read wakes the wait below.
         changes.borrow_and_update();

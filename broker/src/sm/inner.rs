@@ -24,6 +24,7 @@ use super::archive::SnapshotMeta;
 use super::error::SmError;
 use super::error::SmResult;
 use super::layout::Layout;
+use super::queue_signals::QueueSignals;
 use super::store::SmConfig;
 use super::store::Store;
 use super::store::StoredMembership;
@@ -47,6 +48,9 @@ pub(super) struct Inner {
     /// dead-letter topic created on first use included), and after a snapshot install:
     /// the registrar re-announces the group's topics to the name servers.
     pub topic_changes: tokio::sync::watch::Sender<u64>,
+    /// Bumped per queue by the batches that appended to it; pulls at a queue's end wait on
+    /// it.
+    pub queue_signals: QueueSignals,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -67,6 +71,7 @@ impl Inner {
             seq: AtomicU64::new(0),
             changes: tokio::sync::watch::Sender::new(0),
             topic_changes: tokio::sync::watch::Sender::new(0),
+            queue_signals: QueueSignals::default(),
         })
     }
 
@@ -140,8 +145,14 @@ impl Inner {
             if consumable {
                 bump(&self.changes);
             }
+            for op in &ops {
+                if let Op::SetNextOffset { topic, queue_id, .. } = op {
+                    self.queue_signals.bump(topic, *queue_id);
+                }
+            }
             if topics_changed {
                 bump(&self.topic_changes);
+                self.queue_signals.bump_all();
             }
             Ok(results)
         })
@@ -151,6 +162,7 @@ impl Inner {
     pub fn notify_replaced(&self) {
         bump(&self.changes);
         bump(&self.topic_changes);
+        self.queue_signals.bump_all();
     }
 }
 

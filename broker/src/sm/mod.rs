@@ -21,6 +21,7 @@ mod inner;
 pub mod keys;
 pub mod layout;
 mod queue_map;
+mod queue_signals;
 pub mod read;
 pub mod records;
 pub mod snapshot;
@@ -143,6 +144,13 @@ impl StateMachine {
     /// (sends, acks, topic changes; not pops). Long polls wait on it.
     pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.changes.subscribe()
+    }
+
+    /// A receiver that changes after every applied batch that appended to `topic`'s queue
+    /// `queue_id`, after every topic change and after a snapshot install. Pulls at the end
+    /// of a queue wait on it, so a send wakes only the pulls of its own queue.
+    pub fn subscribe_queue(&self, topic: &str, queue_id: u32) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.queue_signals.subscribe(topic, queue_id)
     }
 
     /// A receiver that changes after every applied batch that created, updated or deleted

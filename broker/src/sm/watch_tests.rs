@@ -1,4 +1,5 @@
-//! The state machine's change watches: which applied batches bump the topic watch.
+//! The state machine's change watches: which applied batches bump the topic watch and
+//! which bump a queue's watch.
 
 use bytes::Bytes;
 use openraft::EntryPayload;
@@ -46,9 +47,13 @@ fn topic(name: &str, queues: u32) -> TopicConfig {
 }
 
 fn send(index: u64, topic: &str) -> Entry {
+    send_to(index, topic, 0)
+}
+
+fn send_to(index: u64, topic: &str, queue_id: u32) -> Entry {
     let meta = MessageMeta {
         topic: topic.into(),
-        queue_id: 0,
+        queue_id,
         tag_hash: 0,
         msg_id: format!("m{index}"),
     };
@@ -130,4 +135,37 @@ async fn topic_watch_moves_on_snapshot_install() {
         .expect("install");
     assert!(moved(&mut topics), "an installed snapshot replaces the topics");
     assert_eq!(b.topics().expect("topics").len(), 1);
+}
+
+#[tokio::test]
+async fn a_send_wakes_only_its_own_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sm = open(&dir);
+    sm.apply_entries(vec![control(1, Header::CreateTopic(topic("a", 2)))])
+        .await
+        .expect("apply");
+    sm.apply_entries(vec![control(2, Header::CreateTopic(topic("b", 1)))])
+        .await
+        .expect("apply");
+    let (mut a0, mut a1, mut b0) = (
+        sm.subscribe_queue("a", 0),
+        sm.subscribe_queue("a", 1),
+        sm.subscribe_queue("b", 0),
+    );
+
+    sm.apply_entries(vec![send_to(3, "a", 1)]).await.expect("apply");
+    assert!(!moved(&mut a0), "another queue of the topic");
+    assert!(moved(&mut a1), "the queue sent to");
+    assert!(!moved(&mut b0), "another topic");
+
+    sm.apply_entries(vec![send_to(4, "a", 0), send_to(5, "b", 0)])
+        .await
+        .expect("apply");
+    assert!(moved(&mut a0) && moved(&mut b0), "every queue of a batch");
+    assert!(!moved(&mut a1));
+
+    // A deleted topic wakes every waiter: they read again and report it gone.
+    let delete = Header::DeleteTopic { name: "b".into() };
+    sm.apply_entries(vec![control(6, delete)]).await.expect("apply");
+    assert!(moved(&mut a0) && moved(&mut a1) && moved(&mut b0));
 }
