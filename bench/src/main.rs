@@ -55,6 +55,11 @@ struct Args {
     backlog: bool,
     #[arg(long, default_value_t = 10_000_000)]
     backlog_msgs: u64,
+    /// Messages per second of the suite's fixed-rate workload (1 KiB, window 1024). At a
+    /// rate every system sustains, CPU-seconds per million messages compare builds with
+    /// less noise than max-throughput runs.
+    #[arg(long, default_value_t = 5_000)]
+    fixed_rate: u64,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +87,13 @@ async fn real_main(args: &Args) -> anyhow::Result<()> {
         .iter()
         .map(|s| System::parse(s).ok_or_else(|| anyhow::anyhow!("unknown system {s}")))
         .collect::<anyhow::Result<_>>()?;
+    anyhow::ensure!(args.fixed_rate > 0, "--fixed-rate must be positive");
     let mut workloads = workload::suite(args.quick);
+    for w in &mut workloads {
+        if let workload::Rate::Fixed(r) = &mut w.rate {
+            *r = args.fixed_rate;
+        }
+    }
     if let Some(only) = &args.only {
         workloads.retain(|w| w.name().contains(only.as_str()));
     }
