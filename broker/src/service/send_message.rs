@@ -158,7 +158,6 @@ fn placed(
     requested: &[Option<u32>],
 ) -> BrokerResult<(Vec<MessageMeta>, Vec<Bytes>)> {
     let mut metas = Vec::with_capacity(stored.len());
-    let mut records = Vec::with_capacity(stored.len());
     let rr = broker.next_round_robin();
     // A batch usually names one topic: read each topic's config once.
     let mut queue_counts: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
@@ -188,9 +187,8 @@ fn placed(
             tag_hash: m.tag_hash(),
             msg_id: m.msg_id.clone(),
         });
-        records.push(m.encode()?);
     }
-    Ok((metas, records))
+    Ok((metas, crate::message_record::encode_all(stored)?))
 }
 
 /// The queue count of a topic that accepts sends (checked again, authoritatively, at apply).
