@@ -28,9 +28,9 @@ pub struct LogConfig {
     /// production. Set from a broker's TOML as `[log] track_synced = true`. Default false.
     /// Turning it off again removes the side files at the next open.
     pub track_synced: bool,
-    /// Payload bytes of recently read entries kept in memory, so that reading the other
-    /// messages (slots) of an entry does not load and checksum it again. Default 64 MiB;
-    /// 0 turns the cache off.
+    /// Payload bytes of recently read entries kept in memory, so that the next reads of an
+    /// entry (replication to each follower, the apply, consumers reading its other
+    /// messages) do not copy and checksum it again. Default 64 MiB; 0 turns the cache off.
     pub read_cache_bytes: usize,
     /// Bytes of the newest durable log data left in the OS page cache. Pages of older
     /// data are dropped once fsynced (`POSIX_FADV_DONTNEED`), so the log reuses a bounded

@@ -59,6 +59,9 @@ impl CommitLog {
             .and_then(|()| self.lower_synced(&path, offset.0))
             .and_then(|()| self.forget_from(cut, pos))
             .and_then(|doomed| self.unlink_truncated(&doomed).map(|()| doomed));
+        // Once more now that the index no longer has them: a read that started after the
+        // first removal may have loaded the old entries, and must not cache them.
+        self.inner.read_cache.remove_from(cut);
         let doomed = self.poison_on_err(r)?;
         tracing::info!(after = ?after, removed = next - cut, segments_removed = doomed.len(), "truncated log");
         Ok(())
@@ -121,6 +124,8 @@ impl CommitLog {
             let n = ix.purgeable(upto.index);
             ix.segments.drain(..n).map(|s| s.path).collect()
         };
+        // Once more now that the index no longer has them (see truncate_after).
+        self.inner.read_cache.remove_upto(upto.index);
         self.unlink_purged(&doomed)?;
         tracing::debug!(upto = upto.index, segments_removed = doomed.len(), "purged log");
         Ok(())

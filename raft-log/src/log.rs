@@ -272,17 +272,29 @@ impl CommitLog {
         Ok(s)
     }
 
-    /// Reads entries `from..to` (end exclusive). Every record's checksum is verified.
+    /// Reads entries `from..to` (end exclusive). Every record's checksum is verified when
+    /// it is read from the file; entries read recently come from the read cache (see
+    /// `read_cache.rs`), and what is read from the file goes into it.
     pub fn read(&self, from: u64, to: u64) -> Result<Vec<StoredEntry>> {
         self.inner.poison.check()?;
         if from >= to {
             return Ok(Vec::new());
         }
-        match self.read_once(from, to) {
-            // A truncation may have rewritten the bytes between lookup and read; look again.
-            Err(LogError::Corrupt { .. }) => self.read_once(from, to),
-            r => r,
+        let cache = &self.inner.read_cache;
+        let mut out = cache.get_run(from, to);
+        let rest = from + out.len() as u64;
+        if rest == to {
+            return Ok(out);
         }
+        let generation = cache.generation();
+        let read = match self.read_once(rest, to) {
+            // A truncation may have rewritten the bytes between lookup and read; look again.
+            Err(LogError::Corrupt { .. }) => self.read_once(rest, to),
+            r => r,
+        }?;
+        cache.insert(generation, &read);
+        out.extend(read);
+        Ok(out)
     }
 
     fn read_once(&self, from: u64, to: u64) -> Result<Vec<StoredEntry>> {
@@ -348,26 +360,18 @@ impl CommitLog {
         let end = index
             .checked_add(1)
             .ok_or(LogError::NotFound { index, last: None })?;
-        let cache = &self.inner.read_cache;
-        let payload = match cache.get(index) {
-            Some(p) => p,
-            None => {
-                let generation = cache.generation();
-                let entry = self
-                    .read(index, end)?
-                    .pop()
-                    .ok_or(LogError::NotFound { index, last: None })?;
-                if entry.meta.kind != EntryKind::Normal {
-                    return Err(LogError::NoSuchSlot {
-                        index,
-                        slot,
-                        count: 0,
-                    });
-                }
-                cache.insert(generation, index, entry.payload.clone());
-                entry.payload
-            }
-        };
+        let entry = self
+            .read(index, end)?
+            .pop()
+            .ok_or(LogError::NotFound { index, last: None })?;
+        if entry.meta.kind != EntryKind::Normal {
+            return Err(LogError::NoSuchSlot {
+                index,
+                slot,
+                count: 0,
+            });
+        }
+        let payload = entry.payload;
         let corrupt = |what| LogError::Corrupt {
             index,
             path: self.inner.dir.clone(),

@@ -73,3 +73,21 @@ fn a_purged_entry_is_not_served_from_the_cache() {
     assert!(matches!(log.read_slot(2, 0), Err(LogError::Purged { .. })));
     assert_eq!(log.read_slot(3, 0).expect("read"), "e 3/0");
 }
+
+#[test]
+fn whole_entries_read_again_after_a_truncation_are_the_new_ones() {
+    let (_dir, log) = open(1 << 20);
+    common::append_with(&log, 1, 6, 1, |i| entry("old", i));
+    // Replication and the apply read whole ranges; the second read is a cache hit.
+    let first = log.read(1, 6).expect("read");
+    assert_eq!(log.read(2, 6).expect("read"), first[1..]);
+    log.truncate_after(Some(3)).expect("truncate");
+    assert!(matches!(log.read(3, 6), Err(LogError::NotFound { .. })));
+    common::append_with(&log, 4, 6, 2, |i| entry("new", i));
+    let again = log.read(1, 6).expect("read");
+    assert_eq!(again[..3], first[..3]);
+    for e in &again[3..] {
+        assert_eq!(e.meta.term, 2);
+        assert_eq!(e.payload, entry("new", e.meta.index));
+    }
+}
