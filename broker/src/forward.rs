@@ -149,6 +149,14 @@ pub fn is_connect_failure(status: &tonic::Status) -> bool {
         .any(|t| t.contains("tcp connect error") || t.contains("Connection refused"))
 }
 
+/// Whether a relayed call failed in this node's transport without any answer from the
+/// member, e.g. the connection broke mid-call because the member died. tonic reports that
+/// as UNKNOWN with the transport error as its source; a status the member sent has no
+/// source. Whether the call took effect there is unknown.
+pub fn is_broken_transport(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unknown && std::error::Error::source(status).is_some()
+}
+
 /// Whether a request was relayed by another member.
 pub fn is_forwarded<T>(req: &tonic::Request<T>) -> bool {
     req.metadata().contains_key(FORWARDED_HEADER)
@@ -171,6 +179,17 @@ pub fn relay<T>(req: tonic::Request<T>, timeout: Duration) -> tonic::Request<T> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_connection_is_told_from_the_members_own_answers() {
+        let broke = tonic::Status::from_error(Box::new(std::io::Error::other("connection reset")));
+        assert!(is_broken_transport(&broke));
+        assert!(!is_broken_transport(&tonic::Status::unknown(
+            "the leader's own answer"
+        )));
+        assert!(!is_broken_transport(&tonic::Status::unavailable("no leader")));
+        assert!(!is_connect_failure(&broke));
+    }
 
     #[tokio::test]
     async fn messaging_and_admin_share_one_channel_per_member() {

@@ -67,10 +67,11 @@ impl LeaderRelay {
 }
 
 /// The status to answer when a relayed call failed: the leader's own answers pass
-/// through, transport failures become UNAVAILABLE naming the leader (and the channel to it
-/// is dropped).
+/// through, transport failures (a connection that could not be made or broke mid-call)
+/// become UNAVAILABLE naming the leader (and the channel to it is dropped).
 fn relay_failure(forwarder: &Forwarder, leader: &Leader, status: Status) -> Status {
-    if status.code() != Code::Unavailable || has_leader_hint(status.message()) {
+    let transport = status.code() == Code::Unavailable || forward::is_broken_transport(&status);
+    if !transport || has_leader_hint(status.message()) {
         return status;
     }
     forwarder.drop_channel(&leader.1.client_addr);
@@ -134,5 +135,11 @@ mod tests {
         );
         let nf = Status::not_found("topic t does not exist");
         assert_eq!(relay_failure(&channels, &leader, nf).code(), Code::NotFound);
+        // A connection that broke mid-call (tonic: UNKNOWN, with the transport error as
+        // its source) is a transport failure too.
+        let broke = Status::from_error(Box::new(std::io::Error::other("connection reset")));
+        assert_eq!(relay_failure(&channels, &leader, broke).code(), Code::Unavailable);
+        let unknown = Status::unknown("the leader's own failure");
+        assert_eq!(relay_failure(&channels, &leader, unknown).code(), Code::Unknown);
     }
 }

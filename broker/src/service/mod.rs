@@ -90,8 +90,9 @@ impl Messaging {
     }
 
     /// Relays `req` to the leader at `addr` with `call` (one method of the client) and
-    /// passes its answer back with a leader hint. A transport failure (UNAVAILABLE) drops
-    /// the cached channel, so the next call connects afresh.
+    /// passes its answer back with a leader hint. A transport failure (UNAVAILABLE, or a
+    /// connection that broke mid-call, passed on as UNAVAILABLE) drops the cached channel,
+    /// so the next call connects afresh.
     async fn forwarded<Req, Resp, F, Fut>(
         &self,
         addr: &str,
@@ -126,6 +127,16 @@ impl Messaging {
             Ok(resp) => {
                 forwarder.mark_reachable(addr);
                 Ok(with_leader_hint(resp, addr))
+            }
+            Err(e) if forward::is_broken_transport(&e) => {
+                // Passed on as UNKNOWN, clients would not retry it; it is a failure of the
+                // way to the leader, like the ones below.
+                forwarder.drop_channel(addr);
+                tracing::info!(leader = %addr, method, error = %e, "the connection to the leader broke during a relayed call");
+                Err(Status::unavailable(format!(
+                    "the connection to the leader broke during the relayed call ({}); its outcome is unknown",
+                    e.message()
+                )))
             }
             Err(e) => {
                 if forward::is_connect_failure(&e) {
