@@ -387,8 +387,6 @@ impl CommitLog {
     }
 }
 
-/// Reads as much of `buf` as the file holds at `offset`; the rest stays zero (it is
-/// still staged, or the read finds damage).
 /// The parts of `whole` that none of `filled` covers, in order.
 fn gaps(whole: Range<u64>, mut filled: Vec<Range<u64>>) -> Vec<Range<u64>> {
     filled.sort_by_key(|r| r.start);
@@ -407,6 +405,8 @@ fn gaps(whole: Range<u64>, mut filled: Vec<Range<u64>>) -> Vec<Range<u64>> {
     out
 }
 
+/// Reads as much of `buf` as the file holds at `offset`; the rest stays zero (the file
+/// ends early, which parsing then reports as damage).
 fn read_upto(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     let mut done = 0;
     while done < buf.len() {
