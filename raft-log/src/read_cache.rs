@@ -46,7 +46,6 @@ impl ReadCache {
     }
 
     /// Entry `index`, if cached.
-    #[cfg(test)]
     pub fn get(&self, index: u64) -> Option<StoredEntry> {
         if self.budget == 0 {
             return None;
