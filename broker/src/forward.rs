@@ -63,6 +63,7 @@ impl Forwarder {
             .map_err(|e| BrokerError::Internal(format!("bad leader address {addr}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
+            .max_frame_size(raftmq_proto::H2_MAX_FRAME_BYTES)
             .timeout(self.timeout)
             .connect_lazy();
         if channels.len() >= MAX_CHANNELS {

@@ -184,6 +184,7 @@ impl Node {
                 .tcp_nodelay(true)
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .concurrency_limit_per_connection(1024)
+                .max_frame_size(raftmq_proto::H2_MAX_FRAME_BYTES)
                 .add_service(messaging)
                 .add_service(admin)
                 .serve_with_incoming_shutdown(incoming, shutdown)

@@ -72,6 +72,7 @@ impl Rpc {
             .map_err(|e| ClientError::InvalidArgument(format!("address {addr:?}: {e}")))?
             .connect_timeout(self.config.request_timeout)
             .tcp_nodelay(true)
+            .max_frame_size(raftmq_proto::H2_MAX_FRAME_BYTES)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();

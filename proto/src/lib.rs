@@ -102,6 +102,19 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 pub const INTERNAL_FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/raftmq.internal.bin"));
 
+/// Largest HTTP/2 frame payload raftmq's bulk connections advertise they accept
+/// (`SETTINGS_MAX_FRAME_SIZE`; the protocol's default is 16 KiB): the broker's client and
+/// Raft ports, its channels to a group's leader and peers, and the client library's
+/// channels. The name server's small route messages keep the default.
+///
+/// An HTTP/2 sender writes each DATA frame with its own `writev`. At 16 KiB a 1 MiB pull
+/// answer or replication request took 64 of them, and on loopback each one also runs
+/// the receiver's TCP path. At window 1024 (`raftmq-bench`) this limit took the leader
+/// from about 12,400 `writev`s a second to 4,500, and each follower from 6,400 reads to
+/// 1,000 (docs/BENCHMARKS.md). Peers that keep the default get 16 KiB frames from us, as
+/// the protocol requires.
+pub const H2_MAX_FRAME_BYTES: u32 = 256 * 1024;
+
 pub mod digest;
 pub mod names;
 pub mod route_headers;

@@ -451,6 +451,7 @@ where
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .max_frame_size(raftmq_proto::H2_MAX_FRAME_BYTES)
         .initial_stream_window_size(net.stream_window_bytes)
         .initial_connection_window_size(net.connection_window_bytes)
         .http2_keepalive_interval(Some(Duration::from_millis(net.keepalive_interval_ms)))

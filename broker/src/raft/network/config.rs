@@ -130,6 +130,7 @@ impl NetworkConfig {
         Ok(Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(Duration::from_millis(self.connect_timeout_ms))
             .tcp_nodelay(true)
+            .max_frame_size(raftmq_proto::H2_MAX_FRAME_BYTES)
             .http2_keep_alive_interval(Duration::from_millis(self.keepalive_interval_ms))
             .keep_alive_timeout(Duration::from_millis(self.keepalive_timeout_ms))
             .keep_alive_while_idle(true)
