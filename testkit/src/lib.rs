@@ -31,6 +31,19 @@ pub use cluster::Layout;
 /// How long any awaited condition may take.
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// The last `lines` lines of a node's output, leaving out the frames of a backtrace: a
+/// node that exits with an error prints one, and its frames would push the error itself
+/// out of the tail.
+pub fn log_tail(text: &str, lines: usize) -> Vec<&str> {
+    let is_frame = |l: &str| {
+        let t = l.trim_start();
+        t.starts_with("at ") || t.split_once(": ").is_some_and(|(n, _)| n.parse::<u32>().is_ok())
+    };
+    let mut tail: Vec<&str> = text.lines().rev().filter(|l| !is_frame(l)).take(lines).collect();
+    tail.reverse();
+    tail
+}
+
 /// A port the OS considers free right now.
 pub fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -67,9 +80,8 @@ impl Drop for ProcGroup {
             for id in self.nodes.keys() {
                 let log = self.log_path(*id);
                 if let Ok(text) = std::fs::read_to_string(&log) {
-                    let tail: Vec<&str> = text.lines().rev().take(40).collect();
                     eprintln!("--- {} node {id} log tail ---", self.group);
-                    for l in tail.iter().rev() {
+                    for l in log_tail(&text, 40) {
                         eprintln!("{l}");
                     }
                 }
@@ -171,9 +183,8 @@ impl ProcGroup {
         let mut out = String::new();
         for id in self.nodes.keys() {
             let text = self.node_log(*id);
-            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
             out.push_str(&format!("--- {} node {id} log tail ---\n", self.group));
-            for l in tail.iter().rev() {
+            for l in log_tail(&text, lines) {
                 out.push_str(l);
                 out.push('\n');
             }
@@ -640,4 +651,28 @@ pub async fn step(
     scenario.await.with_context(|| name.to_owned())?;
     eprintln!("{name}: {:?}", t.elapsed());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_tail;
+
+    #[test]
+    fn a_log_tail_keeps_the_error_and_leaves_out_backtrace_frames() {
+        let text = "started\nError: cannot bind 127.0.0.1:4000: address in use\n\nStack backtrace:\n   0: anyhow::error::<impl anyhow::Error>::msg\n             at /src/error.rs:83:36\n  31: _start\n";
+        assert_eq!(
+            log_tail(text, 3),
+            vec![
+                "Error: cannot bind 127.0.0.1:4000: address in use",
+                "",
+                "Stack backtrace:"
+            ]
+        );
+        // Log lines with a timestamp or fields are not frames.
+        let log = "2026-11-22T17:12:22Z  INFO node: started id=1\nx: 1\n";
+        assert_eq!(
+            log_tail(log, 5),
+            vec!["2026-11-22T17:12:22Z  INFO node: started id=1", "x: 1"]
+        );
+    }
 }
