@@ -6,8 +6,9 @@ carried at about 55,000 1 KiB messages/s, 214 rounds a second) and fdatasyncs it
 1 GiB file that is
   "fallocated"  preallocated with posix_fallocate, written through the page cache
                 (what the commit log does),
-  "direct"      the same file written with O_DIRECT: the partial tail block is written
-                again from memory with every round, padded with zeroes to 4 KiB,
+  "direct"      the same file written with O_DIRECT: every round rewrites the partial
+                block it starts in and is rounded up to whole 4 KiB blocks (the bytes
+                differ from a real log's; the amount written is the same),
   "zeroed"      written out with zeroes and synced beforehand, then written through the
                 page cache (no unwritten extents left to convert).
 

@@ -407,8 +407,7 @@ impl Drop for NamesrvProc {
             && let Ok(text) = std::fs::read_to_string(&self.log)
         {
             eprintln!("--- namesrv {} log tail ---", self.addr);
-            let tail: Vec<&str> = text.lines().rev().take(30).collect();
-            for l in tail.iter().rev() {
+            for l in log_tail(&text, 30) {
                 eprintln!("{l}");
             }
         }
