@@ -33,15 +33,18 @@ const SCAN_PAGE: usize = 256;
 const MAX_SWEEPS_PER_ROUND: usize = 64;
 
 /// Watches this node's role; runs the duties while it leads, until `stop` turns true.
+///
+/// The role comes from the server metrics, which change with role, vote and membership
+/// only (the full metrics change several times per round).
 pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let mut metrics = broker.raft.metrics();
+    let mut metrics = broker.raft.server_metrics();
     let mut leading = false;
     let mut ticker = tokio::time::interval(SWEEP_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (state, term) = {
             let m = metrics.borrow_watched();
-            (m.state, m.current_term)
+            (m.state, m.vote.leader_id.term)
         };
         let now_leading = state == ServerState::Leader;
         if now_leading != leading {

@@ -224,15 +224,18 @@ impl Node {
 
     /// Resolves when Raft stopped on its own (a fatal storage or state-machine error): the
     /// node can no longer serve and should exit so that a supervisor restarts it.
+    ///
+    /// Waits on the server metrics, which change with role, vote and membership only: the
+    /// full metrics change several times per round, and this future runs on the process's
+    /// main thread, outside the runtime's workers, so watching them cost a thread wake-up
+    /// per change (about 1,000 a second on a busy leader). Raft's core owns the senders,
+    /// so the channel closes when it stops, after it has recorded why.
     pub async fn failed(&self) -> String {
-        let mut metrics = self.broker.raft.metrics();
-        loop {
-            if let Err(e) = &metrics.borrow_watched().running_state {
-                return e.to_string();
-            }
-            if metrics.changed().await.is_err() {
-                return "raft stopped".into();
-            }
+        let mut server = self.broker.raft.server_metrics();
+        while server.changed().await.is_ok() {}
+        match &self.broker.raft.metrics().borrow_watched().running_state {
+            Err(e) => e.to_string(),
+            Ok(()) => "raft stopped".into(),
         }
     }
 
