@@ -291,6 +291,15 @@ impl Broker {
         StoredMessage::decode(&record)
     }
 
+    /// The message at `slot` of entry `log_index` if the commit log's read cache holds that
+    /// entry, `None` if it does not; never reads a file (see `CommitLog::read_slot_cached`).
+    pub fn read_cached_message(&self, log_index: u64, slot: u32) -> BrokerResult<Option<StoredMessage>> {
+        match self.log.read_slot_cached(log_index, slot)? {
+            Some(record) => StoredMessage::decode(&record).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// The next round-robin position (callers take it modulo their queue count).
     pub fn next_round_robin(&self) -> u64 {
         self.next_queue.fetch_add(1, Ordering::Relaxed)

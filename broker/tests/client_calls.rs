@@ -351,6 +351,67 @@ async fn pulls_read_filter_and_long_poll() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A pull near its queue's end is answered from memory (the apply leaves what it stored in
+/// the commit log's read cache); one further behind than `MEMORY_TAIL` goes to the blocking
+/// pool. Both give the same messages and next offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_near_the_end_and_far_behind_give_the_same_answers() -> anyhow::Result<()> {
+    use raftmq_broker::service::pull_message::MEMORY_TAIL;
+    let mut h = Harness::start().await?;
+    let q = h.queue_of_group();
+    let total = (MEMORY_TAIL / 100 + 2) * 100;
+    for first in (0..total).step_by(100) {
+        let messages = (first..first + 100)
+            .map(|i| {
+                message(
+                    TOPIC,
+                    &format!("m{i}"),
+                    Some("a"),
+                    Some(ONE_QUEUE),
+                    format!("body {i}"),
+                )
+            })
+            .collect();
+        let resp = h
+            .client
+            .send_message(pb::SendMessageRequest { messages })
+            .await?
+            .into_inner();
+        anyhow::ensure!(
+            resp.entries
+                .iter()
+                .all(|e| e.status.as_ref().map(|s| s.code) == Some(Code::Ok as i32)),
+            "send failed: {:?}",
+            resp.status
+        );
+    }
+    let broker = h.node().broker();
+    let last = broker.sm.read_cq(TOPIC, q as u32, total - 1, 1)?;
+    let cached = broker.read_cached_message(last[0].log_index, last[0].slot)?;
+    assert_eq!(
+        cached.map(|m| m.msg_id),
+        Some(format!("m{}", total - 1)),
+        "the newest message is in the read cache"
+    );
+    let ids = |from: u64, to: u64| (from..to).map(|i| format!("m{i}")).collect::<Vec<_>>();
+    for from in [0, 7, total - MEMORY_TAIL - 1, total - MEMORY_TAIL, total - 20] {
+        let p = h.pull(q, from as i64, 32, "*", 0).await;
+        let to = (from + 32).min(total);
+        assert_eq!(
+            (p.status, p.ids, p.next),
+            (vec![Code::Ok as i32], ids(from, to), vec![to as i64]),
+            "pull from {from}"
+        );
+    }
+    let p = h.pull(q, total as i64, 32, "*", 0).await;
+    assert_eq!(
+        (p.status, p.next),
+        (vec![Code::MessageNotFound as i32], vec![total as i64])
+    );
+    h.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offsets_commit_read_back_and_resolve_by_policy() -> anyhow::Result<()> {
     let mut h = Harness::start().await?;

@@ -369,6 +369,21 @@ impl CommitLog {
                 .pop()
                 .ok_or(LogError::NotFound { index, last: None })?,
         };
+        self.slot_of(index, entry, slot)
+    }
+
+    /// Slot `slot` of the entry at `index` if the read cache holds that entry; `None`
+    /// otherwise. Never touches a file, so a caller that must not block (an async task)
+    /// can try it first and hand only the misses to a thread that may wait for the disk.
+    pub fn read_slot_cached(&self, index: u64, slot: u32) -> Result<Option<Bytes>> {
+        self.inner.poison.check()?;
+        match self.inner.read_cache.get(index) {
+            Some(entry) => self.slot_of(index, entry, slot).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn slot_of(&self, index: u64, entry: StoredEntry, slot: u32) -> Result<Bytes> {
         if entry.meta.kind != EntryKind::Normal {
             return Err(LogError::NoSuchSlot {
                 index,

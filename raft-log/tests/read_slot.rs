@@ -91,3 +91,28 @@ fn whole_entries_read_again_after_a_truncation_are_the_new_ones() {
         assert_eq!(e.payload, entry("new", e.meta.index));
     }
 }
+
+#[test]
+fn a_cache_only_read_answers_from_the_cache_or_not_at_all() {
+    let (_dir, log) = open(1 << 20);
+    common::append_with(&log, 1, 6, 1, |i| entry("e", i));
+    // Appended but not read yet: not cached, so a cache-only read has no answer.
+    assert_eq!(log.read_slot_cached(2, 1).expect("cached read"), None);
+    assert_eq!(log.read_slot(2, 1).expect("read"), "e 2/1");
+    assert_eq!(
+        log.read_slot_cached(2, 2).expect("cached read").as_deref(),
+        Some(&b"e 2/2"[..])
+    );
+    assert!(matches!(
+        log.read_slot_cached(2, 3),
+        Err(LogError::NoSuchSlot { count: 3, .. })
+    ));
+    // What a truncation removed is not answered from the cache either.
+    log.truncate_after(Some(1)).expect("truncate");
+    assert_eq!(log.read_slot_cached(2, 1).expect("cached read"), None);
+    // Without a cache nothing is ever answered.
+    let (_dir, uncached) = open(0);
+    common::append_with(&uncached, 1, 3, 1, |i| entry("e", i));
+    assert_eq!(uncached.read_slot(1, 0).expect("read"), "e 1/0");
+    assert_eq!(uncached.read_slot_cached(1, 0).expect("cached read"), None);
+}

@@ -185,48 +185,102 @@ fn wait_budget(
     Ok(long_poll::poll_budget(window, grpc_timeout, margin))
 }
 
-/// Reads the queue on the blocking pool (consume-queue scans and commit-log reads).
-async fn read(broker: &Arc<Broker>, p: &Pull) -> BrokerResult<Outcome> {
-    let (broker, p) = (broker.clone(), p.clone());
-    tokio::task::spawn_blocking(move || read_blocking(&broker, &p))
-        .await
-        .map_err(|e| BrokerError::Internal(format!("pull task failed: {e}")))?
+/// How far behind its queue's end a pull may start and still be tried on the async worker
+/// ([`read`]): consume-queue entries that recent are in RocksDB's memtable or a file the
+/// kernel just wrote.
+pub const MEMORY_TAIL: u64 = 4096;
+
+/// Where [`read_queue`] may read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Only what needs no disk read: a pull near its queue's end whose messages the commit
+    /// log's read cache holds (the apply read them just before the pull was woken).
+    Memory,
+    /// Anything, waiting for the disk if it must (blocking pool only).
+    Disk,
 }
 
-fn read_blocking(broker: &Broker, p: &Pull) -> BrokerResult<Outcome> {
+/// Reads the queue: from memory on the async worker when [`Source::Memory`] can answer,
+/// else on the blocking pool. Each hand-off to the blocking pool cost two thread wake-ups
+/// and a contended lock, for every pull of a consumer that keeps up; a consumer catching up
+/// from far behind, or an entry the cache dropped, still goes there.
+async fn read(broker: &Arc<Broker>, p: &Pull) -> BrokerResult<Outcome> {
+    if let Some(outcome) = read_queue(broker, p, Source::Memory)? {
+        return Ok(outcome);
+    }
+    let (broker, p) = (broker.clone(), p.clone());
+    tokio::task::spawn_blocking(move || read_queue(&broker, &p, Source::Disk))
+        .await
+        .map_err(|e| BrokerError::Internal(format!("pull task failed: {e}")))??
+        .ok_or_else(|| BrokerError::Internal("a pull read from disk gave no answer".into()))
+}
+
+/// What the queue holds from `p.offset` on; `None` only from [`Source::Memory`], when the
+/// answer needs a disk read.
+fn read_queue(broker: &Broker, p: &Pull, source: Source) -> BrokerResult<Option<Outcome>> {
     if broker.sm.topic(&p.topic)?.is_none() {
         return Err(BrokerError::Rejected(Rejection::UnknownTopic(p.topic.clone())));
     }
     let end = broker.sm.next_offset(&p.topic, p.queue_id)?;
     if p.offset > end {
-        return Ok(Outcome::Beyond { end });
+        return Ok(Some(Outcome::Beyond { end }));
+    }
+    let memory = source == Source::Memory;
+    if memory && end - p.offset > MEMORY_TAIL {
+        return Ok(None);
     }
     let Some((picked, next)) = scan(broker, p, end)? else {
+        if memory {
+            return Ok(None);
+        }
         let first = first_available(broker, &p.topic, p.queue_id, end)?;
-        return Ok(Outcome::Moved { first });
+        return Ok(Some(Outcome::Moved { first }));
     };
     if picked.is_empty() {
-        return Ok(Outcome::Nothing {
+        return Ok(Some(Outcome::Nothing {
             next,
             at_end: next >= end,
-        });
+        }));
     }
+    read_messages(broker, p, &picked, next, source)
+}
+
+/// The messages of the entries a scan picked, in order; `next` is where the scan ended. A
+/// read that fails after some messages answers with those (the next pull reports it), and
+/// so does a message [`Source::Memory`] cannot read. `None` if it cannot read the first.
+fn read_messages(
+    broker: &Broker,
+    p: &Pull,
+    picked: &[(u64, CqEntry)],
+    next: u64,
+    source: Source,
+) -> BrokerResult<Option<Outcome>> {
     let mut messages = Vec::with_capacity(picked.len());
-    for (offset, e) in &picked {
-        match broker.read_message(e.log_index, e.slot) {
-            Ok(m) => messages.push(m.to_wire(&delivery(broker, p.queue_id, *offset, e))),
-            // Deliver what was read; the next pull reports the failure.
-            Err(err) if !messages.is_empty() => {
-                tracing::warn!(offset, error = %err, "cannot read a message; answering with those before it");
-                return Ok(Outcome::Found {
+    for (offset, e) in picked {
+        let read = match source {
+            Source::Memory => broker.read_cached_message(e.log_index, e.slot),
+            Source::Disk => broker.read_message(e.log_index, e.slot).map(Some),
+        };
+        match read {
+            Ok(Some(m)) => messages.push(m.to_wire(&delivery(broker, p.queue_id, *offset, e))),
+            Ok(None) if messages.is_empty() => return Ok(None),
+            Err(err) if messages.is_empty() => return Err(err),
+            Ok(None) => {
+                return Ok(Some(Outcome::Found {
                     messages,
                     next: *offset,
-                });
+                }));
             }
-            Err(err) => return Err(err),
+            Err(err) => {
+                tracing::warn!(offset, error = %err, "cannot read a message; answering with those before it");
+                return Ok(Some(Outcome::Found {
+                    messages,
+                    next: *offset,
+                }));
+            }
         }
     }
-    Ok(Outcome::Found { messages, next })
+    Ok(Some(Outcome::Found { messages, next }))
 }
 
 /// Consume-queue entries a scan picked, each with its offset, and the offset after the last
