@@ -26,10 +26,6 @@ const CLIENT_ID: &str = "test-client@1";
 /// The message group of the sends, which puts them all on one queue.
 const ONE_QUEUE: &str = "all-on-one-queue";
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn mq(id: i32) -> pb::MessageQueue {
     pb::MessageQueue {
         topic: Some(res(TOPIC)),
@@ -57,8 +53,8 @@ impl Harness {
         let config = node_common::config(
             "broker-t",
             dir.path(),
-            format!("127.0.0.1:{}", free_port()?),
-            format!("127.0.0.1:{}", free_port()?),
+            format!("127.0.0.1:{}", raftmq_testkit::free_port()?),
+            format!("127.0.0.1:{}", raftmq_testkit::free_port()?),
         );
         let client_url = format!("http://{}", config.client_addr);
         let node = Node::start(config).await?;

@@ -22,10 +22,6 @@ use tonic::transport::Channel;
 const TOPIC: &str = "jobs";
 const GROUP: &str = "GID_workers";
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn as_client<T>(msg: T, client: &str, holding: Option<&str>) -> Request<T> {
     let mut r = Request::new(msg);
     r.metadata_mut()
@@ -144,8 +140,8 @@ async fn consumers_share_queues_and_a_dead_one_leaves_at_once() -> anyhow::Resul
     let config = node_common::config(
         "broker-q",
         dir.path(),
-        format!("127.0.0.1:{}", free_port()?),
-        format!("127.0.0.1:{}", free_port()?),
+        format!("127.0.0.1:{}", raftmq_testkit::free_port()?),
+        format!("127.0.0.1:{}", raftmq_testkit::free_port()?),
     );
     let url = format!("http://{}", config.client_addr);
     let node = Node::start(config).await?;

@@ -34,10 +34,6 @@ fn init_tracing() {
         .try_init();
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// A name server that records registrations; it refuses the next `refuse` ones.
 #[derive(Debug)]
 struct Recorder {
@@ -158,8 +154,8 @@ impl Broker {
         let mut config = node_common::config(
             GROUP,
             dir.path(),
-            format!("127.0.0.1:{}", free_port()?),
-            format!("127.0.0.1:{}", free_port()?),
+            format!("127.0.0.1:{}", raftmq_testkit::free_port()?),
+            format!("127.0.0.1:{}", raftmq_testkit::free_port()?),
         );
         config.namesrv = namesrv;
         tune(&mut config);

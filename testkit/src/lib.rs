@@ -24,9 +24,11 @@ use tonic::transport::Channel;
 
 mod cluster;
 pub mod netns;
+mod ports;
 
 pub use cluster::Cluster;
 pub use cluster::Layout;
+pub use ports::free_port_on;
 
 /// How long any awaited condition may take.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -44,10 +46,9 @@ pub fn log_tail(text: &str, lines: usize) -> Vec<&str> {
     tail
 }
 
-/// A port the OS considers free right now.
+/// A loopback port free right now that no other test gets (see `ports.rs`).
 pub fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+    free_port_on(std::net::Ipv4Addr::LOCALHOST)
 }
 
 #[derive(Debug, Clone)]
@@ -445,7 +446,7 @@ impl NamesrvProc {
 
     /// Starts a name server listening on `ip` (a port free there), see [`Self::start`].
     pub fn start_on(dir: &std::path::Path, ip: std::net::Ipv4Addr, flags: &[&str]) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind((ip, 0))?.local_addr()?.port();
+        let port = free_port_on(ip)?;
         let addr = format!("{ip}:{port}");
         let log = dir.join(format!("namesrv-{}.log", addr.replace(':', "-")));
         let mut me = Self {
