@@ -122,8 +122,9 @@ impl StoredMessage {
         crate::command::tag_hash(self.tag.as_deref().unwrap_or(""))
     }
 
-    /// The message as delivered to a consumer.
-    pub fn to_wire(&self, d: &Delivery) -> pb::Message {
+    /// The message as delivered to a consumer; takes both apart (a consumer read decodes
+    /// a message only to deliver it, so nothing is cloned).
+    pub fn into_wire(self, d: Delivery) -> pb::Message {
         let kind = match self.kind {
             StoredKind::Normal => pb::MessageType::Normal,
             StoredKind::Fifo => pb::MessageType::Fifo,
@@ -131,13 +132,13 @@ impl StoredMessage {
             StoredKind::Transaction => pb::MessageType::Transaction,
         };
         let sys = pb::SystemProperties {
-            tag: self.tag.clone(),
-            keys: self.keys.clone(),
-            message_id: self.msg_id.clone(),
-            body_digest: Some(match &self.digest {
+            tag: self.tag,
+            keys: self.keys,
+            message_id: self.msg_id,
+            body_digest: Some(match self.digest {
                 Some(d) => pb::Digest {
                     r#type: d.kind,
-                    checksum: d.checksum.clone(),
+                    checksum: d.checksum,
                 },
                 None => pb::Digest {
                     r#type: pb::DigestType::Md5 as i32,
@@ -147,25 +148,25 @@ impl StoredMessage {
             body_encoding: pb::Encoding::Identity as i32,
             message_type: kind as i32,
             born_timestamp: Some(timestamp(self.born_timestamp_ms)),
-            born_host: self.born_host.clone(),
+            born_host: self.born_host,
             store_timestamp: Some(timestamp(d.store_time_ms)),
-            store_host: d.store_host.clone(),
-            receipt_handle: d.receipt_handle.clone(),
+            store_host: d.store_host,
+            receipt_handle: d.receipt_handle,
             queue_id: d.queue_id as i32,
             queue_offset: Some(d.queue_offset as i64),
             invisible_duration: d.invisible_ms.map(duration),
             delivery_attempt: d.attempt.map(|a| a as i32),
-            message_group: self.message_group.clone(),
+            message_group: self.message_group,
             ..Default::default()
         };
         pb::Message {
             topic: Some(pb::Resource {
                 resource_namespace: String::new(),
-                name: self.topic.clone(),
+                name: self.topic,
             }),
-            user_properties: self.properties.clone().into_iter().collect(),
+            user_properties: self.properties.into_iter().collect(),
             system_properties: Some(sys),
-            body: self.body.clone(),
+            body: self.body,
         }
     }
 }

@@ -26,7 +26,7 @@ fn roundtrips_through_the_record_and_the_wire() {
     let m = StoredMessage::from_wire(wire(b"hello"), 4 << 20).expect("valid");
     let back = StoredMessage::decode(&m.encode().expect("encode")).expect("decode");
     assert_eq!(back, m);
-    let out = m.to_wire(&Delivery {
+    let out = m.clone().into_wire(Delivery {
         queue_id: 3,
         queue_offset: 9,
         store_time_ms: 5,
@@ -59,7 +59,7 @@ fn the_producers_digest_is_kept_and_handed_to_consumers() {
         let m = StoredMessage::from_wire(w, 1024).expect("valid");
         let m = StoredMessage::decode(&m.encode().expect("encode")).expect("decode");
         let d = m
-            .to_wire(&Delivery::default())
+            .into_wire(Delivery::default())
             .system_properties
             .and_then(|s| s.body_digest);
         d.map(|d| (d.r#type, d.checksum))
@@ -184,6 +184,6 @@ fn absurd_times_saturate_instead_of_overflowing() {
     }
     let stored = StoredMessage::from_wire(m, 4).expect("valid");
     assert_eq!(stored.born_timestamp_ms, i64::MAX as u64);
-    let back = stored.to_wire(&Delivery::default());
+    let back = stored.into_wire(Delivery::default());
     assert!(back.system_properties.and_then(|s| s.born_timestamp).is_some());
 }

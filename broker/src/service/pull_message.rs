@@ -262,7 +262,7 @@ fn read_messages(
             Source::Disk => broker.read_message(e.log_index, e.slot).map(Some),
         };
         match read {
-            Ok(Some(m)) => messages.push(m.to_wire(&delivery(broker, p.queue_id, *offset, e))),
+            Ok(Some(m)) => messages.push(m.into_wire(delivery(broker, p.queue_id, *offset, e))),
             Ok(None) if messages.is_empty() => return Ok(None),
             Err(err) if messages.is_empty() => return Err(err),
             Ok(None) => {

@@ -477,7 +477,7 @@ fn to_wire(broker: &Broker, r: &Receive, x: &Ready) -> pb::Message {
         invisible_ms: Some(r.invisible_ms),
         attempt: Some(p.receipt.attempt),
     };
-    let mut m = x.message.to_wire(&delivery);
+    let mut m = x.message.clone().into_wire(delivery);
     // Delivered as a message of the topic it was popped from: a dead-letter topic indexes
     // records of other topics, and acks name the topic popped from.
     if let Some(t) = m.topic.as_mut() {
