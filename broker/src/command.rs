@@ -176,16 +176,17 @@ pub enum CommandError {
 /// A header with its encoding (slot 0) and the message records (slots 1..). Cheap to
 /// clone (a proposal is cloned for each try): the parts are shared.
 ///
-/// A command read from the log or received from the leader keeps its whole slot encoding
-/// and decodes its header only when asked ([`Self::header`]): the leader reads every entry
-/// back once per follower to replicate it and a follower receives it whole, and neither
-/// needs more than the bytes. Only applying looks inside.
+/// A command keeps its whole slot encoding (laid out by [`Self::new`], or as read from
+/// the log or received from the leader) and decodes its header only when asked
+/// ([`Self::header`]): the leader reads every entry back to replicate it and a follower
+/// receives it whole, and neither needs more than the bytes. Only applying looks inside.
 #[derive(Clone)]
 pub struct Command {
     header: std::sync::Arc<std::sync::OnceLock<Header>>,
     encoded_header: Bytes,
     records: std::sync::Arc<Vec<Bytes>>,
-    /// The slot encoding of the whole command, when it was read or received as one.
+    /// The slot encoding of the whole command; `None` only for one rebuilt from separate
+    /// slots (`SlottedPayload::from_slots`).
     encoded: Option<Bytes>,
 }
 
@@ -214,14 +215,31 @@ impl Eq for Command {}
 
 impl Command {
     /// Builds a command; a send needs exactly one record per message meta, others none.
+    ///
+    /// The command is laid out at once in its slot encoding, one buffer, and its parts
+    /// are slices of it: the log writes that buffer, its read cache keeps it from the
+    /// append on (`LogRecord::shared_payload`), and replication sends it as it is to every
+    /// follower instead of encoding the slots again for each.
     pub fn new(header: Header, records: Vec<Bytes>) -> Result<Self, CommandError> {
         check_records(&header, records.len())?;
         let encoded = postcard::to_stdvec(&header).map_err(|e| CommandError::Encode(e.to_string()))?;
-        Ok(Self {
+        let parts = Self {
             header: std::sync::Arc::new(header.into()),
             encoded_header: Bytes::from(encoded),
             records: records.into(),
             encoded: None,
+        };
+        let mut buf = Vec::new();
+        raft_log::slots::encode(&parts, &mut buf);
+        let encoded = Bytes::from(buf);
+        let mut slots = raft_log::slots::decode(&encoded).map_err(|e| CommandError::Encode(e.to_string()))?;
+        let records = slots.split_off(1);
+        let encoded_header = slots.swap_remove(0);
+        Ok(Self {
+            header: parts.header,
+            encoded_header,
+            records: records.into(),
+            encoded: Some(encoded),
         })
     }
 

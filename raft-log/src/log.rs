@@ -40,6 +40,12 @@ use crate::synced;
 pub trait LogRecord {
     fn meta(&self) -> RecordMeta;
     fn write_payload(&self, out: &mut Vec<u8>);
+    /// The bytes [`Self::write_payload`] writes, if the record already holds them as one
+    /// shared buffer: the read cache then keeps the entry from its append on, without a
+    /// copy, and the first read of it (a follower's apply) finds it there.
+    fn shared_payload(&self) -> Option<Bytes> {
+        None
+    }
 }
 
 impl<T: AsRef<[u8]>> LogRecord for (RecordMeta, T) {
@@ -164,6 +170,10 @@ impl CommitLog {
         let w = &mut *w;
         w.buf.clear();
         w.recs.clear();
+        // Appends, truncations and purges all hold the writer lock: nothing removes
+        // entries between this and the insert below.
+        let generation = self.inner.read_cache.generation();
+        let mut shared = Vec::new();
         let bounds = read_lock(&self.inner.index).bounds();
         let mut next = bounds.next;
         let mut last_term = bounds.last.map_or(0, |p| p.term);
@@ -201,6 +211,9 @@ impl CommitLog {
                 });
             }
             w.recs.push((m, (HEADER_LEN + len) as u32));
+            if let Some(payload) = e.shared_payload() {
+                shared.push(StoredEntry { meta: m, payload });
+            }
             next = Some(m.index + 1);
             last_term = m.term;
         }
@@ -208,6 +221,7 @@ impl CommitLog {
             self.inner.poison.set(e.to_string());
             return Err(e);
         }
+        self.inner.read_cache.insert(generation, &shared);
         self.inner.flusher.enqueue(done);
         Ok(())
     }

@@ -12,6 +12,7 @@ use std::marker::PhantomData;
 use std::ops::Bound;
 use std::ops::RangeBounds;
 
+use bytes::Bytes;
 use openraft::EntryPayload;
 use openraft::LogId;
 use openraft::LogState;
@@ -145,6 +146,13 @@ where
             EntryPayload::Normal(d) => slots::encode(d, out),
             // Serializing plain maps and sets of ids cannot fail.
             EntryPayload::Membership(m) => serde_json::to_writer(out, m).unwrap_or_default(),
+        }
+    }
+
+    fn shared_payload(&self) -> Option<Bytes> {
+        match &self.0.payload {
+            EntryPayload::Normal(d) => d.encoded().cloned(),
+            _ => None,
         }
     }
 }

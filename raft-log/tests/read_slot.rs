@@ -116,3 +116,49 @@ fn a_cache_only_read_answers_from_the_cache_or_not_at_all() {
     assert_eq!(uncached.read_slot(1, 0).expect("read"), "e 1/0");
     assert_eq!(uncached.read_slot_cached(1, 0).expect("cached read"), None);
 }
+
+/// A record that holds its payload as one shared buffer (as a follower's received
+/// command does).
+struct Shared(raft_log::RecordMeta, Bytes);
+
+impl raft_log::LogRecord for Shared {
+    fn meta(&self) -> raft_log::RecordMeta {
+        self.0
+    }
+    fn write_payload(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.1);
+    }
+    fn shared_payload(&self) -> Option<Bytes> {
+        Some(self.1.clone())
+    }
+}
+
+#[test]
+fn an_entry_appended_with_a_shared_payload_is_cached_from_the_append_on() {
+    let (dir, log) = open(1 << 20);
+    common::append_with(&log, 1, 3, 1, |i| entry("copied", i));
+    let shared: Vec<_> = (3..6)
+        .map(|i| Shared(common::meta(i, 1), Bytes::from(entry("shared", i))))
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    log.append(shared, Box::new(move |r| drop(tx.send(r))))
+        .expect("append");
+    rx.recv().expect("callback").expect("durable");
+    // Not read yet: only the records that shared their payload are cached.
+    assert_eq!(log.read_slot_cached(2, 0).expect("cached read"), None);
+    for i in 3..6 {
+        assert_eq!(
+            log.read_slot_cached(i, 1).expect("cached read").as_deref(),
+            Some(format!("shared {i}/1").as_bytes())
+        );
+    }
+    // A truncation removes them from the cache too.
+    log.truncate_after(Some(4)).expect("truncate");
+    assert_eq!(log.read_slot_cached(5, 1).expect("cached read"), None);
+    assert!(log.read_slot_cached(4, 1).expect("cached read").is_some());
+    // The file holds what the cache held.
+    drop(log);
+    let (reopened, _) = CommitLog::open(dir.path(), common::config()).expect("reopen");
+    assert_eq!(reopened.read_slot(4, 2).expect("read"), "shared 4/2");
+    assert!(matches!(reopened.read_slot(5, 0), Err(LogError::NotFound { .. })));
+}

@@ -186,22 +186,25 @@ fn wait_budget(
 }
 
 /// How far behind its queue's end a pull may start and still be tried on the async worker
-/// ([`read`]): consume-queue entries that recent are in RocksDB's memtable or a file the
-/// kernel just wrote.
+/// ([`read`]). Bounds what such a try scans; that few consume-queue entries are a few
+/// blocks of RocksDB, in its memtable or block cache when the queue is busy.
 pub const MEMORY_TAIL: u64 = 4096;
 
 /// Where [`read_queue`] may read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
-    /// Only what needs no disk read: a pull near its queue's end whose messages the commit
-    /// log's read cache holds (the apply read them just before the pull was woken).
+    /// The async worker: messages only from the commit log's read cache (the apply read
+    /// them just before the pull was woken), never a log file. The state machine's point
+    /// reads and the short consume-queue scan still go to RocksDB, as the request's topic
+    /// lookup always did: on a queue idle long enough to leave RocksDB's caches, the
+    /// first of them may wait for the disk.
     Memory,
     /// Anything, waiting for the disk if it must (blocking pool only).
     Disk,
 }
 
-/// Reads the queue: from memory on the async worker when [`Source::Memory`] can answer,
-/// else on the blocking pool. Each hand-off to the blocking pool cost two thread wake-ups
+/// Reads the queue: on the async worker when [`Source::Memory`] can answer, else on the
+/// blocking pool. Each hand-off to the blocking pool cost two thread wake-ups
 /// and a contended lock, for every pull of a consumer that keeps up; a consumer catching up
 /// from far behind, or an entry the cache dropped, still goes there.
 async fn read(broker: &Arc<Broker>, p: &Pull) -> BrokerResult<Outcome> {
