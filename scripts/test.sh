@@ -12,8 +12,8 @@ cd "$(dirname "$0")/.."
 
 # System packages the build or the tests need: RocksDB's bindings are generated with
 # libclang; the chaos tests cut links between nodes in network namespaces with iproute2
-# and iptables.
-APT_PACKAGES=(libclang-dev iproute2 iptables)
+# and iptables; jemalloc (the brokers' allocator) is built from source with make.
+APT_PACKAGES=(libclang-dev iproute2 iptables make)
 
 ensure_apt() {
     local missing=()

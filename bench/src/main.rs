@@ -24,6 +24,13 @@ use clap::Parser;
 use crate::report::WorkloadResults;
 use crate::schedule::System;
 
+/// The load generator shares the machine with the systems it measures, so its own
+/// allocator matters: jemalloc (as in the broker) spends less CPU per message than glibc's
+/// for both clients, raftmq's and JetStream's (docs/BENCHMARKS.md, "jemalloc").
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(about = "OpenMessaging-style benchmark: raftmq vs NATS JetStream, same machine, same run")]
 struct Args {
