@@ -222,7 +222,8 @@ impl Command {
     /// follower instead of encoding the slots again for each.
     pub fn new(header: Header, records: Vec<Bytes>) -> Result<Self, CommandError> {
         check_records(&header, records.len())?;
-        let encoded = postcard::to_stdvec(&header).map_err(|e| CommandError::Encode(e.to_string()))?;
+        let encoded =
+            crate::postcard_out::to_vec_exact(&header).map_err(|e| CommandError::Encode(e.to_string()))?;
         let parts = Self {
             header: std::sync::Arc::new(header.into()),
             encoded_header: Bytes::from(encoded),

@@ -15,6 +15,7 @@ mod log_repair;
 pub mod message;
 pub mod message_record;
 pub mod node;
+pub mod postcard_out;
 pub mod raft;
 pub mod registrar;
 pub mod send_batcher;

@@ -127,7 +127,8 @@ fn encode_into(m: &StoredMessage, mut out: BytesMut) -> BrokerResult<BytesMut> {
         digest: &m.digest,
     };
     out.put_u8(RECORD_V2);
-    let mut out = postcard::to_extend(&header, out).map_err(|e| BrokerError::Internal(e.to_string()))?;
+    let mut out =
+        crate::postcard_out::append(&header, out).map_err(|e| BrokerError::Internal(e.to_string()))?;
     out.extend_from_slice(&m.body);
     Ok(out)
 }

@@ -23,7 +23,7 @@ pub const FORMAT: &str = "2";
 
 /// Encodes an openraft message as the `payload` of a Raft service message.
 pub fn encode<T: Serialize>(value: &T) -> Result<Bytes, postcard::Error> {
-    postcard::to_stdvec(value).map(Bytes::from)
+    crate::postcard_out::to_vec_exact(value).map(Bytes::from)
 }
 
 /// Decodes the `payload` of a Raft service message. The whole input must be consumed: a
