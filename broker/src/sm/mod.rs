@@ -15,6 +15,7 @@
 
 pub mod apply;
 pub mod archive;
+mod cq_runs;
 pub mod error;
 mod fsutil;
 mod inner;

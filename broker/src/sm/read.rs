@@ -3,6 +3,7 @@
 //! them answer "not found" without touching the database.
 
 use super::apply::StateView;
+use super::cq_runs;
 use super::error::SmResult;
 use super::keys;
 use super::keys::GroupName;
@@ -84,28 +85,40 @@ impl Store {
     }
 
     /// Consume-queue entries of offsets `from, from + 1, …`: at most `max`, ending early at
-    /// the end of the queue (or at the first missing offset).
+    /// the end of the queue (or at the first missing offset). Rows hold runs of entries
+    /// ([`super::cq_runs`]): the first row read is the last one starting at or before `from`.
     pub fn read_cq(&self, topic: &str, queue_id: u32, from: u64, max: usize) -> SmResult<Vec<CqEntry>> {
         let Ok(t) = TopicName::new(topic) else {
             return Ok(Vec::new());
         };
         let prefix = keys::queue_key(t, queue_id);
+        let start = keys::cq_key(t, queue_id, from);
         let mut it = self.db().raw_iterator_cf(self.cf(CF_CQ)?);
-        it.seek(keys::cq_key(t, queue_id, from));
+        it.seek_for_prev(&start);
+        let covers = match (it.key(), it.value()) {
+            (Some(k), Some(v)) => keys::cq_key_offset(&prefix, k)
+                .and_then(|first| from.checked_sub(first))
+                .is_some_and(|into| into < (v.len() / CqEntry::LEN) as u64),
+            _ => false,
+        };
+        if !covers {
+            it.seek(&start);
+        }
         let mut out = Vec::with_capacity(max.min(1024));
         let mut expected = from;
         while out.len() < max {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
                 break;
             };
-            if keys::cq_key_offset(&prefix, k) != Some(expected) {
+            let Some(first) = keys::cq_key_offset(&prefix, k).filter(|&f| f <= expected) else {
+                break;
+            };
+            let run = cq_runs::entries_from(first, v, expected, max - out.len())?;
+            if run.is_empty() {
                 break;
             }
-            out.push(CqEntry::decode(v)?);
-            expected = match expected.checked_add(1) {
-                Some(e) => e,
-                None => break,
-            };
+            expected = expected.saturating_add(run.len() as u64);
+            out.extend(run);
             it.next();
         }
         it.status()?;

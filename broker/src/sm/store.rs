@@ -27,6 +27,8 @@ use rocksdb::WriteBatch;
 use rocksdb::WriteOptions;
 
 use super::apply::Op;
+use super::cq_runs::Run;
+use super::cq_runs::Runs;
 use super::error::SmError;
 use super::error::SmResult;
 use super::keys;
@@ -47,8 +49,12 @@ pub const CF_POP: &str = "pop";
 /// Every column family we use (RocksDB's `default` is opened too, and stays empty).
 pub const COLUMN_FAMILIES: [&str; 7] = [CF_META, CF_TOPICS, CF_QUEUES, CF_CQ, CF_OFFSETS, CF_MSGID, CF_POP];
 
-/// On-disk format of the database; bumped on incompatible changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// On-disk format of the database; bumped on incompatible changes. 2: a `cq` row holds a
+/// run of entries ([`super::cq_runs`]).
+pub const FORMAT_VERSION: u32 = 2;
+/// Older formats this build reads, and restamps as [`FORMAT_VERSION`] when it opens them
+/// (1 wrote a `cq` row per entry, a run of one).
+const READS_FORMATS: [u32; 1] = [1];
 
 pub type LogId = LogIdOf<TypeConfig>;
 pub type StoredMembership = StoredMembershipOf<TypeConfig>;
@@ -141,25 +147,33 @@ impl Store {
         Ok(store)
     }
 
-    /// Refuses a database of another format; stamps a new one.
+    /// Refuses a database of a format this build does not read; stamps a new one, or one
+    /// of an older format it reads, with its own.
     fn check_format(&self) -> SmResult<()> {
         match self.get(CF_META, keys::META_FORMAT)? {
             Some(v) => {
                 let version: u32 = records::from_postcard("format version", &v)?;
-                if version != FORMAT_VERSION {
+                if version == FORMAT_VERSION {
+                    return Ok(());
+                }
+                if !READS_FORMATS.contains(&version) {
                     let detail = format!("version {version}, this build reads {FORMAT_VERSION}");
                     return Err(SmError::corrupt("state machine format", detail));
                 }
-                Ok(())
+                // From here on rows of this format may be written: a build that reads
+                // only the old one must refuse the database.
+                self.stamp_format()
             }
-            None => {
-                let v = records::to_postcard("format version", &FORMAT_VERSION)?;
-                let mut batch = WriteBatch::default();
-                batch.put_cf(self.cf(CF_META)?, keys::META_FORMAT, v);
-                self.write_batch(batch)?;
-                self.flush()
-            }
+            None => self.stamp_format(),
         }
+    }
+
+    fn stamp_format(&self) -> SmResult<()> {
+        let v = records::to_postcard("format version", &FORMAT_VERSION)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META)?, keys::META_FORMAT, v);
+        self.write_batch(batch)?;
+        self.flush()
     }
 
     pub fn path(&self) -> &Path {
@@ -199,9 +213,24 @@ impl Store {
         membership: Option<&StoredMembership>,
     ) -> SmResult<()> {
         let mut batch = WriteBatch::default();
+        let mut runs = Runs::default();
         for op in ops {
-            self.add_op(&mut batch, op)?;
+            match op {
+                Op::PutCq {
+                    topic,
+                    queue_id,
+                    offset,
+                    entry,
+                } => runs.push(topic, *queue_id, *offset, entry),
+                // Entries gathered before a topic's deletion are written before it.
+                Op::DeleteTopic(_) => {
+                    self.put_runs(&mut batch, runs.take())?;
+                    self.add_op(&mut batch, op)?;
+                }
+                _ => self.add_op(&mut batch, op)?,
+            }
         }
+        self.put_runs(&mut batch, runs.take())?;
         if let Some(applied) = applied {
             let v = records::to_postcard("applied log id", &Some(applied))?;
             batch.put_cf(self.cf(CF_META)?, keys::META_APPLIED, v);
@@ -220,6 +249,15 @@ impl Store {
         let mut opts = WriteOptions::default();
         opts.disable_wal(true);
         Ok(self.db.write_opt(batch, &opts)?)
+    }
+
+    /// Writes consume-queue runs, a row each ([`super::cq_runs`]).
+    fn put_runs(&self, batch: &mut WriteBatch, runs: Vec<Run>) -> SmResult<()> {
+        for r in runs {
+            let key = keys::cq_key(topic(&r.topic)?, r.queue_id, r.first);
+            batch.put_cf(self.cf(CF_CQ)?, key, r.value);
+        }
+        Ok(())
     }
 
     fn add_op(&self, batch: &mut WriteBatch, op: &Op) -> SmResult<()> {
@@ -244,13 +282,14 @@ impl Store {
                 batch.put_cf(self.cf(CF_QUEUES)?, key, records::encode_counter(*next));
             }
             Op::PutCq {
-                topic: name,
+                topic,
                 queue_id,
                 offset,
                 entry,
             } => {
-                let key = keys::cq_key(topic(name)?, *queue_id, *offset);
-                batch.put_cf(self.cf(CF_CQ)?, key, entry.encode());
+                let mut runs = Runs::default();
+                runs.push(topic, *queue_id, *offset, entry);
+                self.put_runs(batch, runs.take())?;
             }
             Op::PutMsgId { msg_id, location } => {
                 batch.put_cf(
@@ -302,5 +341,42 @@ impl Store {
         let cp = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
         cp.create_checkpoint(dir)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FORMAT_VERSION;
+    use super::SmConfig;
+    use super::Store;
+    use crate::sm::keys;
+    use crate::sm::records;
+    use crate::sm::store::CF_META;
+
+    fn stamp(dir: &std::path::Path, version: u32) {
+        let store = Store::open(dir, &SmConfig::default()).expect("open");
+        let v = records::to_postcard("format version", &version).expect("encode");
+        let cf = store.cf(CF_META).expect("cf");
+        store.db().put_cf(cf, keys::META_FORMAT, v).expect("put");
+    }
+
+    fn stamped(store: &Store) -> u32 {
+        let v = store
+            .get(CF_META, keys::META_FORMAT)
+            .expect("get")
+            .expect("stamped");
+        records::from_postcard("format version", &v).expect("decode")
+    }
+
+    #[test]
+    fn an_older_format_it_reads_is_restamped_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        stamp(dir.path(), 1);
+        let store = Store::open(dir.path(), &SmConfig::default()).expect("format 1 opens");
+        assert_eq!(stamped(&store), FORMAT_VERSION);
+        drop(store);
+        stamp(dir.path(), FORMAT_VERSION + 1);
+        let err = Store::open(dir.path(), &SmConfig::default()).expect_err("a newer format");
+        assert!(err.to_string().contains("format"), "{err}");
     }
 }
