@@ -11,7 +11,7 @@
 //! | `meta` | [`META_APPLIED`], [`META_MEMBERSHIP`], [`META_FORMAT`] | postcard |
 //! | `topics` | topic | [`TopicRecord`](super::records::TopicRecord) |
 //! | `queues` | topic `0x00` queue id (u32) | next offset (u64) |
-//! | `cq` | topic `0x00` queue id (u32) offset (u64) | [`CqEntry`](super::records::CqEntry) |
+//! | `cq` | topic `0x00` queue id (u32) first offset (u64) | a run of [`CqEntry`](super::records::CqEntry) encodings (`cq_runs`) |
 //! | `offsets` | group `0x00` topic `0x00` queue id (u32) | [`OffsetRecord`](super::records::OffsetRecord) |
 //! | `msgid` | message id | [`MsgLocation`](super::records::MsgLocation) |
 //! | `pop` | group `0x00` topic `0x00` queue id (u32) | [`PopState`](super::records::PopState) |
@@ -76,7 +76,7 @@ pub fn topic_prefix(topic: TopicName<'_>) -> Vec<u8> {
 }
 
 /// The topic prefix in a buffer with room for `extra` more bytes (one allocation per
-/// key: a consume-queue entry's key is written for every message).
+/// key: a consume-queue row's key is written for every send).
 fn prefix_with_room(topic: TopicName<'_>, extra: usize) -> Vec<u8> {
     let mut k = Vec::with_capacity(topic.0.len() + 1 + extra);
     k.extend_from_slice(topic.0.as_bytes());
