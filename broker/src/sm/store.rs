@@ -157,7 +157,8 @@ impl Store {
                     return Ok(());
                 }
                 if !READS_FORMATS.contains(&version) {
-                    let detail = format!("version {version}, this build reads {FORMAT_VERSION}");
+                    let detail =
+                        format!("version {version}, this build reads {READS_FORMATS:?} and {FORMAT_VERSION}");
                     return Err(SmError::corrupt("state machine format", detail));
                 }
                 // From here on rows of this format may be written: a build that reads
