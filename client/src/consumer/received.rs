@@ -17,7 +17,9 @@ use std::time::Duration;
 use std::time::SystemTime;
 use std::time::UNIX_EPOCH;
 
-use raftmq_proto::digest;
+use raftmq_proto::digest::hex_eq;
+use raftmq_proto::digest::md5;
+use raftmq_proto::digest::sha1;
 use raftmq_proto::prost_types::Timestamp;
 use raftmq_proto::rocketmq::v2 as pb;
 
@@ -120,8 +122,8 @@ pub fn check_digest(body: &[u8], digest: Option<&pb::Digest>) -> DigestCheck {
     };
     let expected = d.checksum.trim();
     let matched = match pb::DigestType::try_from(d.r#type) {
-        Ok(pb::DigestType::Md5) => digest::hex_eq(expected, &digest::md5(body)),
-        Ok(pb::DigestType::Sha1) => digest::hex_eq(expected, &digest::sha1(body)),
+        Ok(pb::DigestType::Md5) => hex_eq(expected, &md5(body)),
+        Ok(pb::DigestType::Sha1) => hex_eq(expected, &sha1(body)),
         Ok(pb::DigestType::Crc32) => u32::from_str_radix(expected, 16).ok() == Some(crc32fast::hash(body)),
         _ => return DigestCheck::Unchecked,
     };
