@@ -216,20 +216,7 @@ impl Store {
         let mut batch = WriteBatch::default();
         let mut runs = Runs::default();
         for op in ops {
-            match op {
-                Op::PutCq {
-                    topic,
-                    queue_id,
-                    offset,
-                    entry,
-                } => runs.push(topic, *queue_id, *offset, entry),
-                // Entries gathered before a topic's deletion are written before it.
-                Op::DeleteTopic(_) => {
-                    self.put_runs(&mut batch, runs.take())?;
-                    self.add_op(&mut batch, op)?;
-                }
-                _ => self.add_op(&mut batch, op)?,
-            }
+            self.add_op(&mut batch, &mut runs, op)?;
         }
         self.put_runs(&mut batch, runs.take())?;
         if let Some(applied) = applied {
@@ -261,13 +248,16 @@ impl Store {
         Ok(())
     }
 
-    fn add_op(&self, batch: &mut WriteBatch, op: &Op) -> SmResult<()> {
+    /// Adds `op` to `batch`; consume-queue entries gather in `runs`, written as rows by
+    /// the caller at the end, or here before a topic's deletion.
+    fn add_op(&self, batch: &mut WriteBatch, runs: &mut Runs, op: &Op) -> SmResult<()> {
         match op {
             Op::PutTopic(r) => {
                 let key = keys::topic_key(topic(&r.config.name)?);
                 batch.put_cf(self.cf(CF_TOPICS)?, key, records::to_postcard("topic", r)?);
             }
             Op::DeleteTopic(name) => {
+                self.put_runs(batch, runs.take())?;
                 let t = topic(name)?;
                 batch.delete_cf(self.cf(CF_TOPICS)?, keys::topic_key(t));
                 let (start, end) = keys::topic_range(t);
@@ -287,11 +277,7 @@ impl Store {
                 queue_id,
                 offset,
                 entry,
-            } => {
-                let mut runs = Runs::default();
-                runs.push(topic, *queue_id, *offset, entry);
-                self.put_runs(batch, runs.take())?;
-            }
+            } => runs.push(topic, *queue_id, *offset, entry),
             Op::PutMsgId { msg_id, location } => {
                 batch.put_cf(
                     self.cf(CF_MSGID)?,
