@@ -38,6 +38,10 @@ pub struct LogConfig {
     /// further behind than this read from the disk. Default 64 MiB; 0 leaves the page
     /// cache to the kernel.
     pub page_cache_window: u64,
+    /// Write segments with `O_DIRECT`, past the page cache, where the filesystem allows it
+    /// (others fall back to buffered writes). Saves the copy of every byte into the page
+    /// cache and its writeback; reads still go through the page cache. Default true.
+    pub direct_io: bool,
     /// Test hook to inject I/O failures; never set in production.
     #[serde(skip)]
     pub faults: Option<Arc<FaultInjector>>,
@@ -52,6 +56,7 @@ impl Default for LogConfig {
             track_synced: false,
             read_cache_bytes: 64 << 20,
             page_cache_window: 64 << 20,
+            direct_io: true,
             faults: None,
         }
     }

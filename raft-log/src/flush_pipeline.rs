@@ -1,10 +1,11 @@
-//! The two threads behind [`crate::flusher::Flusher`]: one writes staged runs into the
-//! page cache, the other fsyncs what was written and completes the callbacks.
+//! The two threads behind [`crate::flusher::Flusher`]: one writes staged runs (directly
+//! to the device where the filesystem allows, see `direct_write.rs`, else into the page
+//! cache), the other fsyncs what was written and completes the callbacks.
 
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::direct_write::DirectWriter;
 use crate::error::LogError;
 use crate::flusher::Run;
 use crate::flusher::Shared;
@@ -22,6 +23,7 @@ const MAX_SPARE_CAPACITY: usize = 16 << 20;
 
 /// Takes staged runs, writes each with one `pwrite`, hands them to the sync thread.
 pub(crate) fn write_loop(shared: &Shared) {
+    let mut writer = DirectWriter::new(shared.direct_io);
     loop {
         let (callbacks, runs) = {
             let mut q = lock(&shared.queue);
@@ -39,12 +41,12 @@ pub(crate) fn write_loop(shared: &Shared) {
             q.writing = true;
             (std::mem::take(&mut q.callbacks), runs)
         };
-        if let Err(e) = write_runs(shared, &runs) {
+        if let Err(e) = write_runs(shared, &mut writer, &runs) {
             shared.poison.set(e.to_string());
         }
         let bytes: u64 = runs.iter().map(|r| r.data.len() as u64).sum();
         shared.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
-        let files = written_files(&runs);
+        let files = written_files(&runs, &writer);
         let mut q = lock(&shared.queue);
         q.in_flight.clear();
         q.writing = false;
@@ -56,7 +58,7 @@ pub(crate) fn write_loop(shared: &Shared) {
 }
 
 /// The files of `runs` in first-written order, each with the end of its data.
-fn written_files(runs: &[Arc<Run>]) -> Vec<WrittenFile> {
+fn written_files(runs: &[Arc<Run>], writer: &DirectWriter) -> Vec<WrittenFile> {
     let mut files: Vec<WrittenFile> = Vec::new();
     for r in runs {
         let end = r.offset + r.data.len() as u64;
@@ -66,17 +68,18 @@ fn written_files(runs: &[Arc<Run>]) -> Vec<WrittenFile> {
                 file: r.file.clone(),
                 path: r.path.clone(),
                 end,
+                direct: writer.is_direct(&r.file),
             }),
         }
     }
     files
 }
 
-fn write_runs(shared: &Shared, runs: &[Arc<Run>]) -> Result<(), LogError> {
+fn write_runs(shared: &Shared, writer: &mut DirectWriter, runs: &[Arc<Run>]) -> Result<(), LogError> {
     shared.poison.check()?;
     for r in runs {
-        r.file
-            .write_all_at(&r.data, r.offset)
+        writer
+            .write(&r.file, r.offset, &r.data)
             .map_err(|e| LogError::io("write segment", &r.path, e))?;
     }
     Ok(())
@@ -135,7 +138,8 @@ pub(crate) fn sync_loop(shared: &Shared) {
                 tracing::error!("a flush callback panicked; continuing with the next");
             }
         }
-        // After the callbacks: dropping pages is never on an acknowledgement's path.
+        // After the callbacks: dropping pages is never on an acknowledgement's path. A
+        // file written directly has no pages of its own writes to drop.
         if let Ok(synced) = result {
             for (file, end) in synced {
                 for (f, start, end) in trim.synced(&FileRef(file), end) {
@@ -146,7 +150,8 @@ pub(crate) fn sync_loop(shared: &Shared) {
     }
 }
 
-/// fsyncs every file written in `groups` once; returns each with its durable end.
+/// fsyncs every file written in `groups` once; returns each written through the page
+/// cache with its durable end.
 fn sync_files(shared: &Shared, groups: &[Written]) -> Result<Vec<(Arc<std::fs::File>, u64)>, LogError> {
     // A write that failed poisoned the log: its callbacks must fail, not report durable.
     shared.poison.check()?;
@@ -171,5 +176,9 @@ fn sync_files(shared: &Shared, groups: &[Written]) -> Result<Vec<(Arc<std::fs::F
             synced::record(&w.path, w.end).map_err(|e| LogError::io("record synced length", &w.path, e))?;
         }
     }
-    Ok(files.into_iter().map(|w| (w.file.clone(), w.end)).collect())
+    Ok(files
+        .into_iter()
+        .filter(|w| !w.direct)
+        .map(|w| (w.file.clone(), w.end))
+        .collect())
 }

@@ -67,6 +67,8 @@ pub(crate) struct WrittenFile {
     pub file: Arc<File>,
     pub path: PathBuf,
     pub end: u64,
+    /// Written with `O_DIRECT` (no page-cache pages of its own to drop).
+    pub direct: bool,
 }
 
 /// Written runs whose callbacks wait for the next fsync.
@@ -136,6 +138,8 @@ pub(crate) struct Shared {
     pub track_synced: bool,
     /// Newest durable bytes left in the page cache (see `page_cache.rs`); 0: all.
     pub page_cache_window: u64,
+    /// Write segments with `O_DIRECT` where the filesystem allows (see `direct_write.rs`).
+    pub direct_io: bool,
 }
 
 /// Handle to the flusher thread; dropping it writes and syncs what is staged, completes
@@ -161,6 +165,7 @@ impl Flusher {
         faults: Option<Arc<FaultInjector>>,
         track_synced: bool,
         page_cache_window: u64,
+        direct_io: bool,
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             counters: Counters::default(),
@@ -172,6 +177,7 @@ impl Flusher {
             faults,
             track_synced,
             page_cache_window,
+            direct_io,
         });
         let (w, s) = (shared.clone(), shared.clone());
         let spawn = |name: &str| std::thread::Builder::new().name(name.into());

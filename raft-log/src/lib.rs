@@ -20,6 +20,7 @@
 pub mod config;
 mod cut;
 pub mod damage;
+mod direct_write;
 mod durable;
 pub mod error;
 pub mod fault;

@@ -103,6 +103,7 @@ impl CommitLog {
             config.faults.clone(),
             config.track_synced,
             config.page_cache_window,
+            config.direct_io,
         )
         .map_err(|e| io("start flusher", e))?;
         let writer = Writer {
