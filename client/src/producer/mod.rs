@@ -61,15 +61,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::task::Context;
 use std::task::Poll;
 use std::time::Duration;
 use std::time::Instant;
 
+use tokio::sync::Notify;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
-use tokio::sync::watch;
 
 pub use builder::ProducerBuilder;
 pub use builder::ProducerOptions;
@@ -133,7 +134,7 @@ struct Inner {
     next_queue: Mutex<HashMap<String, usize>>,
     /// Per broker group, the address that answered last (or the leader a follower named).
     preferred: Mutex<HashMap<String, String>>,
-    in_flight: Arc<watch::Sender<usize>>,
+    in_flight: Arc<InFlightCount>,
     closing: AtomicBool,
     /// Async sends waiting to be merged into requests ([`coalesce`]).
     async_sends: mpsc::Sender<Waiting<AsyncReply>>,
@@ -177,19 +178,46 @@ impl Future for SendHandle {
     }
 }
 
+/// How many background sends are running, and a wake-up for when none is left.
+#[derive(Debug, Default)]
+struct InFlightCount {
+    running: AtomicUsize,
+    /// Notified when `running` drops to 0 (not on every change: a send costs two atomic
+    /// operations, not two wake-ups).
+    idle: Notify,
+}
+
+impl InFlightCount {
+    /// Waits until no background send is running.
+    async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a drop to 0 right after it still wakes us.
+            notified.as_mut().enable();
+            if self.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// Counts a background send while it runs.
-struct InFlight(Arc<watch::Sender<usize>>);
+struct InFlight(Arc<InFlightCount>);
 
 impl InFlight {
-    fn new(counter: &Arc<watch::Sender<usize>>) -> Self {
-        counter.send_modify(|n| *n += 1);
+    fn new(counter: &Arc<InFlightCount>) -> Self {
+        counter.running.fetch_add(1, Ordering::AcqRel);
         Self(counter.clone())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 
@@ -202,7 +230,6 @@ impl Producer {
 
     fn with(config: ClientConfig, options: ProducerOptions) -> Result<Self> {
         let session = Session::start(config, ClientKind::Producer)?;
-        let (in_flight, _) = watch::channel(0);
         let (async_sends, queued) = mpsc::channel(ASYNC_QUEUE);
         let limits = options.coalesce;
         let inner = Arc::new(Inner {
@@ -211,7 +238,7 @@ impl Producer {
             faults: Mutex::new(FaultTracker::new()),
             next_queue: Mutex::new(HashMap::new()),
             preferred: Mutex::new(HashMap::new()),
-            in_flight: Arc::new(in_flight),
+            in_flight: Arc::default(),
             closing: AtomicBool::new(false),
             async_sends,
         });
@@ -323,8 +350,7 @@ impl Producer {
         self.inner.closing.store(true, Ordering::Release);
         let per_attempt = self.session().config().request_timeout;
         let budget = per_attempt * self.options().retry.max_attempts.saturating_add(1);
-        let mut idle = self.inner.in_flight.subscribe();
-        if tokio::time::timeout(budget, idle.wait_for(|n| *n == 0))
+        if tokio::time::timeout(budget, self.inner.in_flight.idle())
             .await
             .is_err()
         {
@@ -481,5 +507,35 @@ mod next_address_tests {
         assert_eq!(next_address(&addrs(&["a:1", "b:1", "c:1"])), Some("b:1".into()));
         assert_eq!(next_address(&addrs(&["a:1"])), Some("a:1".into()));
         assert_eq!(next_address(&[]), None);
+    }
+}
+
+#[cfg(test)]
+mod in_flight_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::InFlight;
+    use super::InFlightCount;
+
+    #[tokio::test]
+    async fn idle_waits_for_the_last_send_in_flight() {
+        let count = Arc::new(InFlightCount::default());
+        tokio::time::timeout(Duration::from_secs(5), count.idle())
+            .await
+            .expect("idle at once with nothing in flight");
+        let (a, b) = (InFlight::new(&count), InFlight::new(&count));
+        let waiter = tokio::spawn({
+            let count = count.clone();
+            async move { count.idle().await }
+        });
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one send is still in flight");
+        drop(b);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken when the last send ends")
+            .expect("waiter task");
     }
 }
