@@ -15,6 +15,7 @@ pub mod config;
 pub mod consumer;
 pub mod error;
 pub mod message;
+mod message_id;
 pub mod producer;
 pub mod route;
 pub mod rpc;

@@ -1,9 +1,6 @@
 //! Messages as an application builds them, checked before they leave, and their ids.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
-use std::sync::atomic::AtomicU32;
-use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 use std::time::UNIX_EPOCH;
 
@@ -13,6 +10,7 @@ use raftmq_proto::rocketmq::v2 as pb;
 
 use crate::error::ClientError;
 use crate::error::Result;
+pub use crate::message_id::new_message_id;
 
 /// RocketMQ's largest message body (brokers may be configured lower).
 pub const DEFAULT_MAX_BODY_SIZE: usize = 4 * 1024 * 1024;
@@ -168,26 +166,6 @@ fn now_timestamp() -> Timestamp {
     }
 }
 
-/// A new message id: 32 upper-case hex digits made of a random per-process tag (6 bytes),
-/// the process id (2), seconds since 2021-01-01 UTC (4) and a counter starting at a random
-/// value (4): unique across processes and within one.
-pub fn new_message_id() -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    static PROCESS: OnceLock<([u8; 6], u32)> = OnceLock::new();
-    const EPOCH_2021: u64 = 1_609_459_200;
-    let (tag, start) = *PROCESS.get_or_init(|| (rand::random(), rand::random()));
-    let seq = COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_add(start);
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs().saturating_sub(EPOCH_2021));
-    let mut bytes = [0u8; 16];
-    bytes[..6].copy_from_slice(&tag);
-    bytes[6..8].copy_from_slice(&(std::process::id() as u16).to_be_bytes());
-    bytes[8..12].copy_from_slice(&(secs as u32).to_be_bytes());
-    bytes[12..].copy_from_slice(&seq.to_be_bytes());
-    raftmq_proto::digest::upper_hex(&bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,17 +210,5 @@ mod tests {
         );
         assert_eq!(w.user_properties.get("k").map(String::as_str), Some("v"));
         assert_eq!(w.topic.map(|t| t.resource_namespace), Some("ns".into()));
-    }
-
-    #[test]
-    fn message_ids_are_unique_upper_hex() {
-        let a = new_message_id();
-        let b = new_message_id();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 32);
-        assert!(
-            a.chars()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())
-        );
     }
 }
