@@ -112,6 +112,10 @@ fn db_options(cfg: &SmConfig) -> Options {
     o.set_max_open_files(cfg.max_open_files);
     o.set_max_background_jobs(cfg.background_jobs);
     o.set_db_write_buffer_size(cfg.total_write_buffer_bytes);
+    // Start the writeback of flushed and compacted SST files every MiB instead of leaving
+    // it all to their final fsync: a burst of tens of MiB queued on the shared disk
+    // stalls the commit log's fdatasyncs behind it.
+    o.set_bytes_per_sync(1 << 20);
     o.set_keep_log_file_num(4);
     o.set_max_log_file_size(8 << 20);
     o
