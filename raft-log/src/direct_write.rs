@@ -35,6 +35,10 @@ pub(crate) const BLOCK: usize = 4096;
 /// it for a write that crosses a roll-over.
 const MAX_FILES: usize = 2;
 
+/// Largest bounce buffer kept between writes (as for the staging buffers): a larger one,
+/// grown for an unusually large run, is given back after it.
+const MAX_KEPT_BLOCKS: usize = (16 << 20) / BLOCK;
+
 /// One 4 KiB-aligned block of a bounce buffer.
 #[derive(Clone, Copy)]
 #[repr(C, align(4096))]
@@ -157,6 +161,9 @@ impl DirectWriter {
         t.tail_start = start + full as u64;
         t.tail.clear();
         t.tail.extend_from_slice(&buf[full..total]);
+        if self.bounce.len() > MAX_KEPT_BLOCKS {
+            self.bounce = Vec::new();
+        }
         Ok(())
     }
 }
@@ -242,6 +249,24 @@ mod tests {
             model[at2..at2 + size].copy_from_slice(&data);
             assert_eq!(contents(&f, len), model, "after cut, run {n}");
         }
+    }
+
+    #[test]
+    fn a_bounce_buffer_grown_for_a_huge_run_is_given_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = fresh(&dir, 20 << 20);
+        let mut w = DirectWriter::new(true);
+        let data: Vec<u8> = (0..(17usize << 20)).map(|i| (i % 251) as u8).collect();
+        w.write(&f, 100, &data).expect("write");
+        assert!(w.bounce.len() <= MAX_KEPT_BLOCKS);
+        let mut back = vec![0u8; data.len()];
+        f.read_exact_at(&mut back, 100).expect("read");
+        assert!(back == data, "the huge run reads back");
+        w.write(&f, 100 + data.len() as u64, b"next")
+            .expect("write after it");
+        let mut next = [0u8; 4];
+        f.read_exact_at(&mut next, 100 + data.len() as u64).expect("read");
+        assert_eq!(&next, b"next");
     }
 
     #[test]
