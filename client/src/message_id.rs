@@ -5,9 +5,9 @@
 //! random value (4). Unique across processes and within one.
 //!
 //! The tag and the process id are taken once per process and kept, not asked of the kernel
-//! per message (`getpid` was 2 % of a producer's CPU). A forked child must not keep its
-//! parent's: a `pthread_atfork` handler forgets them in the child, which takes its own on
-//! its next id.
+//! per message (with a `getpid` each, making ids was 2 % of the benchmark client's
+//! samples). A forked child must not keep its parent's: a `pthread_atfork` handler forgets
+//! them in the child, which takes its own on its next id.
 
 use std::sync::Once;
 use std::sync::atomic::AtomicU32;

@@ -32,7 +32,8 @@ pub struct LogConfig {
     /// entry (replication to each follower, the apply, consumers reading its other
     /// messages) do not copy and checksum it again. Default 64 MiB; 0 turns the cache off.
     pub read_cache_bytes: usize,
-    /// Bytes of the newest durable log data left in the OS page cache. Pages of older
+    /// With buffered writes (`direct_io` off, or a filesystem that refuses it): bytes of
+    /// the newest durable log data left in the OS page cache. Pages of older
     /// data are dropped once fsynced (`POSIX_FADV_DONTNEED`), so the log reuses a bounded
     /// set of pages instead of growing the page cache (see `page_cache.rs`); readers
     /// further behind than this read from the disk. Default 64 MiB; 0 leaves the page

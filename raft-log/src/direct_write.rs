@@ -16,8 +16,9 @@
 //! the partial block with the same leading bytes. A torn write of that block therefore
 //! leaves the bytes before the run as they were.
 //!
-//! Where the filesystem refuses `O_DIRECT` (tmpfs, some overlays), at open or at the
-//! first write, that file is written through the page cache as before.
+//! Where the filesystem refuses `O_DIRECT` (some overlays, older kernels' tmpfs; kernel
+//! 6.18's tmpfs takes it), at open or at the first write, that file is written through
+//! the page cache as before.
 
 use std::fs::File;
 use std::fs::OpenOptions;
@@ -44,22 +45,21 @@ const MAX_KEPT_BLOCKS: usize = (16 << 20) / BLOCK;
 #[repr(C, align(4096))]
 struct Block([u8; BLOCK]);
 
-/// A file being written, with its direct handle and its last partial block.
+/// A file being written.
 struct Target {
     /// The segment's (buffered) handle; identifies it and keeps the pointer unique.
     file: Arc<File>,
-    /// `None`: the filesystem refused direct I/O; write through the page cache.
-    direct: Option<File>,
+    /// `None`: direct I/O is off or the filesystem refused it; write through the page cache.
+    direct: Option<Direct>,
+}
+
+/// A file's `O_DIRECT` handle and the partial block its last write ended in.
+struct Direct {
+    handle: File,
     /// File offset of the block holding the end of the last write.
     tail_start: u64,
     /// The bytes of that block before the end of the last write.
     tail: Vec<u8>,
-}
-
-impl Target {
-    fn tail_end(&self) -> u64 {
-        self.tail_start + self.tail.len() as u64
-    }
 }
 
 /// The write thread's direct writer: its handles, partial blocks and bounce buffer.
@@ -89,17 +89,15 @@ impl DirectWriter {
     /// Writes `data` at `offset` of `file`: directly if the file allows it, else through
     /// the page cache.
     pub fn write(&mut self, file: &Arc<File>, offset: u64, data: &[u8]) -> io::Result<()> {
-        if !self.enabled {
-            return file.write_all_at(data, offset);
-        }
         let i = self.target(file);
-        if self.targets[i].direct.is_none() {
+        let t = &mut self.targets[i];
+        let Some(direct) = &mut t.direct else {
             return file.write_all_at(data, offset);
-        }
-        match self.write_direct(i, offset, data) {
+        };
+        match direct.write(file, &mut self.bounce, offset, data) {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 tracing::warn!(error = %e, "direct write refused; writing this segment through the page cache");
-                self.targets[i].direct = None;
+                t.direct = None;
                 file.write_all_at(data, offset)
             }
             other => other,
@@ -114,55 +112,46 @@ impl DirectWriter {
         if self.targets.len() == MAX_FILES {
             self.targets.remove(0);
         }
-        let direct = match reopen_direct(file) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                tracing::debug!(error = %e, "no direct I/O for a segment; using the page cache");
-                None
-            }
-        };
+        let direct = if self.enabled { reopen_direct(file) } else { None };
         self.targets.push(Target {
             file: file.clone(),
             direct,
-            tail_start: 0,
-            tail: Vec::new(),
         });
         self.targets.len() - 1
     }
+}
 
-    fn write_direct(&mut self, i: usize, offset: u64, data: &[u8]) -> io::Result<()> {
+impl Direct {
+    /// Writes `data` at `offset` as whole blocks through `bounce`; `file` (the buffered
+    /// handle) gives back the block's leading bytes when they are not the last write's.
+    fn write(&mut self, file: &File, bounce: &mut Vec<Block>, offset: u64, data: &[u8]) -> io::Result<()> {
         let start = align_down(offset);
         let head = (offset - start) as usize;
         let total = head + data.len();
         let padded = total.div_ceil(BLOCK) * BLOCK;
         let blocks = padded / BLOCK;
-        if self.bounce.len() < blocks {
-            self.bounce.resize(blocks, Block([0; BLOCK]));
+        if bounce.len() < blocks {
+            bounce.resize(blocks, Block([0; BLOCK]));
         }
-        let t = &mut self.targets[i];
-        let buf = as_bytes_mut(&mut self.bounce[..blocks]);
+        let buf = as_bytes_mut(&mut bounce[..blocks]);
         if head > 0 {
-            if t.tail_start == start && t.tail_end() == offset {
-                buf[..head].copy_from_slice(&t.tail);
+            if self.tail_start == start && self.tail_start + self.tail.len() as u64 == offset {
+                buf[..head].copy_from_slice(&self.tail);
             } else {
                 // Not the continuation of our last write (first write, or after a cut):
                 // the file holds these bytes (the writer writes in order, one at a time).
-                t.file.read_exact_at(&mut buf[..head], start)?;
+                file.read_exact_at(&mut buf[..head], start)?;
             }
         }
         buf[head..total].copy_from_slice(data);
         buf[total..padded].fill(0);
-        let direct = t
-            .direct
-            .as_ref()
-            .ok_or_else(|| io::Error::other("no direct handle"))?;
-        direct.write_all_at(&buf[..padded], start)?;
+        self.handle.write_all_at(&buf[..padded], start)?;
         let full = align_down(total as u64) as usize;
-        t.tail_start = start + full as u64;
-        t.tail.clear();
-        t.tail.extend_from_slice(&buf[full..total]);
-        if self.bounce.len() > MAX_KEPT_BLOCKS {
-            self.bounce = Vec::new();
+        self.tail_start = start + full as u64;
+        self.tail.clear();
+        self.tail.extend_from_slice(&buf[full..total]);
+        if bounce.len() > MAX_KEPT_BLOCKS {
+            *bounce = Vec::new();
         }
         Ok(())
     }
@@ -180,12 +169,24 @@ fn as_bytes_mut(blocks: &mut [Block]) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<u8>(), blocks.len() * BLOCK) }
 }
 
-/// A second, write-only handle to the same open file with `O_DIRECT`.
-fn reopen_direct(file: &File) -> io::Result<File> {
-    OpenOptions::new()
+/// A second, write-only handle to the same open file with `O_DIRECT`; None where the
+/// filesystem refuses it.
+fn reopen_direct(file: &File) -> Option<Direct> {
+    let opened = OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_DIRECT)
-        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    match opened {
+        Ok(handle) => Some(Direct {
+            handle,
+            tail_start: 0,
+            tail: Vec::new(),
+        }),
+        Err(e) => {
+            tracing::debug!(error = %e, "no direct I/O for a segment; using the page cache");
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -226,7 +227,7 @@ mod tests {
         for (n, size) in [1usize, 100, 4032, 4096, 5000, 3, 9000].into_iter().enumerate() {
             let data: Vec<u8> = (0..size).map(|i| (i * 31 + n) as u8).collect();
             w.write(&f, at as u64, &data).expect("write");
-            if n == 0 && reopen_direct(&f).is_ok() {
+            if n == 0 && reopen_direct(&f).is_some() {
                 assert!(
                     w.is_direct(&f),
                     "this filesystem takes O_DIRECT: the writer must use it"
