@@ -21,7 +21,6 @@ use super::error::SmResult;
 use super::keys;
 use super::queue_map::QueueMap;
 use super::records::CqEntry;
-use super::records::MsgLocation;
 use super::records::OffsetRecord;
 use super::records::PopState;
 use super::records::TopicRecord;
@@ -76,10 +75,6 @@ pub enum Op {
         queue_id: u32,
         offset: u64,
         entry: CqEntry,
-    },
-    PutMsgId {
-        msg_id: String,
-        location: MsgLocation,
     },
     PutOffset {
         group: String,
@@ -314,24 +309,11 @@ impl<'a, V: StateView> Pending<'a, V> {
                 .entry(&topic, queue_id, BTreeMap::new)
                 .insert(offset, entry);
             self.ops.push(Op::PutCq {
-                topic: topic.clone(),
+                topic,
                 queue_id,
                 offset,
                 entry,
             });
-            if !meta.msg_id.is_empty() {
-                let location = MsgLocation {
-                    topic,
-                    queue_id,
-                    offset,
-                    log_index,
-                    slot,
-                };
-                self.ops.push(Op::PutMsgId {
-                    msg_id: meta.msg_id.clone(),
-                    location,
-                });
-            }
             positions.push(QueuePosition { queue_id, offset });
         }
         for (topic, queue_id) in touched {

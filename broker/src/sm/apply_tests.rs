@@ -13,7 +13,6 @@ struct Mem {
     topics: BTreeMap<String, TopicRecord>,
     counters: BTreeMap<(String, u32), u64>,
     cq: BTreeMap<(String, u32, u64), CqEntry>,
-    msg_ids: BTreeMap<String, MsgLocation>,
     offsets: BTreeMap<(String, String, u32), OffsetRecord>,
     pops: BTreeMap<(String, String, u32), PopState>,
 }
@@ -85,9 +84,6 @@ impl Mem {
                     entry,
                 } => {
                     self.cq.insert((topic.to_string(), queue_id, offset), entry);
-                }
-                Op::PutMsgId { msg_id, location } => {
-                    self.msg_ids.insert(msg_id, location);
                 }
                 Op::PutOffset {
                     group,
@@ -179,16 +175,8 @@ fn sends_to_one_queue_in_one_command_get_consecutive_offsets() {
         (e.log_index, e.slot, e.size, e.tag_hash, e.store_time_ms),
         (2, 4, 13, 3, 1000)
     );
-    assert_eq!(
-        mem.msg_ids["t-2-2"],
-        MsgLocation {
-            topic: "t".into(),
-            queue_id: 2,
-            offset: 0,
-            log_index: 2,
-            slot: 3
-        }
-    );
+    let e = mem.cq[&("t".into(), 2, 0)];
+    assert_eq!((e.log_index, e.slot), (2, 3));
 }
 
 #[test]

@@ -13,7 +13,6 @@
 //! | `queues` | topic `0x00` queue id (u32) | next offset (u64) |
 //! | `cq` | topic `0x00` queue id (u32) first offset (u64) | a run of [`CqEntry`](super::records::CqEntry) encodings (`cq_runs`) |
 //! | `offsets` | group `0x00` topic `0x00` queue id (u32) | [`OffsetRecord`](super::records::OffsetRecord) |
-//! | `msgid` | message id | [`MsgLocation`](super::records::MsgLocation) |
 //! | `pop` | group `0x00` topic `0x00` queue id (u32) | [`PopState`](super::records::PopState) |
 
 pub use raftmq_proto::names::GROUP_MAX_LEN;
@@ -140,11 +139,6 @@ pub fn split_pop_key(key: &[u8]) -> Option<(String, String, u32)> {
     let group = std::str::from_utf8(&rest[..sep]).ok()?;
     let topic = std::str::from_utf8(&rest[sep + 1..]).ok()?;
     Some((group.to_owned(), topic.to_owned(), queue_id))
-}
-
-/// `msgid` key: the message id's bytes (the key is the whole id, so any bytes are fine).
-pub fn msgid_key(msg_id: &str) -> &[u8] {
-    msg_id.as_bytes()
 }
 
 #[cfg(test)]

@@ -50,7 +50,6 @@ pub use self::error::SmResult;
 use self::inner::Inner;
 use self::layout::Layout;
 pub use self::records::CqEntry;
-pub use self::records::MsgLocation;
 pub use self::records::PopState;
 pub use self::snapshot::Snapshot;
 pub use self::store::LogId;
@@ -174,11 +173,6 @@ impl StateMachine {
         limit: usize,
     ) -> SmResult<(Vec<read::PopEntry>, Option<Vec<u8>>)> {
         self.inner.with_store(|s| s.scan_pop_states(after, limit))
-    }
-
-    /// Where the message with a client-generated id is stored.
-    pub fn lookup_msg_id(&self, msg_id: &str) -> SmResult<Option<MsgLocation>> {
-        self.inner.with_store(|s| s.lookup_msg_id(msg_id))
     }
 
     /// Flushes applied state to disk (it is otherwise flushed by RocksDB as memtables fill,

@@ -10,12 +10,10 @@ use super::keys::GroupName;
 use super::keys::TopicName;
 use super::records;
 use super::records::CqEntry;
-use super::records::MsgLocation;
 use super::records::OffsetRecord;
 use super::records::PopState;
 use super::records::TopicRecord;
 use super::store::CF_CQ;
-use super::store::CF_MSGID;
 use super::store::CF_OFFSETS;
 use super::store::CF_POP;
 use super::store::CF_QUEUES;
@@ -135,16 +133,6 @@ impl Store {
         Ok(current
             .filter(|c| c.created_at == record.topic_created_at)
             .map(|_| record.offset))
-    }
-
-    /// Where the message with this id is stored, if its topic still holds it.
-    pub fn lookup_msg_id(&self, msg_id: &str) -> SmResult<Option<MsgLocation>> {
-        let Some(v) = self.get(CF_MSGID, keys::msgid_key(msg_id))? else {
-            return Ok(None);
-        };
-        let loc: MsgLocation = records::from_postcard("msg id", &v)?;
-        let current = self.topic(&loc.topic)?;
-        Ok(current.filter(|c| c.created_at <= loc.log_index).map(|_| loc))
     }
 }
 

@@ -116,17 +116,6 @@ impl OffsetRecord {
     }
 }
 
-/// Where a message (found by its id) is stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MsgLocation {
-    /// Shared by every message of a send to the topic (stored as a plain string).
-    pub topic: std::sync::Arc<str>,
-    pub queue_id: u32,
-    pub offset: u64,
-    pub log_index: u64,
-    pub slot: u32,
-}
-
 /// One popped, not yet acknowledged message of a consumer group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inflight {

@@ -44,10 +44,12 @@ pub const CF_TOPICS: &str = "topics";
 pub const CF_QUEUES: &str = "queues";
 pub const CF_CQ: &str = "cq";
 pub const CF_OFFSETS: &str = "offsets";
-pub const CF_MSGID: &str = "msgid";
 pub const CF_POP: &str = "pop";
 /// Every column family we use (RocksDB's `default` is opened too, and stays empty).
-pub const COLUMN_FAMILIES: [&str; 7] = [CF_META, CF_TOPICS, CF_QUEUES, CF_CQ, CF_OFFSETS, CF_MSGID, CF_POP];
+pub const COLUMN_FAMILIES: [&str; 6] = [CF_META, CF_TOPICS, CF_QUEUES, CF_CQ, CF_OFFSETS, CF_POP];
+/// Column families older builds wrote and this one drops when it opens their database:
+/// `msgid` indexed every message by its id (a random-key row per message that nothing read).
+const RETIRED_COLUMN_FAMILIES: [&str; 1] = ["msgid"];
 
 /// On-disk format of the database; bumped on incompatible changes. 2: a `cq` row holds a
 /// run of entries ([`super::cq_runs`]).
@@ -139,10 +141,29 @@ impl Store {
     /// Opens (creating if needed) the database in `path`.
     pub fn open(path: &Path, cfg: &SmConfig) -> SmResult<Self> {
         let cache = Cache::new_lru_cache(cfg.block_cache_bytes);
+        let options = db_options(cfg);
+        // RocksDB opens a database only with all of its column families named.
+        let existing = match DB::list_cf(&options, path) {
+            Ok(names) => names,
+            Err(_) if !path.join("CURRENT").exists() => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let retired: Vec<&str> = RETIRED_COLUMN_FAMILIES
+            .into_iter()
+            .filter(|name| existing.iter().any(|e| e == name))
+            .collect();
         let cfs = COLUMN_FAMILIES
             .iter()
+            .chain(&retired)
             .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(cfg, &cache)));
-        let db = DB::open_cf_descriptors(&db_options(cfg), path, cfs)?;
+        let mut db = DB::open_cf_descriptors(&options, path, cfs)?;
+        for name in retired {
+            tracing::info!(
+                column_family = name,
+                "dropping a column family this build no longer uses"
+            );
+            db.drop_cf(name)?;
+        }
         let store = Self {
             db,
             path: path.to_path_buf(),
@@ -282,13 +303,6 @@ impl Store {
                 offset,
                 entry,
             } => runs.push(topic, *queue_id, *offset, entry),
-            Op::PutMsgId { msg_id, location } => {
-                batch.put_cf(
-                    self.cf(CF_MSGID)?,
-                    keys::msgid_key(msg_id),
-                    records::to_postcard("msg id", location)?,
-                );
-            }
             Op::PutOffset {
                 group,
                 topic: name,
@@ -369,5 +383,32 @@ mod tests {
         stamp(dir.path(), FORMAT_VERSION + 1);
         let err = Store::open(dir.path(), &SmConfig::default()).expect_err("a newer format");
         assert!(err.to_string().contains("format"), "{err}");
+    }
+
+    #[test]
+    fn a_retired_column_family_is_dropped_and_the_rest_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = rocksdb::Options::default();
+        o.create_if_missing(true);
+        o.create_missing_column_families(true);
+        let names = super::COLUMN_FAMILIES
+            .iter()
+            .chain(&super::RETIRED_COLUMN_FAMILIES);
+        {
+            let db = rocksdb::DB::open_cf(&o, dir.path(), names).expect("open as an older build");
+            let msgid = db.cf_handle("msgid").expect("msgid");
+            db.put_cf(msgid, b"01ABC", b"location").expect("put");
+            let topics = db.cf_handle(super::CF_TOPICS).expect("topics");
+            db.put_cf(topics, b"kept", b"row").expect("put");
+        }
+        let store = Store::open(dir.path(), &SmConfig::default()).expect("opens");
+        assert_eq!(
+            store.get(super::CF_TOPICS, b"kept").expect("get"),
+            Some(b"row".to_vec())
+        );
+        drop(store);
+        let left = rocksdb::DB::list_cf(&o, dir.path()).expect("list");
+        assert!(!left.iter().any(|n| n == "msgid"), "{left:?}");
+        Store::open(dir.path(), &SmConfig::default()).expect("reopens without it");
     }
 }
