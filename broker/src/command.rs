@@ -47,7 +47,9 @@ pub struct MessageMeta {
     pub queue_id: u32,
     /// Hash of the message's tag, for tag filtering without reading the record.
     pub tag_hash: u64,
-    /// The client-generated message id (echoed and indexed).
+    /// Empty in commands of this build (the message id is in the record). Builds that kept
+    /// a per-message id index put the id here; the field stays so that their log entries
+    /// still decode.
     pub msg_id: String,
 }
 

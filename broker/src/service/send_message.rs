@@ -185,7 +185,8 @@ fn placed(
             topic: m.topic.clone(),
             queue_id,
             tag_hash: m.tag_hash(),
-            msg_id: m.msg_id.clone(),
+            // The id travels in the record; the header's copy fed an index no build keeps.
+            msg_id: String::new(),
         });
     }
     Ok((metas, crate::message_record::encode_all(stored)?))

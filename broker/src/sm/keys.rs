@@ -130,6 +130,14 @@ pub fn pop_key(group: GroupName<'_>, topic: TopicName<'_>, queue_id: u32) -> Vec
     offset_key(group, topic, queue_id)
 }
 
+/// Splits a `queues` key into topic and queue id.
+pub fn split_queue_key(key: &[u8]) -> Option<(String, u32)> {
+    let (rest, queue) = key.split_at_checked(key.len().checked_sub(4)?)?;
+    let queue_id = u32::from_be_bytes(queue.try_into().ok()?);
+    let topic = std::str::from_utf8(rest.strip_suffix(&[0])?).ok()?;
+    Some((topic.to_owned(), queue_id))
+}
+
 /// Splits a `pop` (or `offsets`) key into group, topic and queue id.
 pub fn split_pop_key(key: &[u8]) -> Option<(String, String, u32)> {
     let (rest, queue) = key.split_at_checked(key.len().checked_sub(4)?)?;
@@ -217,6 +225,14 @@ mod tests {
         );
         assert_eq!(split_pop_key(b"ab"), None);
         assert_eq!(split_pop_key(b"nosep\0\0\0\0\x01"), None);
+    }
+
+    #[test]
+    fn queue_keys_split_back_into_their_parts() {
+        let k = queue_key(t("topic_a"), 0x0100_0007);
+        assert_eq!(split_queue_key(&k), Some(("topic_a".into(), 0x0100_0007)));
+        assert_eq!(split_queue_key(b"ab"), None);
+        assert_eq!(split_queue_key(b"nosep\0\0\0\x01"), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod fsutil;
 mod inner;
 pub mod keys;
 pub mod layout;
+mod meta_cache;
 mod queue_map;
 mod queue_signals;
 pub mod read;

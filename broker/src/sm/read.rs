@@ -4,10 +4,12 @@
 
 use super::apply::StateView;
 use super::cq_runs;
+use super::error::SmError;
 use super::error::SmResult;
 use super::keys;
 use super::keys::GroupName;
 use super::keys::TopicName;
+use super::meta_cache::MetaCache;
 use super::records;
 use super::records::CqEntry;
 use super::records::OffsetRecord;
@@ -22,24 +24,14 @@ use super::store::Store;
 use crate::command::TopicConfig;
 
 impl StateView for Store {
+    /// From memory: the cache holds every topic record (`meta_cache`).
     fn topic(&self, name: &str) -> SmResult<Option<TopicRecord>> {
-        let Ok(t) = TopicName::new(name) else {
-            return Ok(None);
-        };
-        match self.get(CF_TOPICS, &keys::topic_key(t))? {
-            Some(v) => Ok(Some(records::from_postcard("topic", &v)?)),
-            None => Ok(None),
-        }
+        Ok(self.meta.topic(name))
     }
 
+    /// From memory: the cache holds every queue counter (`meta_cache`).
     fn next_offset(&self, topic: &str, queue_id: u32) -> SmResult<u64> {
-        let Ok(t) = TopicName::new(topic) else {
-            return Ok(0);
-        };
-        match self.get(CF_QUEUES, &keys::queue_key(t, queue_id))? {
-            Some(v) => records::decode_counter(&v),
-            None => Ok(0),
-        }
+        Ok(self.meta.next_offset(topic, queue_id))
     }
 
     fn cq_entries(&self, topic: &str, queue_id: u32, from: u64, max: usize) -> SmResult<Vec<CqEntry>> {
@@ -68,6 +60,29 @@ impl StateView for Store {
 }
 
 impl Store {
+    /// Every topic record and queue counter, for [`MetaCache`] (read once, at open).
+    pub(super) fn load_meta(&self) -> SmResult<MetaCache> {
+        let mut topics = Vec::new();
+        let mut it = self.db().raw_iterator_cf(self.cf(CF_TOPICS)?);
+        it.seek_to_first();
+        while let Some(v) = it.value() {
+            topics.push(records::from_postcard::<TopicRecord>("topic", v)?);
+            it.next();
+        }
+        it.status()?;
+        let mut counters = Vec::new();
+        let mut it = self.db().raw_iterator_cf(self.cf(CF_QUEUES)?);
+        it.seek_to_first();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let (topic, queue_id) = keys::split_queue_key(k)
+                .ok_or_else(|| SmError::corrupt("queue counter key", format!("{k:?}")))?;
+            counters.push((topic, queue_id, records::decode_counter(v)?));
+            it.next();
+        }
+        it.status()?;
+        Ok(MetaCache::load(topics, counters))
+    }
+
     /// All topics, ordered by name.
     pub fn topics(&self) -> SmResult<Vec<TopicConfig>> {
         let mut it = self.db().raw_iterator_cf(self.cf(CF_TOPICS)?);

@@ -34,6 +34,7 @@ use super::error::SmResult;
 use super::keys;
 use super::keys::GroupName;
 use super::keys::TopicName;
+use super::meta_cache::MetaCache;
 use super::records;
 use crate::raft::types::TypeConfig;
 use openraft::type_config::alias::LogIdOf;
@@ -93,6 +94,8 @@ impl Default for SmConfig {
 pub struct Store {
     db: DB,
     path: PathBuf,
+    /// Topic records and queue counters, loaded at open and kept current by [`Store::write`].
+    pub(super) meta: MetaCache,
 }
 
 impl std::fmt::Debug for Store {
@@ -164,11 +167,13 @@ impl Store {
             );
             db.drop_cf(name)?;
         }
-        let store = Self {
+        let mut store = Self {
             db,
             path: path.to_path_buf(),
+            meta: MetaCache::default(),
         };
         store.check_format()?;
+        store.meta = store.load_meta()?;
         Ok(store)
     }
 
@@ -255,7 +260,9 @@ impl Store {
                 records::to_postcard("membership", m)?,
             );
         }
-        self.write_batch(batch)
+        self.write_batch(batch)?;
+        self.meta.apply(ops);
+        Ok(())
     }
 
     fn write_batch(&self, batch: WriteBatch) -> SmResult<()> {
@@ -398,12 +405,12 @@ mod tests {
             let db = rocksdb::DB::open_cf(&o, dir.path(), names).expect("open as an older build");
             let msgid = db.cf_handle("msgid").expect("msgid");
             db.put_cf(msgid, b"01ABC", b"location").expect("put");
-            let topics = db.cf_handle(super::CF_TOPICS).expect("topics");
-            db.put_cf(topics, b"kept", b"row").expect("put");
+            let offsets = db.cf_handle(super::CF_OFFSETS).expect("offsets");
+            db.put_cf(offsets, b"kept", b"row").expect("put");
         }
         let store = Store::open(dir.path(), &SmConfig::default()).expect("opens");
         assert_eq!(
-            store.get(super::CF_TOPICS, b"kept").expect("get"),
+            store.get(super::CF_OFFSETS, b"kept").expect("get"),
             Some(b"row".to_vec())
         );
         drop(store);
