@@ -3,7 +3,7 @@
 //! Applying a send reads its topic (is it writable, how many queues) and the counter of
 //! each queue it touches, and the handlers read them on every send and pull. From RocksDB
 //! that was a lookup, a key built and a record decoded each time, on every replica (1.5 %
-//! of the machine's CPU in a profile at window 1024). Both sets are small — a record per
+//! of the machine's CPU in a profile at window 1024, none after). Both sets are small — a record per
 //! topic and a counter per queue, as RocketMQ keeps its topic configs in memory — so the
 //! store loads them whole when it opens and [`MetaCache::apply`] keeps them current with
 //! every batch it writes. The cache is complete: a name it does not hold is a topic the

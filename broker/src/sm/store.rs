@@ -48,8 +48,9 @@ pub const CF_OFFSETS: &str = "offsets";
 pub const CF_POP: &str = "pop";
 /// Every column family we use (RocksDB's `default` is opened too, and stays empty).
 pub const COLUMN_FAMILIES: [&str; 6] = [CF_META, CF_TOPICS, CF_QUEUES, CF_CQ, CF_OFFSETS, CF_POP];
-/// Column families older builds wrote and this one drops when it opens their database:
-/// `msgid` indexed every message by its id (a random-key row per message that nothing read).
+/// Column families older builds wrote and this one drops when it opens their database
+/// (names never to be used again): `msgid` indexed every message by its id (a random-key
+/// row per message that nothing read).
 const RETIRED_COLUMN_FAMILIES: [&str; 1] = ["msgid"];
 
 /// On-disk format of the database; bumped on incompatible changes. 2: a `cq` row holds a
@@ -159,20 +160,21 @@ impl Store {
             .iter()
             .chain(&retired)
             .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(cfg, &cache)));
-        let mut db = DB::open_cf_descriptors(&options, path, cfs)?;
-        for name in retired {
-            tracing::info!(
-                column_family = name,
-                "dropping a column family this build no longer uses"
-            );
-            db.drop_cf(name)?;
-        }
+        let db = DB::open_cf_descriptors(&options, path, cfs)?;
         let mut store = Self {
             db,
             path: path.to_path_buf(),
             meta: MetaCache::default(),
         };
+        // First: a database this build refuses is left exactly as it was.
         store.check_format()?;
+        for name in retired {
+            tracing::info!(
+                column_family = name,
+                "dropping a column family this build no longer uses"
+            );
+            store.db.drop_cf(name)?;
+        }
         store.meta = store.load_meta()?;
         Ok(store)
     }
@@ -417,5 +419,25 @@ mod tests {
         let left = rocksdb::DB::list_cf(&o, dir.path()).expect("list");
         assert!(!left.iter().any(|n| n == "msgid"), "{left:?}");
         Store::open(dir.path(), &SmConfig::default()).expect("reopens without it");
+    }
+
+    #[test]
+    fn a_database_of_a_newer_format_keeps_every_column_family() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = rocksdb::Options::default();
+        o.create_if_missing(true);
+        o.create_missing_column_families(true);
+        let names = super::COLUMN_FAMILIES
+            .iter()
+            .chain(&super::RETIRED_COLUMN_FAMILIES);
+        {
+            let db = rocksdb::DB::open_cf(&o, dir.path(), names).expect("open as a newer build");
+            let meta = db.cf_handle(CF_META).expect("meta");
+            let v = records::to_postcard("format version", &(FORMAT_VERSION + 1)).expect("encode");
+            db.put_cf(meta, keys::META_FORMAT, v).expect("put");
+        }
+        Store::open(dir.path(), &SmConfig::default()).expect_err("a newer format");
+        let left = rocksdb::DB::list_cf(&o, dir.path()).expect("list");
+        assert!(left.iter().any(|n| n == "msgid"), "{left:?}");
     }
 }
