@@ -394,17 +394,26 @@ mod tests {
         assert!(err.to_string().contains("format"), "{err}");
     }
 
-    #[test]
-    fn a_retired_column_family_is_dropped_and_the_rest_kept() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut o = rocksdb::Options::default();
-        o.create_if_missing(true);
-        o.create_missing_column_families(true);
+    /// A database with the retired column families too, as an older build left it.
+    fn with_retired(dir: &std::path::Path) -> rocksdb::DB {
         let names = super::COLUMN_FAMILIES
             .iter()
             .chain(&super::RETIRED_COLUMN_FAMILIES);
+        rocksdb::DB::open_cf(&raw_options(), dir, names).expect("open with every column family")
+    }
+
+    fn raw_options() -> rocksdb::Options {
+        let mut o = rocksdb::Options::default();
+        o.create_if_missing(true);
+        o.create_missing_column_families(true);
+        o
+    }
+
+    #[test]
+    fn a_retired_column_family_is_dropped_and_the_rest_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
         {
-            let db = rocksdb::DB::open_cf(&o, dir.path(), names).expect("open as an older build");
+            let db = with_retired(dir.path());
             let msgid = db.cf_handle("msgid").expect("msgid");
             db.put_cf(msgid, b"01ABC", b"location").expect("put");
             let offsets = db.cf_handle(super::CF_OFFSETS).expect("offsets");
@@ -416,7 +425,7 @@ mod tests {
             Some(b"row".to_vec())
         );
         drop(store);
-        let left = rocksdb::DB::list_cf(&o, dir.path()).expect("list");
+        let left = rocksdb::DB::list_cf(&raw_options(), dir.path()).expect("list");
         assert!(!left.iter().any(|n| n == "msgid"), "{left:?}");
         Store::open(dir.path(), &SmConfig::default()).expect("reopens without it");
     }
@@ -424,20 +433,14 @@ mod tests {
     #[test]
     fn a_database_of_a_newer_format_keeps_every_column_family() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut o = rocksdb::Options::default();
-        o.create_if_missing(true);
-        o.create_missing_column_families(true);
-        let names = super::COLUMN_FAMILIES
-            .iter()
-            .chain(&super::RETIRED_COLUMN_FAMILIES);
         {
-            let db = rocksdb::DB::open_cf(&o, dir.path(), names).expect("open as a newer build");
+            let db = with_retired(dir.path());
             let meta = db.cf_handle(CF_META).expect("meta");
             let v = records::to_postcard("format version", &(FORMAT_VERSION + 1)).expect("encode");
             db.put_cf(meta, keys::META_FORMAT, v).expect("put");
         }
         Store::open(dir.path(), &SmConfig::default()).expect_err("a newer format");
-        let left = rocksdb::DB::list_cf(&o, dir.path()).expect("list");
+        let left = rocksdb::DB::list_cf(&raw_options(), dir.path()).expect("list");
         assert!(left.iter().any(|n| n == "msgid"), "{left:?}");
     }
 }
