@@ -21,6 +21,7 @@ use std::sync::RwLockWriteGuard;
 use super::apply::Op;
 use super::queue_map::QueueMap;
 use super::records::TopicRecord;
+use crate::command::TopicConfig;
 
 #[derive(Debug, Default)]
 pub struct MetaCache {
@@ -53,6 +54,13 @@ impl MetaCache {
 
     pub fn topic(&self, name: &str) -> Option<TopicRecord> {
         self.read().topics.get(name).cloned()
+    }
+
+    /// Every topic's config, ordered by name.
+    pub fn topics(&self) -> Vec<TopicConfig> {
+        let mut out: Vec<TopicConfig> = self.read().topics.values().map(|t| t.config.clone()).collect();
+        out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// The offset the next message of a queue gets (0 for a queue never written).
@@ -105,7 +113,6 @@ mod tests {
     use super::*;
     use crate::command::MessageKind;
     use crate::command::Permission;
-    use crate::command::TopicConfig;
 
     fn record(name: &str, queues: u32, created_at: u64) -> TopicRecord {
         TopicRecord {
@@ -140,6 +147,8 @@ mod tests {
             counter("a", 1, 6),
         ]);
         assert_eq!(cache.topic("b").map(|t| t.config.queues), Some(4));
+        let names: Vec<String> = cache.topics().into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["a", "b"], "ordered by name");
         assert_eq!((cache.next_offset("b", 3), cache.next_offset("a", 1)), (1, 6));
 
         cache.apply(&[Op::DeleteTopic("a".into())]);

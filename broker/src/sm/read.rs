@@ -83,18 +83,9 @@ impl Store {
         Ok(MetaCache::load(topics, counters))
     }
 
-    /// All topics, ordered by name.
+    /// All topics, ordered by name (from memory, like [`StateView::topic`]).
     pub fn topics(&self) -> SmResult<Vec<TopicConfig>> {
-        let mut it = self.db().raw_iterator_cf(self.cf(CF_TOPICS)?);
-        it.seek_to_first();
-        let mut out = Vec::new();
-        while let Some(v) = it.value() {
-            let r: TopicRecord = records::from_postcard("topic", v)?;
-            out.push(r.config);
-            it.next();
-        }
-        it.status()?;
-        Ok(out)
+        Ok(self.meta.topics())
     }
 
     /// Consume-queue entries of offsets `from, from + 1, …`: at most `max`, ending early at
