@@ -8,6 +8,7 @@ pub mod clients;
 pub mod command;
 pub mod config;
 pub mod context;
+pub mod delivered_digest;
 pub mod error;
 pub mod forward;
 pub mod leader_duties;

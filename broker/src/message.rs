@@ -11,6 +11,8 @@ use raftmq_proto::rocketmq::v2 as pb;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::delivered_digest;
+use crate::delivered_digest::DigestForm;
 use crate::error::BrokerError;
 use crate::error::BrokerResult;
 use crate::error::InvalidCode;
@@ -73,7 +75,8 @@ pub struct StoredMessage {
     pub kind: StoredKind,
     pub born_timestamp_ms: u64,
     pub born_host: String,
-    /// The producer's body digest (None: an MD5 is computed at delivery).
+    /// The producer's body digest (None: one is computed at delivery, see
+    /// [`crate::delivered_digest`]).
     pub digest: Option<BodyDigest>,
     pub body: Bytes,
 }
@@ -135,16 +138,11 @@ impl StoredMessage {
             tag: self.tag,
             keys: self.keys,
             message_id: self.msg_id,
-            body_digest: Some(match self.digest {
-                Some(d) => pb::Digest {
-                    r#type: d.kind,
-                    checksum: d.checksum,
-                },
-                None => pb::Digest {
-                    r#type: pb::DigestType::Md5 as i32,
-                    checksum: md5_upper_hex(&self.body),
-                },
-            }),
+            body_digest: Some(delivered_digest::delivered(
+                self.digest,
+                &self.body,
+                d.digest_form,
+            )),
             body_encoding: pb::Encoding::Identity as i32,
             message_type: kind as i32,
             born_timestamp: Some(timestamp(self.born_timestamp_ms)),
@@ -181,6 +179,8 @@ pub struct Delivery {
     pub receipt_handle: Option<String>,
     pub invisible_ms: Option<u64>,
     pub attempt: Option<u32>,
+    /// How the consumer's client checks the body digest.
+    pub digest_form: DigestForm,
 }
 
 fn kind_of(sys: &pb::SystemProperties) -> BrokerResult<StoredKind> {
@@ -310,8 +310,6 @@ fn check_body(body: &[u8], max_body: usize) -> BrokerResult<()> {
     }
     Ok(())
 }
-
-pub use raftmq_proto::digest::md5_upper_hex;
 
 pub fn timestamp(ms: u64) -> prost_types::Timestamp {
     prost_types::Timestamp {

@@ -7,8 +7,8 @@
 //!   message, body included.
 //!
 //! Integrity is the commit log's job (every record carries a CRC32C). The producer's body
-//! digest is kept as it came and handed to consumers, who check it end to end; only a
-//! message stored without one gets an MD5 computed at delivery.
+//! digest is kept as it came and handed to consumers, who check it end to end; a message
+//! stored without one gets one computed at delivery (`crate::delivered_digest`).
 
 use std::collections::BTreeMap;
 

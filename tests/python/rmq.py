@@ -10,6 +10,7 @@ import hashlib
 import threading
 import time
 import uuid
+import zlib
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor, wait as wait_futures
 from contextlib import contextmanager
@@ -261,8 +262,9 @@ def receive_until(c: SimpleConsumer, want=None, deadline_secs: float = 120.0, ba
 class Raw:
     """Unary/streaming calls to one broker address with hand-built requests."""
 
-    def __init__(self, addr: str, client_id: str | None = None):
+    def __init__(self, addr: str, client_id: str | None = None, language: str = "PYTHON"):
         self.addr = addr
+        self.language = language
         self.client_id = client_id or f"raftmq-pytest-{uuid.uuid4().hex[:12]}"
         self.channel = grpc.insecure_channel(addr, options=[
             ("grpc.max_send_message_length", -1),
@@ -283,7 +285,7 @@ class Raw:
     def metadata(self):
         # What the official client sends (rocketmq/v5/util/signature.py), unsigned.
         return [
-            ("x-mq-language", "PYTHON"),
+            ("x-mq-language", self.language),
             ("x-mq-protocol", "GRPC_V2"),
             ("x-mq-client-version", "5.1.2"),
             ("x-mq-date-time", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())),
@@ -387,6 +389,11 @@ class Raw:
 
 def md5_upper(data: bytes) -> str:
     return hashlib.md5(data).hexdigest().upper()
+
+
+def crc32_upper8(data: bytes) -> str:
+    """A CRC32 digest as the official Python client spells it (eight upper-case digits)."""
+    return format(zlib.crc32(data) & 0xFFFFFFFF, "08X")
 
 
 def wait_routable(addrs, topic: str, timeout: float = 15.0, min_queues: int = 1) -> dict:

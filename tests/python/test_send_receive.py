@@ -5,6 +5,7 @@ delivered message on the wire."""
 import os
 import threading
 import time
+import zlib
 from collections import defaultdict
 
 import pytest
@@ -146,8 +147,10 @@ def test_delivered_message_fields_on_the_wire(healthy):
         assert m.topic.name == topic
         assert sp.message_id == sent[body], "the client-generated message id must be echoed"
         assert sp.body_encoding == Encoding.IDENTITY
-        assert sp.body_digest.type == DigestType.MD5, f"body_digest {sp.body_digest}"
-        assert sp.body_digest.checksum == rmq.md5_upper(body), f"body_digest {sp.body_digest}"
+        # The official producer sent no digest; the broker computes the CRC32 this
+        # client checks (eight digits: Raw says it is Python's).
+        assert sp.body_digest.type == DigestType.CRC32, f"body_digest {sp.body_digest}"
+        assert sp.body_digest.checksum == rmq.crc32_upper8(body), f"body_digest {sp.body_digest}"
         assert sp.receipt_handle, "no receipt handle"
         assert sp.tag == "TagA"
         assert list(sp.keys) == [f"key-{body.decode().split('-')[1]}"]
@@ -155,3 +158,51 @@ def test_delivered_message_fields_on_the_wire(healthy):
         assert sp.message_type == MessageType.NORMAL
         assert sp.HasField("queue_offset")
         assert sp.delivery_attempt >= 1
+
+
+@pytest.mark.timeout(120)
+def test_a_crc32_digest_reaches_each_client_in_its_spelling(healthy):
+    """A producer's CRC32, spelt without leading zeros as Java's client would, reaches the
+    official Python consumer in the spelling it checks (eight digits) and passes, leading
+    zero included; a wrong one is reported corrupted. A client whose spelling the broker
+    does not know (Node.js's says HTTP) gets an MD5 of the body instead, or the producer's
+    CRC32 as sent where it does not match the body."""
+    c = healthy
+    topic = rmq.unique("crc")
+    rmq.create_topic(c, topic, queues=1)
+    good = [b"hello world!", b"foobar"]  # CRC32 03B4C26D (a leading zero) and 9EF61F95
+    bad = b"tampered"
+    addr = c.client_addrs([c.leader_id()])[0]
+    with rmq.Raw(addr) as raw:
+        msgs = []
+        for body, digested in [(b, b) for b in good] + [(bad, b"not this body")]:
+            m = raw.build_message(topic, body)
+            m.system_properties.body_digest.type = DigestType.CRC32
+            m.system_properties.body_digest.checksum = format(zlib.crc32(digested), "X")
+            msgs.append(m)
+        assert msgs[0].system_properties.body_digest.checksum == "3B4C26D"
+        r = raw.send(msgs)
+        assert r.status.code == Code.OK, f"send: {r.status}"
+
+    group = rmq.unique("crc_cg")
+    with rmq.simple_consumer(c.endpoint(), group, [topic], await_secs=1) as consumer:
+        got = rmq.receive_until(consumer, want=good + [bad], deadline_secs=60, do_ack=False)
+    assert set(got.counts) == set(good + [bad]), f"received {set(got.counts)}"
+    assert got.corrupted == [bad], f"corrupted: {got.corrupted}"
+
+    with rmq.Raw(addr, language="HTTP") as raw:
+        q = raw.query_route(topic).message_queues[0]
+        node_group = rmq.unique("crc_node")
+        seen = {}
+        deadline = time.monotonic() + 60
+        while len(seen) < len(good) + 1 and time.monotonic() < deadline:
+            for x in raw.receive(node_group, q, batch=16):
+                if x.HasField("message"):
+                    seen[x.message.body] = x.message.system_properties.body_digest
+    for body in good:
+        d = seen.get(body)
+        assert d is not None, f"{body!r} not received"
+        assert d.type == DigestType.MD5 and d.checksum == rmq.md5_upper(body), f"{body!r}: {d}"
+    d = seen.get(bad)
+    assert d is not None and d.type == DigestType.CRC32, f"{bad!r}: {d}"
+    assert d.checksum == format(zlib.crc32(b"not this body"), "X"), f"{bad!r}: {d}"

@@ -36,6 +36,7 @@ use crate::command::Permission;
 use crate::command::Rejection;
 use crate::command::TagFilter;
 use crate::context::Broker;
+use crate::delivered_digest::DigestForm;
 use crate::error::BrokerError;
 use crate::error::BrokerResult;
 use crate::error::InvalidCode;
@@ -58,8 +59,11 @@ pub async fn handle(
     broker: &Arc<Broker>,
     req: Request<pb::PullMessageRequest>,
 ) -> Result<Response<BoxStream<Item>>, Status> {
-    let grpc_timeout = long_poll::grpc_timeout(req.metadata());
-    let items = match pull(broker, &req.into_inner(), grpc_timeout).await {
+    let caller = Caller {
+        grpc_timeout: long_poll::grpc_timeout(req.metadata()),
+        digest_form: DigestForm::of_caller(req.metadata()),
+    };
+    let items = match pull(broker, &req.into_inner(), caller).await {
         Ok(items) => items,
         Err(e) => {
             tracing::debug!(error = %e, "pull refused");
@@ -67,6 +71,13 @@ pub async fn handle(
         }
     };
     Ok(Response::new(Box::pin(stream::iter(items.into_iter().map(Ok)))))
+}
+
+/// What the call's metadata says.
+#[derive(Debug, Clone, Copy)]
+struct Caller {
+    grpc_timeout: Option<Duration>,
+    digest_form: DigestForm,
 }
 
 /// A checked pull request.
@@ -79,6 +90,8 @@ struct Pull {
     filter: TagFilter,
     /// How long to wait for messages when there are none.
     wait: Duration,
+    /// How the caller checks body digests.
+    digest_form: DigestForm,
 }
 
 /// What a read of the queue found.
@@ -103,12 +116,8 @@ enum Outcome {
     },
 }
 
-async fn pull(
-    broker: &Arc<Broker>,
-    req: &pb::PullMessageRequest,
-    grpc_timeout: Option<Duration>,
-) -> BrokerResult<Vec<Item>> {
-    let mut p = parse(broker, req, grpc_timeout)?;
+async fn pull(broker: &Arc<Broker>, req: &pb::PullMessageRequest, caller: Caller) -> BrokerResult<Vec<Item>> {
+    let mut p = parse(broker, req, caller)?;
     let deadline = Instant::now() + p.wait;
     let requested = p.offset;
     // Only batches that append to this queue (or change topics) wake this pull.
@@ -132,11 +141,7 @@ async fn pull(
     }
 }
 
-fn parse(
-    broker: &Broker,
-    req: &pb::PullMessageRequest,
-    grpc_timeout: Option<Duration>,
-) -> BrokerResult<Pull> {
+fn parse(broker: &Broker, req: &pb::PullMessageRequest, caller: Caller) -> BrokerResult<Pull> {
     group_name(req.group.as_ref())?;
     let (topic, queue_id) = queue_of(broker, req.message_queue.as_ref())?;
     if !matches!(topic.permission, Permission::Read | Permission::ReadWrite) {
@@ -159,7 +164,7 @@ fn parse(
         req.long_polling_timeout.as_ref(),
         Duration::from_millis(c.max_long_poll_ms),
         Duration::from_millis(c.long_poll_margin_ms),
-        grpc_timeout,
+        caller.grpc_timeout,
     )?;
     Ok(Pull {
         topic: topic.name,
@@ -168,6 +173,7 @@ fn parse(
         batch: req.batch_size as usize,
         filter: parse_filter(req.filter_expression.as_ref())?.hashes,
         wait,
+        digest_form: caller.digest_form,
     })
 }
 
@@ -265,7 +271,7 @@ fn read_messages(
             Source::Disk => broker.read_message(e.log_index, e.slot).map(Some),
         };
         match read {
-            Ok(Some(m)) => messages.push(m.into_wire(delivery(broker, p.queue_id, *offset, e))),
+            Ok(Some(m)) => messages.push(m.into_wire(delivery(broker, p, *offset, e))),
             Ok(None) if messages.is_empty() => return Ok(None),
             Err(err) if messages.is_empty() => return Err(err),
             Ok(None) => {
@@ -323,10 +329,11 @@ fn scan(broker: &Broker, p: &Pull, end: u64) -> BrokerResult<Option<Scanned>> {
     Ok(Some((picked, pos)))
 }
 
-fn delivery(broker: &Broker, queue_id: u32, queue_offset: u64, e: &CqEntry) -> Delivery {
+fn delivery(broker: &Broker, p: &Pull, queue_offset: u64, e: &CqEntry) -> Delivery {
     Delivery {
-        queue_id,
+        queue_id: p.queue_id,
         queue_offset,
+        digest_form: p.digest_form,
         store_time_ms: e.store_time_ms,
         store_host: broker.client_addr().to_owned(),
         ..Default::default()

@@ -57,6 +57,7 @@ use crate::command::Rejection;
 use crate::command::TagFilter;
 use crate::context::Broker;
 use crate::context::now_ms;
+use crate::delivered_digest::DigestForm;
 use crate::error::BrokerError;
 use crate::error::BrokerResult;
 use crate::error::InvalidCode;
@@ -94,6 +95,7 @@ pub async fn handle(
         client,
         client_id,
         only_requested,
+        digest_form: DigestForm::of_caller(req.metadata()),
     };
     let items = stream::once(receive(broker.clone(), req.into_inner(), call)).flat_map(stream::iter);
     Ok(Response::new(Box::pin(items)))
@@ -109,6 +111,8 @@ struct Call {
     /// Pop the requested queue only: a push consumer owns the queue it was assigned, and
     /// must not be handed another member's.
     only_requested: bool,
+    /// How the client checks body digests.
+    digest_form: DigestForm,
 }
 
 /// The request header by which a client asks to pop the requested queue only
@@ -159,6 +163,7 @@ struct Receive {
     topic_fifo: bool,
     max_attempts: u32,
     deadline: Instant,
+    digest_form: DigestForm,
 }
 
 impl Receive {
@@ -201,6 +206,7 @@ impl Receive {
                 .and_then(ClientInfo::max_attempts)
                 .unwrap_or(cfg.max_delivery_attempts),
             deadline: call.started.checked_add(budget).unwrap_or(call.started),
+            digest_form: call.digest_form,
             group,
             topic,
         })
@@ -476,6 +482,7 @@ fn to_wire(broker: &Broker, r: &Receive, x: &Ready) -> pb::Message {
         receipt_handle: Some(receipt::encode(&p.receipt)),
         invisible_ms: Some(r.invisible_ms),
         attempt: Some(p.receipt.attempt),
+        digest_form: r.digest_form,
     };
     let mut m = x.message.clone().into_wire(delivery);
     // Delivered as a message of the topic it was popped from: a dead-letter topic indexes

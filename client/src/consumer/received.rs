@@ -1,8 +1,9 @@
 //! Messages as consumers hand them to the application, and the check of their bodies.
 //!
-//! Brokers send a digest of every body (raftmq: MD5; RocketMQ may also use CRC32 or
-//! SHA-1). The body is checked against it when the message arrives; a mismatch marks the
-//! message [`ReceivedMessage::corrupted`]. What a consumer then does:
+//! Brokers send a digest of every body (raftmq: the producer's, or a CRC32 computed at
+//! delivery; RocketMQ: MD5; either may carry SHA-1). The body is checked against it when
+//! the message arrives; a mismatch marks the message [`ReceivedMessage::corrupted`]. What
+//! a consumer then does:
 //!
 //! - the simple consumer never hands a corrupted message out: it leaves it invisible, so
 //!   it is delivered again after its invisible duration (a copy read afresh), and the
@@ -17,6 +18,7 @@ use std::time::Duration;
 use std::time::SystemTime;
 use std::time::UNIX_EPOCH;
 
+use raftmq_proto::digest::crc32;
 use raftmq_proto::digest::hex_eq;
 use raftmq_proto::digest::md5;
 use raftmq_proto::digest::sha1;
@@ -124,7 +126,7 @@ pub fn check_digest(body: &[u8], digest: Option<&pb::Digest>) -> DigestCheck {
     let matched = match pb::DigestType::try_from(d.r#type) {
         Ok(pb::DigestType::Md5) => hex_eq(expected, &md5(body)),
         Ok(pb::DigestType::Sha1) => hex_eq(expected, &sha1(body)),
-        Ok(pb::DigestType::Crc32) => u32::from_str_radix(expected, 16).ok() == Some(crc32fast::hash(body)),
+        Ok(pb::DigestType::Crc32) => u32::from_str_radix(expected, 16).ok() == Some(crc32(body)),
         _ => return DigestCheck::Unchecked,
     };
     if matched {
@@ -193,13 +195,17 @@ mod tests {
             );
         }
         assert_eq!(check_digest(body, None), DigestCheck::Unchecked);
-        // CRC32 without leading zeros, as Java's Long.toHexString writes it.
-        let crc = crc32fast::hash(b"a");
-        let short = format!("{crc:x}");
-        assert_eq!(
-            check_digest(b"a", Some(&digest(Crc32, &short))),
-            DigestCheck::Match
-        );
+        // A CRC32 with a leading zero (0x03B4C26D), with and without it (C++ and Python
+        // pad to eight digits, Java's Long.toHexString does not).
+        let body = b"hello world!";
+        assert_eq!(crc32(body), 0x03B4_C26D);
+        for spelling in ["03B4C26D", "3B4C26D", "3b4c26d"] {
+            assert_eq!(
+                check_digest(body, Some(&digest(Crc32, spelling))),
+                DigestCheck::Match,
+                "{spelling}"
+            );
+        }
     }
 
     fn wire(body: &[u8], checksum: &str) -> pb::Message {
