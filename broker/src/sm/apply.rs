@@ -10,7 +10,6 @@
 //! A command that cannot be applied is refused as a whole with a
 //! [`Rejection`](crate::command::Rejection) and changes nothing.
 
-use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -98,8 +97,8 @@ pub struct Pending<'a, V> {
     counters: QueueMap<u64>,
     /// Topics deleted in this batch: their counters restart at 0, whatever the base says.
     deleted: HashSet<String>,
-    /// Consume-queue entries written in this batch, by offset.
-    cq: QueueMap<BTreeMap<u64, CqEntry>>,
+    /// Consume-queue entries written in this batch.
+    cq: QueueMap<BatchRun>,
     offsets: HashMap<GroupQueue, OffsetRecord>,
     pops: HashMap<GroupQueue, PopState>,
     ops: Vec<Op>,
@@ -131,14 +130,9 @@ impl<V: StateView> StateView for Pending<'_, V> {
         };
         // Entries of this batch continue the base's (sends only append).
         let start = from + out.len() as u64;
-        let Some(batch) = self.cq.get(topic, queue_id) else {
-            return Ok(out);
-        };
-        for (i, (&offset, entry)) in batch.range(start..).enumerate() {
-            if out.len() >= max || offset != start + i as u64 {
-                break;
-            }
-            out.push(*entry);
+        if let Some(batch) = self.cq.get(topic, queue_id) {
+            let room = max.saturating_sub(out.len());
+            out.extend(batch.from(start).iter().take(room));
         }
         Ok(out)
     }
@@ -159,6 +153,41 @@ impl<V: StateView> StateView for Pending<'_, V> {
 }
 
 type Applied = SmResult<CommandResult>;
+
+/// The consume-queue entries one batch appended to a queue: offsets `first`,
+/// `first + 1`, … (a send takes the queue's next offset, so a batch's offsets of one
+/// queue are consecutive; a deleted topic's runs are dropped).
+#[derive(Debug, Default)]
+pub struct BatchRun {
+    first: u64,
+    entries: Vec<CqEntry>,
+}
+
+impl BatchRun {
+    fn push(&mut self, offset: u64, entry: CqEntry) -> SmResult<()> {
+        if self.entries.is_empty() {
+            self.first = offset;
+        } else if offset != self.first + self.entries.len() as u64 {
+            return Err(SmError::corrupt(
+                "consume queue",
+                format!(
+                    "offset {offset} does not follow {} in one batch",
+                    self.first + self.entries.len() as u64 - 1
+                ),
+            ));
+        }
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// The entries from offset `start` on (none if `start` is before the run).
+    fn from(&self, start: u64) -> &[CqEntry] {
+        start
+            .checked_sub(self.first)
+            .and_then(|skip| self.entries.get(usize::try_from(skip).ok()?..))
+            .unwrap_or(&[])
+    }
+}
 
 fn rejected(r: Rejection) -> Applied {
     Ok(CommandResult::Rejected(r))
@@ -306,8 +335,8 @@ impl<'a, V: StateView> Pending<'a, V> {
                 store_time_ms,
             };
             self.cq
-                .entry(&topic, queue_id, BTreeMap::new)
-                .insert(offset, entry);
+                .entry(&topic, queue_id, BatchRun::default)
+                .push(offset, entry)?;
             self.ops.push(Op::PutCq {
                 topic,
                 queue_id,

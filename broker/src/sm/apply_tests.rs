@@ -372,3 +372,25 @@ fn mismatched_records_are_refused_when_applied() {
 
 #[path = "pop_tests.rs"]
 mod pop_tests;
+
+#[test]
+fn a_batch_run_serves_its_entries_from_any_offset_and_refuses_a_gap() {
+    let entry = |log_index| CqEntry {
+        log_index,
+        slot: 1,
+        size: 10,
+        tag_hash: 0,
+        store_time_ms: 0,
+    };
+    let mut run = BatchRun::default();
+    assert!(run.from(0).is_empty());
+    for (offset, index) in [(5, 50), (6, 51), (7, 52)] {
+        run.push(offset, entry(index)).expect("consecutive");
+    }
+    let indexes = |start| run.from(start).iter().map(|e| e.log_index).collect::<Vec<_>>();
+    assert_eq!(indexes(4), Vec::<u64>::new(), "before the run");
+    assert_eq!(indexes(5), vec![50, 51, 52]);
+    assert_eq!(indexes(7), vec![52]);
+    assert_eq!(indexes(8), Vec::<u64>::new(), "after the run");
+    assert!(matches!(run.push(9, entry(53)), Err(SmError::Corrupt { .. })));
+}

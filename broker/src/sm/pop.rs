@@ -14,9 +14,8 @@
 //! with different values diverge. Changing one requires all replicas to change together
 //! (a format/version bump), never a rolling upgrade.
 
-use std::collections::BTreeMap;
-
 use super::Applied;
+use super::BatchRun;
 use super::Op;
 use super::Pending;
 use super::StateView;
@@ -362,7 +361,7 @@ impl<V: StateView> Pending<'_, V> {
             .checked_add(1)
             .ok_or_else(|| SmError::corrupt("queue counter", "overflow"))?;
         self.counters.insert(&name, 0, next);
-        self.cq.entry(&name, 0, BTreeMap::new).insert(offset, entry);
+        self.cq.entry(&name, 0, BatchRun::default).push(offset, entry)?;
         self.ops.push(Op::PutCq {
             topic: name.as_str().into(),
             queue_id: 0,
