@@ -39,11 +39,29 @@ const IDLE_CPU_S: f64 = 0.1;
 const SETTLE_STEP: Duration = Duration::from_secs(2);
 const SETTLE_MAX: Duration = Duration::from_secs(180);
 
-/// Bytes the run needs on the data disk: three replicas of the backlog with record
-/// headers, metadata and the state machine (measured: 13 GB per node for 10 million
-/// 1 KiB messages), plus the preallocated segments of both groups.
+/// Bytes the run needs on the data disk for the backlog: three replicas of it with record
+/// headers, metadata and the state machine, plus the preallocated segments of both groups.
 pub fn needed_bytes(messages: u64, size: usize) -> u64 {
-    messages * size as u64 * 3 / 10 * 13 + (6 << 30)
+    stored_bytes(messages, size) + (6 << 30)
+}
+
+/// Bytes `messages` take on the disk in a group of three (measured: 13 GB per node for 10
+/// million 1 KiB messages).
+pub fn stored_bytes(messages: u64, size: usize) -> u64 {
+    messages * size as u64 * 3 / 10 * 13
+}
+
+/// Refuses to go on unless the data disk has `need` bytes free, and 2 GB to spare.
+fn ensure_room(env: &Env, need: u64, what: &str) -> anyhow::Result<()> {
+    let free = free_bytes(&env.data_dir)?;
+    anyhow::ensure!(
+        free > need + (2 << 30),
+        "{what} needs ~{} GB on {} plus 2 GB to spare; {} GB free",
+        need >> 30,
+        env.data_dir.display(),
+        free >> 30
+    );
+    Ok(())
 }
 
 fn free_bytes(path: &std::path::Path) -> anyhow::Result<u64> {
@@ -62,8 +80,17 @@ fn free_bytes(path: &std::path::Path) -> anyhow::Result<u64> {
     Ok(s.f_bavail as u64 * s.f_frsize as u64)
 }
 
-/// p99 send latency (ms) of `n` samples at window 64.
-async fn samples(senders: &[RaftmqSender], env: &Env, label: &str, n: usize) -> anyhow::Result<Vec<f64>> {
+/// What one sample measured.
+#[derive(Debug, Clone, Copy)]
+struct Sampled {
+    /// p99 send latency, ms.
+    p99_ms: f64,
+    /// Messages acknowledged, warm-up included (what the sample wrote).
+    acks: u64,
+}
+
+/// `n` samples at window 64.
+async fn samples(senders: &[RaftmqSender], env: &Env, label: &str, n: usize) -> anyhow::Result<Vec<Sampled>> {
     let mut out = Vec::new();
     for i in 0..n {
         out.push(sample(senders, env, &format!("{label} sample {}", i + 1)).await?);
@@ -71,8 +98,8 @@ async fn samples(senders: &[RaftmqSender], env: &Env, label: &str, n: usize) -> 
     Ok(out)
 }
 
-/// One sample's p99 send latency (ms), after a disk probe; prints both.
-async fn sample(senders: &[RaftmqSender], env: &Env, label: &str) -> anyhow::Result<f64> {
+/// One sample at window 64, after a disk probe; prints both.
+async fn sample(senders: &[RaftmqSender], env: &Env, label: &str) -> anyhow::Result<Sampled> {
     let w = Workload::live(SIZE, 64, Rate::Max, Duration::from_secs(1), SAMPLE);
     let d = disk_limit::probe(&env.data_dir, 256 << 20, Duration::from_secs(1))?;
     let clock = Clock(Instant::now());
@@ -92,22 +119,31 @@ async fn sample(senders: &[RaftmqSender], env: &Env, label: &str) -> anyhow::Res
         d.seq_mb_s,
         d.small_fsyncs_s
     );
-    Ok(p99)
+    Ok(Sampled {
+        p99_ms: p99,
+        acks: p.acks,
+    })
 }
 
 pub async fn run(env: &Env, messages: u64) -> anyhow::Result<()> {
-    let need = needed_bytes(messages, SIZE);
-    let free = free_bytes(&env.data_dir)?;
-    anyhow::ensure!(
-        free > need + (2 << 30),
-        "a backlog of {messages} x {SIZE} B needs ~{} GB on {} (3 replicas, two groups) plus 2 GB to spare; {} GB free",
-        need >> 30,
-        env.data_dir.display(),
-        free >> 30
-    );
+    let what = format!("a backlog of {messages} x {SIZE} B (3 replicas, two groups)");
+    ensure_room(env, needed_bytes(messages, SIZE), &what)?;
     let c = RaftmqCluster::start(&env.data_dir).await?;
     let senders = c.producers(4).await?;
     let before = samples(&senders, env, "before the fill", SAMPLES).await?;
+    // Every later sample writes about as much as the largest of these: check for the
+    // backlog and all of them now, not when the disk fills halfway through the pairs.
+    let per_sample = before.iter().map(|s| s.acks).max().unwrap_or(0);
+    let later = (1 + 2 * PAIRS) as u64 * per_sample;
+    ensure_room(
+        env,
+        needed_bytes(messages, SIZE) + stored_bytes(later, SIZE),
+        &format!(
+            "{what} and {} more samples of ~{per_sample} messages",
+            1 + 2 * PAIRS
+        ),
+    )?;
+    let before: Vec<f64> = before.iter().map(|s| s.p99_ms).collect();
     let fill_w = Workload::live(SIZE, 1024, Rate::Max, Duration::ZERO, Duration::ZERO);
     let start = Instant::now();
     let b = Bounds {
@@ -132,11 +168,11 @@ pub async fn run(env: &Env, messages: u64) -> anyhow::Result<()> {
         let e = format!("pair {i} empty group");
         let f = format!("pair {i} backlog group");
         if i % 2 == 1 {
-            empty.push(sample(&fresh_senders, env, &e).await?);
-            full.push(sample(&senders, env, &f).await?);
+            empty.push(sample(&fresh_senders, env, &e).await?.p99_ms);
+            full.push(sample(&senders, env, &f).await?.p99_ms);
         } else {
-            full.push(sample(&senders, env, &f).await?);
-            empty.push(sample(&fresh_senders, env, &e).await?);
+            full.push(sample(&senders, env, &f).await?.p99_ms);
+            empty.push(sample(&fresh_senders, env, &e).await?.p99_ms);
         }
     }
     for s in senders.iter().chain(&fresh_senders) {
@@ -198,5 +234,12 @@ mod tests {
     fn ten_million_kib_needs_about_46_gb() {
         let n = needed_bytes(10_000_000, 1024);
         assert!(n > 46_000_000_000 && n < 47_000_000_000, "{n}");
+    }
+
+    #[test]
+    fn fifteen_samples_at_35000_per_second_need_about_19_gb_more() {
+        // 9 s a sample (1 s of warm-up): what a run at d31f31d's speed wrote.
+        let n = stored_bytes(15 * 9 * 35_000, 1024);
+        assert!(n > 18_000_000_000 && n < 19_500_000_000, "{n}");
     }
 }
