@@ -115,9 +115,10 @@ impl Message {
                 tag: self.tag.clone(),
                 keys: self.keys.clone(),
                 message_id: message_id.to_owned(),
-                // CRC32: a tenth of an MD5's cost. Official clients each spell a CRC32
+                // CRC32, far cheaper than SHA-1 or MD5. Official clients each spell a CRC32
                 // differently and compare strings; brokers re-spell it for each consumer
-                // (or send an MD5 where they do not know how it checks).
+                // (or send an MD5 where they do not know how it checks), so brokers must
+                // run a build that does (1c6417d or later) before clients send CRC32.
                 body_digest: Some(pb::Digest {
                     r#type: pb::DigestType::Crc32 as i32,
                     checksum: crc32_hex(crc32(&self.body)),
