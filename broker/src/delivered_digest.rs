@@ -17,6 +17,7 @@
 //!   for an unknown client, an MD5 computed at delivery.
 
 use raftmq_proto::digest::crc32;
+use raftmq_proto::digest::crc32_hex;
 use raftmq_proto::digest::md5_upper_hex;
 use raftmq_proto::rocketmq::v2 as pb;
 use tonic::metadata::MetadataMap;
@@ -66,14 +67,6 @@ impl DigestForm {
     pub fn of_caller(metadata: &MetadataMap) -> Self {
         Self::of_language(metadata.get(LANGUAGE_HEADER).and_then(|v| v.to_str().ok()))
     }
-
-    fn spell(self, crc: u32) -> Option<String> {
-        match self {
-            Self::Crc32Unpadded => Some(format!("{crc:X}")),
-            Self::Crc32Padded => Some(format!("{crc:08X}")),
-            Self::Md5 => None,
-        }
-    }
 }
 
 const CRC32: i32 = pb::DigestType::Crc32 as i32;
@@ -81,25 +74,29 @@ const CRC32: i32 = pb::DigestType::Crc32 as i32;
 /// The digest to deliver for `body`, stored with the producer's `stored` digest, to a
 /// client that checks digests in `form`.
 pub fn delivered(stored: Option<BodyDigest>, body: &[u8], form: DigestForm) -> pb::Digest {
-    let crc = match stored {
+    let stored_crc = match stored {
         Some(d) if d.kind == CRC32 => match u32::from_str_radix(d.checksum.trim(), 16) {
             // An MD5 in place of a CRC32 that does not match would hide the corruption.
-            Ok(crc) if form != DigestForm::Md5 || crc == crc32(body) => crc,
+            Ok(crc) if form != DigestForm::Md5 || crc == crc32(body) => Some(crc),
             _ => return wire(d),
         },
         Some(d) => return wire(d),
-        None if form == DigestForm::Md5 => 0,
-        None => crc32(body),
+        None => None,
     };
-    match form.spell(crc) {
-        Some(checksum) => pb::Digest {
-            r#type: CRC32,
-            checksum,
-        },
-        None => pb::Digest {
-            r#type: pb::DigestType::Md5 as i32,
-            checksum: md5_upper_hex(body),
-        },
+    let crc = || stored_crc.unwrap_or_else(|| crc32(body));
+    let checksum = match form {
+        DigestForm::Crc32Unpadded => format!("{:X}", crc()),
+        DigestForm::Crc32Padded => crc32_hex(crc()),
+        DigestForm::Md5 => {
+            return pb::Digest {
+                r#type: pb::DigestType::Md5 as i32,
+                checksum: md5_upper_hex(body),
+            };
+        }
+    };
+    pb::Digest {
+        r#type: CRC32,
+        checksum,
     }
 }
 

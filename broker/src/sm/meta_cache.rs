@@ -3,10 +3,10 @@
 //! Applying a send reads its topic (is it writable, how many queues) and the counter of
 //! each queue it touches, and the handlers read them on every send and pull. From RocksDB
 //! that was a lookup, a key built and a record decoded each time, on every replica (1.5 %
-//! of the machine's CPU in a profile at window 1024, none after). Both sets are small — a record per
-//! topic and a counter per queue, as RocketMQ keeps its topic configs in memory — so the
-//! store loads them whole when it opens and [`MetaCache::apply`] keeps them current with
-//! every batch it writes. The cache is complete: a name it does not hold is a topic the
+//! of the machine's CPU in a profile at window 1024, none after). Both sets are small — a
+//! record per topic and a counter per queue, as RocketMQ keeps its topic configs in
+//! memory — so the store loads them whole when it opens and [`MetaCache::apply`] keeps
+//! them current with every batch it writes. The cache is complete: a name it does not hold is a topic the
 //! database does not hold, and a queue without a counter starts at 0.
 //!
 //! The store writes RocksDB first and the cache after, so a reader running between the
