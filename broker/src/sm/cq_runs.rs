@@ -210,10 +210,18 @@ mod tests {
                     }
                     store.write(&ops, None, None).expect("write");
                 }
-                for (q, from, max) in reads {
-                    let want: Vec<CqEntry> =
-                        model[q as usize].iter().skip(from as usize).take(max).copied().collect();
-                    prop_assert_eq!(store.read_cq("t", q, from, max).expect("read"), want);
+                let want = |q: u32, from: u64, max: usize| -> Vec<CqEntry> {
+                    model[q as usize].iter().skip(from as usize).take(max).copied().collect()
+                };
+                // From the tails in memory (`cq_tail`), then from the rows alone: a store
+                // opened again starts with empty tails.
+                for &(q, from, max) in &reads {
+                    prop_assert_eq!(store.read_cq("t", q, from, max).expect("read"), want(q, from, max));
+                }
+                drop(store);
+                let reopened = Store::open(dir.path(), &SmConfig::default()).expect("open again");
+                for &(q, from, max) in &reads {
+                    prop_assert_eq!(reopened.read_cq("t", q, from, max).expect("read rows"), want(q, from, max));
                 }
             }
         }

@@ -6,8 +6,10 @@
 //! of the machine's CPU in a profile at window 1024, none after). Both sets are small — a
 //! record per topic and a counter per queue, as RocketMQ keeps its topic configs in
 //! memory — so the store loads them whole when it opens and [`MetaCache::apply`] keeps
-//! them current with every batch it writes. The cache is complete: a name it does not hold is a topic the
-//! database does not hold, and a queue without a counter starts at 0.
+//! them current with every batch it writes. The cache is complete: a name it does not hold
+//! is a topic the database does not hold, and a queue without a counter starts at 0. It
+//! also keeps the newest consume-queue entries of each queue ([`super::cq_tail`]), changed
+//! under the same lock as the counters.
 //!
 //! The store writes RocksDB first and the cache after, so a reader running between the
 //! two sees the state before the batch for topics and counters. Apply results reach
@@ -19,7 +21,9 @@ use std::sync::RwLockReadGuard;
 use std::sync::RwLockWriteGuard;
 
 use super::apply::Op;
+use super::cq_tail::CqTails;
 use super::queue_map::QueueMap;
+use super::records::CqEntry;
 use super::records::TopicRecord;
 use crate::command::TopicConfig;
 
@@ -32,6 +36,8 @@ pub struct MetaCache {
 struct State {
     topics: HashMap<String, TopicRecord>,
     counters: QueueMap<u64>,
+    /// The newest consume-queue entries, changed with the counters ([`super::cq_tail`]).
+    tails: CqTails,
 }
 
 impl MetaCache {
@@ -68,12 +74,18 @@ impl MetaCache {
         self.read().counters.get(topic, queue_id).copied().unwrap_or(0)
     }
 
+    /// Consume-queue entries from `from` on if the queue's tail holds `from`
+    /// ([`CqTails::read`]).
+    pub fn tail_entries(&self, topic: &str, queue_id: u32, from: u64, max: usize) -> Option<Vec<CqEntry>> {
+        self.read().tails.read(topic, queue_id, from, max)
+    }
+
     /// Takes in the changes of a batch the store has written.
     pub fn apply(&self, ops: &[Op]) {
         let touches = ops.iter().any(|op| {
             matches!(
                 op,
-                Op::PutTopic(_) | Op::DeleteTopic(_) | Op::SetNextOffset { .. }
+                Op::PutTopic(_) | Op::DeleteTopic(_) | Op::SetNextOffset { .. } | Op::PutCq { .. }
             )
         });
         if !touches {
@@ -88,13 +100,20 @@ impl MetaCache {
                 Op::DeleteTopic(name) => {
                     state.topics.remove(name);
                     state.counters.remove_topic(name);
+                    state.tails.remove_topic(name);
                 }
                 Op::SetNextOffset {
                     topic,
                     queue_id,
                     next,
                 } => state.counters.insert(topic, *queue_id, *next),
-                Op::PutCq { .. } | Op::PutOffset { .. } | Op::PutPop { .. } => {}
+                Op::PutCq {
+                    topic,
+                    queue_id,
+                    offset,
+                    entry,
+                } => state.tails.push(topic, *queue_id, *offset, *entry),
+                Op::PutOffset { .. } | Op::PutPop { .. } => {}
             }
         }
     }

@@ -16,6 +16,7 @@
 pub mod apply;
 pub mod archive;
 mod cq_runs;
+mod cq_tail;
 pub mod error;
 mod fsutil;
 mod inner;

@@ -2,19 +2,23 @@
 //!
 //! Applying a send touches a queue's counter and consume queue once per message. Keyed by
 //! `(String, u32)`, every lookup had to build an owned `String`; keyed by topic first, a
-//! lookup borrows the message's topic and a topic's name is copied once per batch.
+//! lookup borrows the message's topic and a topic's name is copied once per batch. The
+//! maps hash with FxHash: SipHash was 1.6 % of a follower's samples, and the keys are
+//! names of topics that exist and queue numbers, not input an outsider picks freely.
 
 use std::collections::HashMap;
 
+use rustc_hash::FxBuildHasher;
+
 #[derive(Debug)]
 pub struct QueueMap<V> {
-    by_topic: HashMap<String, HashMap<u32, V>>,
+    by_topic: HashMap<String, HashMap<u32, V, FxBuildHasher>, FxBuildHasher>,
 }
 
 impl<V> Default for QueueMap<V> {
     fn default() -> Self {
         Self {
-            by_topic: HashMap::new(),
+            by_topic: HashMap::default(),
         }
     }
 }
@@ -27,7 +31,7 @@ impl<V> QueueMap<V> {
     /// The value of a queue, made with `make` if it has none yet.
     pub fn entry(&mut self, topic: &str, queue_id: u32, make: impl FnOnce() -> V) -> &mut V {
         if !self.by_topic.contains_key(topic) {
-            self.by_topic.insert(topic.to_owned(), HashMap::new());
+            self.by_topic.insert(topic.to_owned(), HashMap::default());
         }
         let queues = self
             .by_topic
@@ -42,15 +46,16 @@ impl<V> QueueMap<V> {
                 queues.insert(queue_id, value);
             }
             None => {
-                self.by_topic
-                    .insert(topic.to_owned(), HashMap::from([(queue_id, value)]));
+                let mut queues = HashMap::default();
+                queues.insert(queue_id, value);
+                self.by_topic.insert(topic.to_owned(), queues);
             }
         }
     }
 
-    /// Forgets every queue of `topic`.
-    pub fn remove_topic(&mut self, topic: &str) {
-        self.by_topic.remove(topic);
+    /// Forgets every queue of `topic`; returns what they held.
+    pub fn remove_topic(&mut self, topic: &str) -> Option<HashMap<u32, V, FxBuildHasher>> {
+        self.by_topic.remove(topic)
     }
 }
 

@@ -89,9 +89,14 @@ impl Store {
     }
 
     /// Consume-queue entries of offsets `from, from + 1, …`: at most `max`, ending early at
-    /// the end of the queue (or at the first missing offset). Rows hold runs of entries
-    /// ([`super::cq_runs`]): the first row read is the last one starting at or before `from`.
+    /// the end of the queue (or at the first missing offset). From memory when the queue's
+    /// tail holds `from` (ending early at the tail's end, [`super::cq_tail`]); else from
+    /// rows holding runs of entries ([`super::cq_runs`]): the first row read is the last
+    /// one starting at or before `from`.
     pub fn read_cq(&self, topic: &str, queue_id: u32, from: u64, max: usize) -> SmResult<Vec<CqEntry>> {
+        if let Some(entries) = self.meta.tail_entries(topic, queue_id, from, max) {
+            return Ok(entries);
+        }
         let Ok(t) = TopicName::new(topic) else {
             return Ok(Vec::new());
         };
