@@ -99,7 +99,7 @@ impl Message {
     }
 
     /// The protocol's message with id `message_id`, to be stored on `queue_id`.
-    pub fn to_wire(&self, namespace: &str, message_id: &str, queue_id: i32) -> pb::Message {
+    pub fn to_wire(&self, namespace: &str, message_id: &str, queue_id: i32, born: Timestamp) -> pb::Message {
         let kind = if self.message_group.is_some() {
             pb::MessageType::Fifo
         } else {
@@ -125,7 +125,7 @@ impl Message {
                 }),
                 body_encoding: pb::Encoding::Identity as i32,
                 message_type: kind as i32,
-                born_timestamp: Some(now_timestamp()),
+                born_timestamp: Some(born),
                 born_host: crate::rpc::host_name().to_owned(),
                 queue_id,
                 message_group: self.message_group.clone(),
@@ -160,7 +160,8 @@ pub fn check_topic(topic: &str) -> Result<()> {
     Ok(())
 }
 
-fn now_timestamp() -> Timestamp {
+/// The wall clock as a protobuf timestamp.
+pub fn now_timestamp() -> Timestamp {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     Timestamp {
         seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
@@ -197,10 +198,15 @@ mod tests {
             .with_tag("t1")
             .with_property("k", "v")
             .with_message_group("customer-7");
-        let w = m.to_wire("ns", "ID1", 3);
+        let born = Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5,
+        };
+        let w = m.to_wire("ns", "ID1", 3, born);
         let sp = w.system_properties.expect("system properties");
         assert_eq!(sp.message_id, "ID1");
         assert_eq!(sp.queue_id, 3);
+        assert_eq!(sp.born_timestamp, Some(born));
         assert_eq!(sp.message_type, pb::MessageType::Fifo as i32);
         assert_eq!(sp.message_group.as_deref(), Some("customer-7"));
         assert_eq!(

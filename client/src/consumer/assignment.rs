@@ -261,7 +261,7 @@ mod tests {
                 store_timestamp: None,
                 invisible_duration: None,
                 receipt_handle: None,
-                endpoints: q.endpoints.clone(),
+                endpoints: q.endpoints.as_slice().into(),
                 corrupted: false,
             })
             .collect();

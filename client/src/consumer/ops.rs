@@ -3,6 +3,7 @@
 //! read the group's committed offset, find an offset by [`StartFrom`], commit one (pull
 //! and push consumer). Each goes through [`GroupCalls`] (the group's addresses in turn).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use raftmq_proto::rocketmq::v2 as pb;
@@ -79,8 +80,9 @@ impl GroupOps<'_> {
             })
             .await?;
         let mut out = Vec::with_capacity(wire.len());
+        let endpoints: Arc<[String]> = Arc::from(queue.endpoints.as_slice());
         for m in wire {
-            let m = ReceivedMessage::from_wire(m, &queue.broker, &queue.endpoints);
+            let m = ReceivedMessage::from_wire(m, &queue.broker, &endpoints);
             if m.corrupted {
                 tracing::error!(message_id = %m.message_id, queue = %queue.key(), offset = m.queue_offset,
                     "body does not match its digest; left invisible to be delivered again");

@@ -474,9 +474,10 @@ impl Core {
             })
             .await
             .inspect_err(|e| self.refresh_route_on(&queue.topic, e))?;
+        let endpoints: Arc<[String]> = Arc::from(queue.endpoints.as_slice());
         let messages = wire
             .into_iter()
-            .map(|m| ReceivedMessage::from_wire(m, &queue.broker, &queue.endpoints))
+            .map(|m| ReceivedMessage::from_wire(m, &queue.broker, &endpoints))
             .filter(|m| filter.matches(m.tag.as_deref()))
             .collect();
         Ok(Pulled {

@@ -14,6 +14,7 @@
 //! A digest of an unknown type, or none, is not checked and does not mark the message.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use std::time::SystemTime;
 use std::time::UNIX_EPOCH;
@@ -62,8 +63,8 @@ pub struct ReceivedMessage {
     /// messages only; pulled messages have none).
     pub receipt_handle: Option<String>,
     /// Where the message's broker group is reached (every address, the leader first):
-    /// where acks and changes of invisibility go.
-    pub endpoints: Vec<String>,
+    /// where acks and changes of invisibility go. Shared by the messages of one call.
+    pub endpoints: Arc<[String]>,
     /// The body does not match the digest the broker sent (see the module docs).
     pub corrupted: bool,
 }
@@ -71,7 +72,7 @@ pub struct ReceivedMessage {
 impl ReceivedMessage {
     /// The message from the protocol's form, delivered by broker group `broker` reached at
     /// `endpoints`. The body is checked against its digest.
-    pub fn from_wire(m: pb::Message, broker: &str, endpoints: &[String]) -> Self {
+    pub fn from_wire(m: pb::Message, broker: &str, endpoints: &Arc<[String]>) -> Self {
         let sys = m.system_properties.unwrap_or_default();
         let corrupted = matches!(
             check_digest(&m.body, sys.body_digest.as_ref()),
@@ -94,7 +95,7 @@ impl ReceivedMessage {
             store_timestamp: sys.store_timestamp.as_ref().and_then(system_time),
             invisible_duration: sys.invisible_duration.and_then(|d| Duration::try_from(d).ok()),
             receipt_handle: sys.receipt_handle,
-            endpoints: endpoints.to_vec(),
+            endpoints: Arc::clone(endpoints),
             corrupted,
         }
     }
@@ -240,7 +241,7 @@ mod tests {
 
     #[test]
     fn wire_messages_convert_and_corruption_is_flagged() {
-        let eps = vec!["a:1".to_owned(), "b:1".to_owned()];
+        let eps: Arc<[String]> = Arc::from(["a:1".to_owned(), "b:1".to_owned()]);
         let m = ReceivedMessage::from_wire(wire(b"hello", "5D41402ABC4B2A76B9719D911017C592"), "g1", &eps);
         assert!(!m.corrupted);
         assert_eq!((m.message_id.as_str(), m.topic.as_str()), ("ID", "t"));
@@ -252,6 +253,7 @@ mod tests {
         assert_eq!(m.receipt_handle.as_deref(), Some("r2.1.2.3.4"));
         assert_eq!(m.invisible_duration, Some(Duration::from_secs(15)));
         assert_eq!(m.endpoints, eps);
+        assert!(Arc::ptr_eq(&m.endpoints, &eps), "shared, not copied");
         assert_eq!(m.body_str(), Some("hello"));
         assert_eq!(m.born_timestamp, Some(UNIX_EPOCH + Duration::new(10, 5)));
         let bad = ReceivedMessage::from_wire(wire(b"hellO", "5D41402ABC4B2A76B9719D911017C592"), "g1", &eps);

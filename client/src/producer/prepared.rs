@@ -6,6 +6,7 @@ use crate::error::ClientError;
 use crate::error::Result;
 use crate::message::Message;
 use crate::message::new_message_id;
+use crate::message::now_timestamp;
 use crate::route::MessageQueue;
 use crate::route::TopicRoute;
 
@@ -43,13 +44,15 @@ impl Prepared {
         })
     }
 
-    /// The request carrying the messages, `queue_id` in their system properties.
+    /// The request carrying the messages, `queue_id` in their system properties; all are
+    /// born now (one clock read per request, not per message).
     pub fn request(&self, namespace: &str, queue_id: i32) -> pb::SendMessageRequest {
+        let born = now_timestamp();
         let messages = self
             .messages
             .iter()
             .zip(&self.ids)
-            .map(|(m, id)| m.to_wire(namespace, id, queue_id))
+            .map(|(m, id)| m.to_wire(namespace, id, queue_id, born))
             .collect();
         pb::SendMessageRequest { messages }
     }

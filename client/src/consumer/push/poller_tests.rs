@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 use super::*;
@@ -23,7 +24,7 @@ fn message(offset: i64) -> ReceivedMessage {
         store_timestamp: None,
         invisible_duration: None,
         receipt_handle: None,
-        endpoints: vec!["127.0.0.1:1".into()],
+        endpoints: Arc::from(["127.0.0.1:1".to_owned()]),
         corrupted: false,
     }
 }
