@@ -1,8 +1,6 @@
 //! Messages as an application builds them, checked before they leave, and their ids.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
-use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
 use raftmq_proto::digest::crc32;
@@ -158,15 +156,6 @@ pub fn check_topic(topic: &str) -> Result<()> {
         return Err(invalid(format!("topic {topic:?} contains {:?}", c as char)));
     }
     Ok(())
-}
-
-/// The wall clock as a protobuf timestamp.
-pub fn now_timestamp() -> Timestamp {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    Timestamp {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
 //! A send's checked messages and their ids, and the receipts of a stored send.
 
+use std::time::SystemTime;
+
 use raftmq_proto::rocketmq::v2 as pb;
 
+use crate::consumer::received::timestamp;
 use crate::error::ClientError;
 use crate::error::Result;
 use crate::message::Message;
 use crate::message::new_message_id;
-use crate::message::now_timestamp;
 use crate::route::MessageQueue;
 use crate::route::TopicRoute;
 
@@ -47,7 +49,7 @@ impl Prepared {
     /// The request carrying the messages, `queue_id` in their system properties; all are
     /// born now (one clock read per request, not per message).
     pub fn request(&self, namespace: &str, queue_id: i32) -> pb::SendMessageRequest {
-        let born = now_timestamp();
+        let born = timestamp(SystemTime::now());
         let messages = self
             .messages
             .iter()
