@@ -121,6 +121,8 @@ pub struct BrokerConfig {
     pub send_batch: crate::send_batcher::SendBatchConfig,
     pub network: NetworkConfig,
     pub log: LogConfig,
+    /// The message index (query by message id or key).
+    pub index: crate::msg_index::IndexConfig,
 }
 
 impl Default for BrokerConfig {
@@ -150,6 +152,7 @@ impl Default for BrokerConfig {
             tls_key_file: None,
             raft: RaftConfig::default(),
             send_batch: Default::default(),
+            index: Default::default(),
             network: NetworkConfig::default(),
             log: LogConfig::default(),
         }
@@ -217,6 +220,7 @@ impl BrokerConfig {
             return Err(bad("max_batch_messages must be positive"));
         }
         self.send_batch.validate().map_err(bad)?;
+        self.index.validate().map_err(bad)?;
         let merged =
             self.send_batch.max_bytes as u64 + self.send_batch.max_messages as u64 * PER_MESSAGE_METADATA;
         if merged > u64::from(self.log.max_record_size) {
@@ -346,6 +350,10 @@ impl BrokerConfig {
 
     pub fn spool_dir(&self) -> PathBuf {
         self.data_dir.join("incoming")
+    }
+
+    pub fn index_dir(&self) -> PathBuf {
+        self.data_dir.join("index")
     }
 
     /// The client port's TLS certificate: `tls_cert_file` / `tls_key_file` when set,

@@ -23,6 +23,7 @@ use crate::error::BrokerError;
 use crate::error::BrokerResult;
 use crate::forward::Forwarder;
 use crate::message::StoredMessage;
+use crate::msg_index::MessageIndex;
 use crate::raft::types::BrokerNode;
 use crate::raft::types::NodeId;
 use crate::raft::types::TypeConfig;
@@ -50,6 +51,8 @@ pub struct Broker {
     pub forwarder: Forwarder,
     /// Merges concurrent sends into shared Raft entries (leader only).
     pub sends: SendBatcher,
+    /// This node's index of message ids and keys; `None` when `index.enabled` is off.
+    pub index: Option<Arc<MessageIndex>>,
     /// Round-robin position for choosing queues.
     next_queue: AtomicU64,
     /// Turned true when the node starts shutting down: long polls and Telemetry streams
@@ -85,7 +88,13 @@ pub fn now_ms() -> u64 {
 }
 
 impl Broker {
-    pub fn new(config: Arc<BrokerConfig>, raft: BrokerRaft, sm: StateMachine, log: CommitLog) -> Self {
+    pub fn new(
+        config: Arc<BrokerConfig>,
+        raft: BrokerRaft,
+        sm: StateMachine,
+        log: CommitLog,
+        index: Option<Arc<MessageIndex>>,
+    ) -> Self {
         let forwarder = Forwarder::new(config.forward_timeout());
         Self {
             id: config.node_id,
@@ -97,6 +106,7 @@ impl Broker {
             ),
             forwarder,
             sends: SendBatcher::new(config.send_batch),
+            index,
             config,
             raft,
             sm,

@@ -15,6 +15,7 @@ pub mod leader_duties;
 mod log_repair;
 pub mod message;
 pub mod message_record;
+pub mod msg_index;
 pub mod node;
 pub mod postcard_out;
 pub mod raft;

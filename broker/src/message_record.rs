@@ -133,6 +133,30 @@ fn encode_into(m: &StoredMessage, mut out: BytesMut) -> BrokerResult<BytesMut> {
     Ok(out)
 }
 
+/// What the message index needs of a record, borrowed from it: the message id and the
+/// keys (both versions start with these fields, see [`Meta`]).
+#[derive(Debug, Deserialize)]
+pub struct IndexFields<'a> {
+    pub msg_id: &'a str,
+    pub topic: &'a str,
+    pub tag: Option<&'a str>,
+    #[serde(borrow)]
+    pub keys: Vec<&'a str>,
+}
+
+/// The message id and keys of `record` (either version), without decoding the rest.
+pub fn index_fields(record: &[u8]) -> BrokerResult<IndexFields<'_>> {
+    match record.split_first() {
+        Some((&(RECORD_V1 | RECORD_V2), rest)) => postcard::take_from_bytes::<IndexFields<'_>>(rest)
+            .map(|(f, _)| f)
+            .map_err(|e| BrokerError::Storage(format!("undecodable message record: {e}"))),
+        Some((v, _)) => Err(BrokerError::Storage(format!(
+            "message record of unknown version {v}"
+        ))),
+        None => Err(BrokerError::Storage("empty message record".into())),
+    }
+}
+
 /// The message in `record` (either version).
 pub fn decode(record: &Bytes) -> BrokerResult<StoredMessage> {
     let undecodable = |e: postcard::Error| BrokerError::Storage(format!("undecodable message record: {e}"));
@@ -171,6 +195,18 @@ mod tests {
             digest,
             body: Bytes::from_static(b"the body"),
         }
+    }
+
+    #[test]
+    fn index_fields_are_read_without_decoding_the_rest() {
+        let m = message(None);
+        let record = encode(&m).expect("encode");
+        let f = index_fields(&record).expect("fields");
+        assert_eq!((f.msg_id, f.topic, f.tag), ("01ABC", "orders", Some("TagA")));
+        assert_eq!(f.keys, ["k1", "k2"]);
+        assert!(index_fields(&[]).is_err());
+        assert!(index_fields(&[9, 1, 2]).is_err());
+        assert!(index_fields(&record[..4]).is_err(), "a cut record is refused");
     }
 
     #[test]

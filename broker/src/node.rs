@@ -18,6 +18,7 @@ use crate::context::Broker;
 use crate::context::BrokerRaft;
 use crate::leader_duties;
 use crate::log_repair;
+use crate::msg_index::MessageIndex;
 use crate::raft::NetworkFactory;
 use crate::raft::RaftGrpcService;
 use crate::raft::server;
@@ -46,6 +47,8 @@ pub enum StartError {
     Raft(String),
     #[error("tls: {0}")]
     Tls(#[from] raftmq_transport::TransportError),
+    #[error("message index: {0}")]
+    Index(String),
 }
 
 /// A started node.
@@ -66,6 +69,19 @@ async fn bind(addr: &str) -> Result<TcpListener, StartError> {
         addr: addr.to_owned(),
         source,
     })
+}
+
+/// Opens the message index if it is enabled (on a blocking thread: it scans its newest file).
+async fn open_index(config: &Arc<BrokerConfig>) -> Result<Option<Arc<MessageIndex>>, StartError> {
+    if !config.index.enabled {
+        return Ok(None);
+    }
+    let (dir, cfg) = (config.index_dir(), config.index.clone());
+    let index = tokio::task::spawn_blocking(move || MessageIndex::open(dir, cfg))
+        .await
+        .map_err(|e| StartError::Index(e.to_string()))?
+        .map_err(|e| StartError::Index(e.to_string()))?;
+    Ok(Some(Arc::new(index)))
 }
 
 fn create_dir(path: &std::path::Path) -> Result<(), StartError> {
@@ -113,7 +129,14 @@ impl Node {
 
         let term = raft.metrics().borrow_watched().current_term;
         let fence = Arc::new(VoteFence::new(lost_from, term));
-        let broker = Arc::new(Broker::new(config.clone(), raft.clone(), sm, log.clone()));
+        let index = open_index(&config).await?;
+        let broker = Arc::new(Broker::new(
+            config.clone(),
+            raft.clone(),
+            sm,
+            log.clone(),
+            index.clone(),
+        ));
         let mut node = Self {
             broker,
             stop: watch::Sender::new(false),
@@ -131,6 +154,10 @@ impl Node {
             "leader duties",
             tokio::spawn(leader_duties::run(node.broker.clone(), node.stop.subscribe())),
         ));
+        if let Some(index) = index {
+            let task = crate::msg_index::indexer::run(node.broker.clone(), index, node.stop.subscribe());
+            node.front.push(("message indexer", tokio::spawn(task)));
+        }
         if !config.namesrv.is_empty() {
             node.front.push((
                 "registrar",

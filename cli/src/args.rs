@@ -48,6 +48,8 @@ pub enum Command {
     /// What the name server knows: broker groups and topic routes (needs --namesrv).
     #[command(subcommand)]
     Namesrv(NamesrvCmd),
+    /// Find a topic's messages by message id or by key, newest first.
+    Query(QueryArgs),
 }
 
 /// `--groups`: the broker groups a topic command goes to, found through the name server.
@@ -180,6 +182,32 @@ pub struct SendArgs {
     pub count: u32,
     /// Message body (UTF-8 text).
     pub body: String,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("by").required(true).args(["id", "key"])))]
+pub struct QueryArgs {
+    /// Topic the messages were sent to.
+    #[arg(long)]
+    pub topic: String,
+    /// Message id (as a send printed it).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Message key.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Most messages to show (the broker caps it, 64 by default).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max: u32,
+    /// Only messages stored at or after this time (ms since the Unix epoch).
+    #[arg(long, default_value_t = 0)]
+    pub begin_ms: u64,
+    /// Only messages stored at or before this time (ms since the Unix epoch).
+    #[arg(long)]
+    pub end_ms: Option<u64>,
+    /// Print JSON (bodies included) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

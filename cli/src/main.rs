@@ -2,7 +2,7 @@
 //!
 //! Administers topics, shows a broker group's Raft cluster and consumer group progress
 //! (`raftmq.admin.v1.AdminService`), and sends and receives messages with the RocketMQ 5
-//! protocol (`apache.rocketmq.v2.MessagingService`). With `--namesrv` it also reads the
+//! protocol (`apache.rocketmq.v2.MessagingService`), and finds messages by id or key. With `--namesrv` it also reads the
 //! name server (`raftmq.namesrv.v1.NamesrvService`) and runs topic commands on several
 //! broker groups (`--groups`). Run `raftmq --help` for the commands.
 //! Any failure ends the process with exit code 1 and one line on stderr.
@@ -13,6 +13,7 @@ mod connect;
 mod message_cmds;
 mod multi_group;
 mod namesrv_cmds;
+mod query_cmds;
 mod table;
 
 use std::process::ExitCode;
@@ -71,5 +72,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Group(cmd) => admin_cmds::group(&conn()?, cmd).await,
         Command::Send(args) => message_cmds::send(&conn()?, args).await,
         Command::Receive(args) => message_cmds::receive(&conn()?, args).await,
+        Command::Query(args) => query_cmds::query(&conn()?, args).await,
     }
 }

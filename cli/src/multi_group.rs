@@ -352,6 +352,12 @@ mod tests {
         ) -> Result<Response<GroupProgressResponse>, Status> {
             Err(Status::unimplemented(""))
         }
+        async fn query_messages(
+            &self,
+            _: Request<raftmq_proto::raftmq::admin::v1::QueryMessagesRequest>,
+        ) -> Result<Response<raftmq_proto::raftmq::admin::v1::QueryMessagesResponse>, Status> {
+            Err(Status::unimplemented(""))
+        }
     }
 
     async fn serve(answer: Result<(), (tonic::Code, &'static str)>) -> (String, Arc<Mutex<u32>>) {

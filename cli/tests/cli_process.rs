@@ -142,6 +142,31 @@ impl AdminService for Mock {
             }],
         }))
     }
+
+    async fn query_messages(
+        &self,
+        r: Request<QueryMessagesRequest>,
+    ) -> Result<Response<QueryMessagesResponse>, Status> {
+        let r = r.into_inner();
+        let Some(query_messages_request::By::Key(key)) = r.by else {
+            return Err(Status::invalid_argument("this mock answers keys only"));
+        };
+        let messages = (0..r.max.min(2))
+            .map(|i| FoundMessage {
+                message_id: format!("id-{i}"),
+                topic: r.topic.clone(),
+                queue_id: i,
+                queue_offset: 40 + u64::from(i),
+                keys: vec![key.clone()],
+                body: b"hello".to_vec().into(),
+                ..Default::default()
+            })
+            .collect();
+        Ok(Response::new(QueryMessagesResponse {
+            messages,
+            indexed_through: 12,
+        }))
+    }
 }
 
 fn ok() -> Option<mq::Status> {
@@ -485,6 +510,31 @@ async fn cluster_status_and_group_progress() {
     );
     let out = raftmq(&addr, &["group", "progress", "other"]).await;
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_by_key_prints_a_table_or_json_and_refusals_exit_1() {
+    let (addr, _mock) = start().await;
+    let out = raftmq(&addr, &["query", "--topic", "orders", "--key", "k7"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("MESSAGE ID"), "{text}");
+    assert_eq!(text.lines().count(), 3, "{text}");
+    let out = raftmq(
+        &addr,
+        &[
+            "query", "--topic", "orders", "--key", "k7", "--max", "1", "--json",
+        ],
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(v["messages"].as_array().map(Vec::len), Some(1));
+    assert_eq!(v["messages"][0]["keys"][0], "k7");
+    assert_eq!(v["messages"][0]["body"], "hello");
+    assert_eq!(v["indexed_through"], 12);
+    let out = raftmq(&addr, &["query", "--topic", "orders", "--id", "x"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("INVALID_ARGUMENT"), "{}", stderr(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

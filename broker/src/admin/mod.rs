@@ -4,13 +4,14 @@
 //! Topic changes go through the group's Raft log, so only the leader proposes them: a
 //! follower relays them to the leader ([`relay`]) unless they were relayed to it already,
 //! in which case it answers UNAVAILABLE naming the leader. Reads (ListTopics,
-//! GroupProgress) come from the answering node's applied state; ClusterStatus is this
+//! GroupProgress, QueryMessages) come from the answering node's applied state; ClusterStatus is this
 //! node's view, completed with the leader's replication progress ([`cluster_status`]).
 //! Every failure becomes a gRPC status in one place ([`errors::to_status`]).
 
 pub mod cluster_status;
 pub mod errors;
 pub mod group_progress;
+pub mod query_messages;
 pub mod relay;
 pub mod topics;
 
@@ -137,6 +138,14 @@ impl AdminService for Admin {
         req: Request<pb::GroupProgressRequest>,
     ) -> Result<Response<pb::GroupProgressResponse>, Status> {
         self.answer(group_progress::handle(&self.broker.sm, req.get_ref()))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(topic = %req.get_ref().topic))]
+    async fn query_messages(
+        &self,
+        req: Request<pb::QueryMessagesRequest>,
+    ) -> Result<Response<pb::QueryMessagesResponse>, Status> {
+        self.answer(query_messages::handle(&self.broker, req.get_ref()).await)
     }
 }
 

@@ -73,7 +73,7 @@ impl SingleNode {
         raft.wait(Some(Duration::from_secs(20)))
             .state(ServerState::Leader, "single node leads")
             .await?;
-        let broker = Arc::new(Broker::new(Arc::new(config), raft, sm, log));
+        let broker = Arc::new(Broker::new(Arc::new(config), raft, sm, log, None));
         Ok(Self { broker, dir })
     }
 
