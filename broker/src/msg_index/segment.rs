@@ -92,14 +92,19 @@ impl Segment {
             .create_new(true)
             .open(&path)
             .map_err(io_error("create index segment", &path))?;
-        Ok(Self {
+        Ok(Self::empty_active(path, file, slot_count))
+    }
+
+    /// An active segment with no entries linked yet.
+    fn empty_active(path: PathBuf, file: File, slot_count: u32) -> Self {
+        Self {
             path,
             file,
             slot_count,
             span: Span::default(),
             slots: Some(vec![0; slot_count as usize]),
             slots_file: None,
-        })
+        }
     }
 
     /// Opens a segment: sealed if its `.slots` file is whole, else active, with the
@@ -122,14 +127,7 @@ impl Segment {
                 slots_file: Some(slots_file),
             });
         }
-        let mut seg = Self {
-            path,
-            file,
-            slot_count,
-            span: Span::default(),
-            slots: Some(vec![0; slot_count as usize]),
-            slots_file: None,
-        };
+        let mut seg = Self::empty_active(path, file, slot_count);
         seg.rebuild()?;
         Ok(seg)
     }
