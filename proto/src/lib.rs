@@ -153,6 +153,7 @@ mod admin_tests {
                 "DeleteTopic",
                 "GroupProgress",
                 "ListTopics",
+                "QueryMessages",
                 "UpdateTopic"
             ]
         );
