@@ -118,6 +118,25 @@ pub fn decode(payload: &Bytes) -> Result<Vec<Bytes>, Corruption> {
     Ok(out)
 }
 
+/// The slots of an encoded payload as borrowed slices, in order, checked like [`decode`]
+/// but without a vector or a reference count per slot.
+pub fn slices(payload: &[u8]) -> Result<impl ExactSizeIterator<Item = &[u8]>, Corruption> {
+    let (n, data_start) = table(payload)?;
+    let total: u64 = payload[4..data_start]
+        .chunks_exact(4)
+        .map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+        .sum();
+    if total + data_start as u64 != payload.len() as u64 {
+        return Err(Corruption::BadSlots);
+    }
+    let mut at = data_start;
+    Ok((0..n).map(move |i| {
+        let slot = &payload[at..at + len_at(payload, i)];
+        at += slot.len();
+        slot
+    }))
+}
+
 /// Returns slot `i` of an encoded payload, or `None` if there are fewer slots.
 pub fn get(payload: &Bytes, i: usize) -> Result<Option<Bytes>, Corruption> {
     let (n, data_start) = table(payload)?;
@@ -188,6 +207,9 @@ mod tests {
                 proptest::prop_assert_eq!(get(&buf, i).expect("get"), Some(want.clone()));
             }
             proptest::prop_assert_eq!(get(&buf, b.0.len()).expect("get"), None);
+            let sliced: Vec<&[u8]> = slices(&buf).expect("slices").collect();
+            let decoded: Vec<&[u8]> = b.0.iter().map(|s| &s[..]).collect();
+            proptest::prop_assert_eq!(sliced, decoded);
         }
 
         #[test]
@@ -198,6 +220,16 @@ mod tests {
             let junk = Bytes::from(junk);
             if let Ok(Some(slot)) = get(&junk, i) {
                 proptest::prop_assert!(slot.len() <= junk.len());
+            }
+            // Whatever the bytes: slices agree with decode, never panic.
+            match (slices(&junk), decode(&junk)) {
+                (Ok(it), Ok(all)) => {
+                    let sliced: Vec<&[u8]> = it.collect();
+                    let decoded: Vec<&[u8]> = all.iter().map(|s| &s[..]).collect();
+                    proptest::prop_assert_eq!(sliced, decoded);
+                }
+                (Err(_), Err(_)) => {}
+                (a, b) => proptest::prop_assert!(false, "slices ok={} decode ok={}", a.is_ok(), b.is_ok()),
             }
         }
     }

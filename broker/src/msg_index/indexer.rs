@@ -14,7 +14,6 @@ use openraft::async_runtime::WatchReceiver;
 use raft_log::CommitLog;
 use raft_log::EntryKind;
 use raft_log::LogError;
-use raft_log::SlottedPayload;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -108,8 +107,8 @@ pub fn index_range(log: &CommitLog, index: &MessageIndex, from: u64, to: u64) ->
             continue;
         }
         let index = e.meta.index;
-        match Command::from_encoded(e.payload) {
-            Ok(cmd) => items_of(index, &cmd, &mut items),
+        match raft_log::slots::slices(&e.payload) {
+            Ok(slots) => items_of(index, slots, &mut items),
             Err(err) => tracing::warn!(index, error = %err, "not indexed: undecodable command"),
         }
     }
@@ -144,16 +143,21 @@ fn send_header(encoded: &[u8]) -> Option<SendRef<'_>> {
     }
 }
 
-/// The index items of one command: a send's message ids and keys.
-fn items_of(log_index: u64, cmd: &Command, out: &mut Vec<IndexItem>) {
-    let Some(header) = send_header(cmd.slot(0)) else {
+/// The index items of one command, given as its slots (header, then records): a send's
+/// message ids and keys.
+fn items_of<'a>(
+    log_index: u64,
+    mut slots: impl ExactSizeIterator<Item = &'a [u8]>,
+    out: &mut Vec<IndexItem>,
+) {
+    let Some(header) = slots.next().and_then(send_header) else {
         return;
     };
-    if header.messages.len() != cmd.records().len() {
+    if header.messages.len() != slots.len() {
         tracing::warn!(log_index, "not indexed: a send whose header and records disagree");
         return;
     }
-    for (i, (meta, record)) in header.messages.iter().zip(cmd.records()).enumerate() {
+    for (i, (meta, record)) in header.messages.iter().zip(slots).enumerate() {
         let fields = match crate::message_record::index_fields(record) {
             Ok(f) => f,
             Err(err) => {
@@ -177,6 +181,8 @@ fn items_of(log_index: u64, cmd: &Command, out: &mut Vec<IndexItem>) {
 
 #[cfg(test)]
 mod tests {
+    use raft_log::SlottedPayload;
+
     use super::*;
     use crate::command::Header;
     use crate::command::MessageMeta;
