@@ -52,7 +52,10 @@ pub async fn run(broker: Arc<Broker>, index: Arc<MessageIndex>, mut stop: watch:
                     Ok(Err((done, e))) => {
                         next = done;
                         tracing::warn!(error = %e, from = next, "indexing failed; retrying");
-                        tokio::time::sleep(RETRY_AFTER).await;
+                        tokio::select! {
+                            _ = stop.wait_for(|s| *s) => return,
+                            () = tokio::time::sleep(RETRY_AFTER) => continue,
+                        }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "indexing round panicked; the indexer stops");
