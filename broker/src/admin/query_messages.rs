@@ -69,23 +69,12 @@ fn to_query(req: &pb::QueryMessagesRequest) -> Result<Query, AdminError> {
             ));
         }
     };
-    if key.is_empty() {
-        return Err(AdminError::Invalid(
-            "the message id or key to look for is empty".into(),
-        ));
-    }
     let end_ms = if req.end_time_ms == 0 {
         u64::MAX
     } else {
         req.end_time_ms
     };
-    if req.begin_time_ms > end_ms {
-        return Err(AdminError::Invalid(format!(
-            "begin_time_ms {} is after end_time_ms {end_ms}",
-            req.begin_time_ms
-        )));
-    }
-    Ok(Query {
+    let query = Query {
         topic: req.topic.clone(),
         kind,
         key: key.clone(),
@@ -96,7 +85,10 @@ fn to_query(req: &pb::QueryMessagesRequest) -> Result<Query, AdminError> {
         },
         begin_ms: req.begin_time_ms,
         end_ms,
-    })
+    };
+    // The checks shared with every caller of the query (empty key, reversed time range).
+    query.validate().map_err(|e| AdminError::Invalid(e.to_string()))?;
+    Ok(query)
 }
 
 /// The message at (log index, slot); `None` if this node's log no longer holds it.

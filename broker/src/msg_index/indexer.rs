@@ -29,8 +29,8 @@ use crate::error::BrokerResult;
 /// appends, so queries interleave with a long catch-up).
 const ENTRIES_PER_STEP: u64 = 256;
 /// How long the indexer lets applied entries gather before it reads them: under load
-/// a round then covers many entries (one thread hand-off and one file write each)
-/// instead of waking for every applied batch.
+/// a round then covers many entries (one thread hand-off per round, one file write per
+/// step) instead of waking for every applied batch.
 const GATHER: Duration = Duration::from_millis(10);
 /// Pause after a failed step before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);

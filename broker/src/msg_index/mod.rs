@@ -272,9 +272,7 @@ impl MessageIndex {
 }
 
 fn fsync_dir(dir: &Path) -> BrokerResult<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error("fsync dir", dir))
+    Ok(crate::sm::fsutil::fsync_dir(dir)?)
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@
 //!   scan stops at the first entry whose checksum fails (a torn tail) and cuts it off.
 //! - `NNNNNNNNNN-S.slots`, written when the segment is full ("sealed"): the slot table and
 //!   a trailer (counts, log and time range, CRC32C), after the entries are fsynced, into
-//!   a temporary file that is fsynced and renamed. A sealed segment is read with `pread`
-//!   only; nothing of it stays in memory but its trailer.
+//!   a temporary file that is fsynced and renamed (`sm::fsutil::write_atomic`). A
+//!   sealed segment is read with `pread` only; nothing of it stays in memory but its
+//!   trailer.
 
 use std::fs::File;
 use std::fs::OpenOptions;
@@ -252,11 +253,7 @@ impl Segment {
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         let slots_path = self.path.with_extension("slots");
-        let tmp = self.path.with_extension("slots.tmp");
-        std::fs::write(&tmp, &out)
-            .and_then(|()| File::open(&tmp)?.sync_all())
-            .map_err(io_error("write index slots", &tmp))?;
-        std::fs::rename(&tmp, &slots_path).map_err(io_error("rename index slots", &tmp))?;
+        crate::sm::fsutil::write_atomic(&slots_path, &out)?;
         let f = File::open(&slots_path).map_err(io_error("open index slots", &slots_path))?;
         self.slots_file = Some(f);
         Ok(())

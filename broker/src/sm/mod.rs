@@ -18,7 +18,7 @@ pub mod archive;
 mod cq_runs;
 mod cq_tail;
 pub mod error;
-mod fsutil;
+pub(crate) mod fsutil;
 mod inner;
 pub mod keys;
 pub mod layout;
