@@ -10,11 +10,14 @@
 //! A command that cannot be applied is refused as a whole with a
 //! [`Rejection`](crate::command::Rejection) and changes nothing.
 
-use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
+
+use super::batch_run::BatchRun;
+use super::batch_run::SendRun;
 use super::error::SmError;
 use super::error::SmResult;
 use super::keys;
@@ -68,12 +71,14 @@ pub enum Op {
         queue_id: u32,
         next: u64,
     },
+    /// Consume-queue entries of one queue: `entries[0]` at offset `first`, the others at
+    /// the offsets after it (a send's messages to one queue are one such run).
     PutCq {
-        /// Shared by every message of a send to the topic.
+        /// Shared by every run of a send to the topic.
         topic: Arc<str>,
         queue_id: u32,
-        offset: u64,
-        entry: CqEntry,
+        first: u64,
+        entries: Vec<CqEntry>,
     },
     PutOffset {
         group: String,
@@ -153,41 +158,6 @@ impl<V: StateView> StateView for Pending<'_, V> {
 }
 
 type Applied = SmResult<CommandResult>;
-
-/// The consume-queue entries one batch appended to a queue: offsets `first`,
-/// `first + 1`, … (a send takes the queue's next offset, so a batch's offsets of one
-/// queue are consecutive; a deleted topic's runs are dropped).
-#[derive(Debug, Default)]
-pub struct BatchRun {
-    first: u64,
-    entries: Vec<CqEntry>,
-}
-
-impl BatchRun {
-    fn push(&mut self, offset: u64, entry: CqEntry) -> SmResult<()> {
-        if self.entries.is_empty() {
-            self.first = offset;
-        } else if offset != self.first + self.entries.len() as u64 {
-            return Err(SmError::corrupt(
-                "consume queue",
-                format!(
-                    "offset {offset} does not follow {} in one batch",
-                    self.first + self.entries.len() as u64 - 1
-                ),
-            ));
-        }
-        self.entries.push(entry);
-        Ok(())
-    }
-
-    /// The entries from offset `start` on (none if `start` is before the run).
-    fn from(&self, start: u64) -> &[CqEntry] {
-        start
-            .checked_sub(self.first)
-            .and_then(|skip| self.entries.get(usize::try_from(skip).ok()?..))
-            .unwrap_or(&[])
-    }
-}
 
 fn rejected(r: Rejection) -> Applied {
     Ok(CommandResult::Rejected(r))
@@ -308,52 +278,84 @@ impl<'a, V: StateView> Pending<'a, V> {
         if let Some(r) = self.check_targets(messages)? {
             return rejected(r);
         }
-        let mut positions = Vec::with_capacity(messages.len());
-        let mut touched: BTreeSet<(&str, u32)> = BTreeSet::new();
+        let (runs, positions) = self.runs_of(log_index, store_time_ms, messages, records)?;
         let mut shared: Option<Arc<str>> = None;
+        for run in runs {
+            shared = Some(self.put_run(run, shared)?);
+        }
+        Ok(CommandResult::Sent(positions))
+    }
+
+    /// A send's consume-queue entries as one run per queue it writes to, in the order the
+    /// queues first appear, and each message's place.
+    fn runs_of<'m>(
+        &self,
+        log_index: u64,
+        store_time_ms: u64,
+        messages: &'m [MessageMeta],
+        records: &[bytes::Bytes],
+    ) -> SmResult<(Vec<SendRun<'m>>, Vec<QueuePosition>)> {
+        let mut runs: Vec<SendRun<'m>> = Vec::new();
+        let mut run_of: FxHashMap<(&str, u32), usize> = FxHashMap::default();
+        let mut positions = Vec::with_capacity(messages.len());
         for (i, (meta, record)) in messages.iter().zip(records).enumerate() {
-            let topic = match shared.take() {
-                Some(t) if *t == *meta.topic => t,
-                _ => Arc::from(meta.topic.as_str()),
+            let key = (meta.topic.as_str(), meta.queue_id);
+            let r = match run_of.get(&key) {
+                Some(&r) => r,
+                None => {
+                    runs.push(SendRun {
+                        topic: key.0,
+                        queue_id: key.1,
+                        first: self.next_offset(key.0, key.1)?,
+                        entries: Vec::new(),
+                    });
+                    run_of.insert(key, runs.len() - 1);
+                    runs.len() - 1
+                }
             };
-            shared = Some(topic.clone());
-            let queue_id = meta.queue_id;
-            let offset = self.next_offset(&topic, queue_id)?;
-            let next = offset
-                .checked_add(1)
-                .ok_or_else(|| SmError::corrupt("queue counter", "overflow"))?;
-            self.counters.insert(&topic, queue_id, next);
-            touched.insert((&meta.topic, queue_id));
-            let slot = Command::slot_of_record(i);
+            let run = &mut runs[r];
+            let offset = run.next()?;
             let size =
                 u32::try_from(record.len()).map_err(|_| SmError::corrupt("record", "longer than 4 GiB"))?;
-            let entry = CqEntry {
+            run.entries.push(CqEntry {
                 log_index,
-                slot,
+                slot: Command::slot_of_record(i),
                 size,
                 tag_hash: meta.tag_hash,
                 store_time_ms,
-            };
-            self.cq
-                .entry(&topic, queue_id, BatchRun::default)
-                .push(offset, entry)?;
-            self.ops.push(Op::PutCq {
-                topic,
-                queue_id,
+            });
+            positions.push(QueuePosition {
+                queue_id: meta.queue_id,
                 offset,
-                entry,
-            });
-            positions.push(QueuePosition { queue_id, offset });
-        }
-        for (topic, queue_id) in touched {
-            let next = self.next_offset(topic, queue_id)?;
-            self.ops.push(Op::SetNextOffset {
-                topic: topic.to_owned(),
-                queue_id,
-                next,
             });
         }
-        Ok(CommandResult::Sent(positions))
+        Ok((runs, positions))
+    }
+
+    /// Records a send's run of one queue: its entries and the queue's next offset. `shared`
+    /// is the topic name of the previous run, reused when it is the same; returns this one's.
+    fn put_run(&mut self, run: SendRun<'_>, shared: Option<Arc<str>>) -> SmResult<Arc<str>> {
+        let next = run.next()?;
+        let topic = match shared {
+            Some(t) if *t == *run.topic => t,
+            _ => Arc::from(run.topic),
+        };
+        self.counters.insert(&topic, run.queue_id, next);
+        self.cq
+            .entry(&topic, run.queue_id, BatchRun::default)
+            .extend(run.first, &run.entries)?;
+        self.ops.push(Op::SetNextOffset {
+            topic: run.topic.to_owned(),
+            queue_id: run.queue_id,
+            next,
+        });
+        self.ops.push(Op::PutCq {
+            topic: topic.clone(),
+            queue_id: run.queue_id,
+            first: run.first,
+            entries: run.entries,
+        });
+        Ok(topic)
     }
 
     fn create_topic(&mut self, log_index: u64, config: &TopicConfig) -> Applied {

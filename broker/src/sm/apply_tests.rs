@@ -80,10 +80,12 @@ impl Mem {
                 Op::PutCq {
                     topic,
                     queue_id,
-                    offset,
-                    entry,
+                    first,
+                    entries,
                 } => {
-                    self.cq.insert((topic.to_string(), queue_id, offset), entry);
+                    for (offset, entry) in (first..).zip(entries) {
+                        self.cq.insert((topic.to_string(), queue_id, offset), entry);
+                    }
                 }
                 Op::PutOffset {
                     group,

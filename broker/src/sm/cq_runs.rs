@@ -41,24 +41,30 @@ impl Run {
 }
 
 impl Runs {
-    /// Adds the entry of `offset`: it extends its queue's open run if it follows it,
-    /// else it starts a new one.
-    pub fn push(&mut self, topic: &Arc<str>, queue_id: u32, offset: u64, entry: &CqEntry) {
-        let key = (topic.clone(), queue_id);
-        if let Some(&i) = self.open.get(&key) {
-            let run = &mut self.runs[i];
-            if run.next() == offset {
-                run.value.extend_from_slice(&entry.encode());
-                return;
-            }
+    /// Adds `entries`, the first at `first` and the others after it: they extend their
+    /// queue's open run if they follow it, else they start a new one.
+    pub fn push(&mut self, topic: &Arc<str>, queue_id: u32, first: u64, entries: &[CqEntry]) {
+        if entries.is_empty() {
+            return;
         }
-        self.open.insert(key, self.runs.len());
-        self.runs.push(Run {
-            topic: topic.clone(),
-            queue_id,
-            first: offset,
-            value: entry.encode().to_vec(),
-        });
+        let key = (topic.clone(), queue_id);
+        let i = match self.open.get(&key) {
+            Some(&i) if self.runs[i].next() == first => i,
+            _ => {
+                self.open.insert(key, self.runs.len());
+                self.runs.push(Run {
+                    topic: topic.clone(),
+                    queue_id,
+                    first,
+                    value: Vec::with_capacity(entries.len() * CqEntry::LEN),
+                });
+                self.runs.len() - 1
+            }
+        };
+        let value = &mut self.runs[i].value;
+        for e in entries {
+            value.extend_from_slice(&e.encode());
+        }
     }
 
     /// The runs gathered so far, in the order they were started; leaves `self` empty.
@@ -115,12 +121,13 @@ mod tests {
     fn consecutive_offsets_of_a_queue_share_a_run() {
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
         let mut runs = Runs::default();
-        runs.push(&a, 0, 5, &entry(1));
-        runs.push(&a, 1, 0, &entry(2));
-        runs.push(&a, 0, 6, &entry(3));
-        runs.push(&b, 0, 7, &entry(4));
-        runs.push(&a, 0, 7, &entry(5));
-        runs.push(&a, 0, 9, &entry(6));
+        runs.push(&a, 0, 5, &[entry(1)]);
+        runs.push(&a, 1, 0, &[entry(2)]);
+        runs.push(&a, 0, 6, &[entry(3), entry(7)]);
+        runs.push(&b, 0, 7, &[entry(4)]);
+        runs.push(&b, 1, 0, &[]);
+        runs.push(&a, 0, 8, &[entry(5)]);
+        runs.push(&a, 0, 10, &[entry(6)]);
         let got: Vec<_> = runs
             .take()
             .into_iter()
@@ -133,7 +140,7 @@ mod tests {
                 )
             })
             .collect();
-        let want = [("a", 0, 5, 3), ("a", 1, 0, 1), ("b", 0, 7, 1), ("a", 0, 9, 1)];
+        let want = [("a", 0, 5, 4), ("a", 1, 0, 1), ("b", 0, 7, 1), ("a", 0, 10, 1)];
         let want: Vec<_> = want
             .iter()
             .map(|&(t, q, f, n)| (t.to_string(), q, f, n))
@@ -196,13 +203,14 @@ mod tests {
                 for (segments, delete_after) in batches {
                     let mut ops = Vec::new();
                     for (i, (q, count)) in segments.into_iter().enumerate() {
+                        let first = model[q as usize].len() as u64;
+                        let mut entries = Vec::new();
                         for _ in 0..count {
                             n += 1;
-                            let e = entry(n);
-                            let offset = model[q as usize].len() as u64;
-                            model[q as usize].push(e);
-                            ops.push(Op::PutCq { topic: topic.clone(), queue_id: q, offset, entry: e });
+                            entries.push(entry(n));
                         }
+                        model[q as usize].extend_from_slice(&entries);
+                        ops.push(Op::PutCq { topic: topic.clone(), queue_id: q, first, entries });
                         if delete_after == Some(i) {
                             ops.push(Op::DeleteTopic("t".into()));
                             model = [Vec::new(), Vec::new()];

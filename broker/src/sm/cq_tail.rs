@@ -44,9 +44,12 @@ impl Tail {
 }
 
 impl CqTails {
-    /// Records the entry written at `offset` of a queue. An offset that does not follow the
-    /// tail's last one starts the tail afresh.
-    pub fn push(&mut self, topic: &str, queue_id: u32, offset: u64, entry: CqEntry) {
+    /// Records the entries written from offset `first` on of a queue. A `first` that does
+    /// not follow the tail's last entry starts the tail afresh.
+    pub fn push(&mut self, topic: &str, queue_id: u32, first: u64, entries: &[CqEntry]) {
+        if entries.is_empty() {
+            return;
+        }
         if self.queues.get(topic, queue_id).is_none() {
             if self.held >= MAX_QUEUES {
                 return;
@@ -54,15 +57,22 @@ impl CqTails {
             self.held += 1;
         }
         let tail = self.queues.entry(topic, queue_id, Tail::default);
-        if tail.end() != offset {
+        if tail.end() != first {
             tail.entries.clear();
-            tail.first = offset;
+            tail.first = first;
         }
-        if tail.entries.len() == TAIL_ENTRIES {
-            tail.entries.pop_front();
-            tail.first += 1;
+        // Only the newest TAIL_ENTRIES of a long run can stay.
+        let skip = entries.len().saturating_sub(TAIL_ENTRIES);
+        let kept = &entries[skip..];
+        let over = (tail.entries.len() + kept.len()).saturating_sub(TAIL_ENTRIES);
+        if over >= tail.entries.len() {
+            tail.entries.clear();
+            tail.first = first + skip as u64;
+        } else {
+            tail.entries.drain(..over);
+            tail.first += over as u64;
         }
-        tail.entries.push_back(entry);
+        tail.entries.extend(kept.iter().copied());
     }
 
     /// Forgets every queue of a deleted topic.
@@ -106,7 +116,7 @@ mod tests {
     fn reads_inside_the_tail_and_refuses_outside_it() {
         let mut t = CqTails::default();
         for o in 5..10 {
-            t.push("a", 1, o, entry(o * 10));
+            t.push("a", 1, o, &[entry(o * 10)]);
         }
         assert_eq!(indexes(t.read("a", 1, 5, 2)), Some(vec![50, 60]));
         assert_eq!(
@@ -129,7 +139,7 @@ mod tests {
         let mut t = CqTails::default();
         let n = TAIL_ENTRIES as u64 + 10;
         for o in 0..n {
-            t.push("a", 0, o, entry(o));
+            t.push("a", 0, o, &[entry(o)]);
         }
         assert_eq!(t.read("a", 0, 9, 1), None);
         assert_eq!(indexes(t.read("a", 0, 10, 1)), Some(vec![10]));
@@ -137,11 +147,34 @@ mod tests {
     }
 
     #[test]
+    fn runs_keep_the_newest_entries_of_the_queue() {
+        let run = |from: u64, n: u64| (from..from + n).map(entry).collect::<Vec<_>>();
+        let t_len = TAIL_ENTRIES as u64;
+        let mut t = CqTails::default();
+        t.push("a", 0, 0, &run(0, 10));
+        t.push("a", 0, 10, &run(10, t_len - 4));
+        assert_eq!(t.read("a", 0, 5, 1), None, "pushed out by the second run");
+        assert_eq!(indexes(t.read("a", 0, 6, 2)), Some(vec![6, 7]));
+        t.push("a", 0, t_len + 6, &run(t_len + 6, t_len + 3));
+        assert_eq!(
+            t.read("a", 0, t_len + 8, 1),
+            None,
+            "a run longer than the tail keeps its end"
+        );
+        let end = 2 * t_len + 9;
+        assert_eq!(indexes(t.read("a", 0, t_len + 9, 1)), Some(vec![t_len + 9]));
+        assert_eq!(indexes(t.read("a", 0, end - 1, 5)), Some(vec![end - 1]));
+        t.push("a", 0, end + 5, &run(end + 5, 2));
+        assert_eq!(t.read("a", 0, end - 1, 1), None, "a gap starts afresh");
+        assert_eq!(indexes(t.read("a", 0, end + 5, 9)), Some(vec![end + 5, end + 6]));
+    }
+
+    #[test]
     fn a_gap_starts_the_tail_afresh() {
         let mut t = CqTails::default();
-        t.push("a", 0, 0, entry(0));
-        t.push("a", 0, 1, entry(1));
-        t.push("a", 0, 7, entry(7));
+        t.push("a", 0, 0, &[entry(0)]);
+        t.push("a", 0, 1, &[entry(1)]);
+        t.push("a", 0, 7, &[entry(7)]);
         assert_eq!(t.read("a", 0, 1, 1), None, "entries before the gap are gone");
         assert_eq!(indexes(t.read("a", 0, 7, 3)), Some(vec![7]));
     }
@@ -150,13 +183,13 @@ mod tests {
     fn a_deleted_topic_loses_its_tails_and_frees_their_places() {
         let mut t = CqTails::default();
         for q in 0..MAX_QUEUES as u32 {
-            t.push("a", q, 0, entry(1));
+            t.push("a", q, 0, &[entry(1)]);
         }
-        t.push("b", 0, 0, entry(2));
+        t.push("b", 0, 0, &[entry(2)]);
         assert_eq!(t.read("b", 0, 0, 1), None, "over the bound: not held");
         t.remove_topic("a");
         assert_eq!(t.read("a", 0, 0, 1), None);
-        t.push("b", 0, 0, entry(2));
+        t.push("b", 0, 0, &[entry(2)]);
         assert_eq!(indexes(t.read("b", 0, 0, 1)), Some(vec![2]));
     }
 }

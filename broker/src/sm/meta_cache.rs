@@ -110,9 +110,9 @@ impl MetaCache {
                 Op::PutCq {
                     topic,
                     queue_id,
-                    offset,
-                    entry,
-                } => state.tails.push(topic, *queue_id, *offset, *entry),
+                    first,
+                    entries,
+                } => state.tails.push(topic, *queue_id, *first, entries),
                 Op::PutOffset { .. } | Op::PutPop { .. } => {}
             }
         }

@@ -15,6 +15,7 @@
 
 pub mod apply;
 pub mod archive;
+mod batch_run;
 mod cq_runs;
 mod cq_tail;
 pub mod error;

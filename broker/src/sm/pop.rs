@@ -365,8 +365,8 @@ impl<V: StateView> Pending<'_, V> {
         self.ops.push(Op::PutCq {
             topic: name.as_str().into(),
             queue_id: 0,
-            offset,
-            entry,
+            first: offset,
+            entries: vec![entry],
         });
         self.ops.push(Op::SetNextOffset {
             topic: name,

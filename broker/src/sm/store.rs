@@ -309,9 +309,9 @@ impl Store {
             Op::PutCq {
                 topic,
                 queue_id,
-                offset,
-                entry,
-            } => runs.push(topic, *queue_id, *offset, entry),
+                first,
+                entries,
+            } => runs.push(topic, *queue_id, *first, entries),
             Op::PutOffset {
                 group,
                 topic: name,
