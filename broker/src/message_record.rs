@@ -134,14 +134,16 @@ fn encode_into(m: &StoredMessage, mut out: BytesMut) -> BrokerResult<BytesMut> {
 }
 
 /// What the message index needs of a record, borrowed from it: the message id and the
-/// keys (both versions start with these fields, see [`Meta`]).
+/// keys (both versions start with these fields, see [`Meta`]). Read as bytes: the index
+/// only hashes them, and a `&str` would check each for UTF-8 (the handler that accepted
+/// the message already did).
 #[derive(Debug, Deserialize)]
 pub struct IndexFields<'a> {
-    pub msg_id: &'a str,
-    pub topic: &'a str,
-    pub tag: Option<&'a str>,
+    pub msg_id: &'a [u8],
+    pub topic: &'a [u8],
+    pub tag: Option<&'a [u8]>,
     #[serde(borrow)]
-    pub keys: Vec<&'a str>,
+    pub keys: Vec<&'a [u8]>,
 }
 
 /// The message id and keys of `record` (either version), without decoding the rest.
@@ -202,8 +204,9 @@ mod tests {
         let m = message(None);
         let record = encode(&m).expect("encode");
         let f = index_fields(&record).expect("fields");
-        assert_eq!((f.msg_id, f.topic, f.tag), ("01ABC", "orders", Some("TagA")));
-        assert_eq!(f.keys, ["k1", "k2"]);
+        let tag: Option<&[u8]> = Some(b"TagA");
+        assert_eq!((f.msg_id, f.topic, f.tag), (&b"01ABC"[..], &b"orders"[..], tag));
+        assert_eq!(f.keys, [b"k1", b"k2"]);
         assert!(index_fields(&[]).is_err());
         assert!(index_fields(&[9, 1, 2]).is_err());
         assert!(index_fields(&record[..4]).is_err(), "a cut record is refused");

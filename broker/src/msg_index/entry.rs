@@ -24,12 +24,12 @@ pub enum KeyKind {
 /// change between builds (a test pins values); collisions only cost a record read, since
 /// every hit is checked against the message itself. Eight bytes at a time: every message
 /// is hashed on every node, and a byte-at-a-time hash was about 1 % of a follower's CPU.
-pub fn key_hash(kind: KeyKind, topic: &str, key: &str) -> u64 {
+pub fn key_hash(kind: KeyKind, topic: impl AsRef<[u8]>, key: impl AsRef<[u8]>) -> u64 {
     let mut h: u64 = match kind {
         KeyKind::MessageId => 0x243f_6a88_85a3_08d3,
         KeyKind::Key => 0x1319_8a2e_0370_7344,
     };
-    for part in [topic.as_bytes(), key.as_bytes()] {
+    for part in [topic.as_ref(), key.as_ref()] {
         let mut words = part.chunks_exact(8);
         for w in &mut words {
             h = mix(h, u64::from_le_bytes(w.try_into().unwrap_or_default()));
@@ -150,7 +150,7 @@ mod tests {
             let n = slots * 20;
             let mut counts = vec![0u32; slots as usize];
             for i in 0..n {
-                counts[(key_hash(KeyKind::Key, "orders", &format!("{prefix}{i}")) % slots) as usize] += 1;
+                counts[(key_hash(KeyKind::Key, "orders", format!("{prefix}{i}")) % slots) as usize] += 1;
             }
             let max = counts.iter().max().copied().unwrap_or_default();
             assert!(

@@ -130,10 +130,11 @@ struct SendRef<'a> {
 
 #[derive(serde::Deserialize)]
 struct MetaRef<'a> {
-    topic: &'a str,
+    /// Bytes rather than `&str`: hashed only, so not checked for UTF-8.
+    topic: &'a [u8],
     queue_id: u32,
     _tag_hash: u64,
-    _msg_id: &'a str,
+    _msg_id: &'a [u8],
 }
 
 /// The send header in `encoded`, `None` for any other command. postcard writes an
@@ -210,8 +211,8 @@ mod tests {
         let cmd = Command::new(header, records).expect("command");
         let got = send_header(cmd.slot(0)).expect("a send");
         assert_eq!(got.store_time_ms, 1_700_000_000_123);
-        let metas: Vec<(&str, u32)> = got.messages.iter().map(|m| (m.topic, m.queue_id)).collect();
-        assert_eq!(metas, [("orders", 3), ("payments", 0)]);
+        let metas: Vec<(&[u8], u32)> = got.messages.iter().map(|m| (m.topic, m.queue_id)).collect();
+        assert_eq!(metas, [(&b"orders"[..], 3), (&b"payments"[..], 0)]);
 
         let other = Command::control(Header::CreateTopic(TopicConfig {
             name: "orders".into(),
