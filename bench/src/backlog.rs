@@ -19,6 +19,8 @@ use tokio::time::Instant;
 use crate::disk_limit;
 use crate::raftmq_driver::RaftmqCluster;
 use crate::raftmq_driver::RaftmqSender;
+use crate::room;
+use crate::room::stored_bytes;
 use crate::run::Env;
 use crate::runner;
 use crate::runner::Bounds;
@@ -43,41 +45,6 @@ const SETTLE_MAX: Duration = Duration::from_secs(180);
 /// headers, metadata and the state machine, plus the preallocated segments of both groups.
 pub fn needed_bytes(messages: u64, size: usize) -> u64 {
     stored_bytes(messages, size) + (6 << 30)
-}
-
-/// Bytes `messages` take on the disk in a group of three (measured: 13 GB per node for 10
-/// million 1 KiB messages).
-pub fn stored_bytes(messages: u64, size: usize) -> u64 {
-    messages * size as u64 * 3 / 10 * 13
-}
-
-/// Refuses to go on unless the data disk has `need` bytes free, and 2 GB to spare.
-fn ensure_room(env: &Env, need: u64, what: &str) -> anyhow::Result<()> {
-    let free = free_bytes(&env.data_dir)?;
-    anyhow::ensure!(
-        free > need + (2 << 30),
-        "{what} needs ~{} GB on {} plus 2 GB to spare; {} GB free",
-        need >> 30,
-        env.data_dir.display(),
-        free >> 30
-    );
-    Ok(())
-}
-
-fn free_bytes(path: &std::path::Path) -> anyhow::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: statvfs writes into the zeroed struct we pass; c is a valid C string.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
-    anyhow::ensure!(
-        rc == 0,
-        "statvfs {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-    Ok(s.f_bavail as u64 * s.f_frsize as u64)
 }
 
 /// What one sample measured.
@@ -127,7 +94,7 @@ async fn sample(senders: &[RaftmqSender], env: &Env, label: &str) -> anyhow::Res
 
 pub async fn run(env: &Env, messages: u64) -> anyhow::Result<()> {
     let what = format!("a backlog of {messages} x {SIZE} B (3 replicas, two groups)");
-    ensure_room(env, needed_bytes(messages, SIZE), &what)?;
+    room::ensure(&env.data_dir, needed_bytes(messages, SIZE), &what)?;
     let c = RaftmqCluster::start(&env.data_dir).await?;
     let senders = c.producers(4).await?;
     let before = samples(&senders, env, "before the fill", SAMPLES).await?;
@@ -135,8 +102,8 @@ pub async fn run(env: &Env, messages: u64) -> anyhow::Result<()> {
     // backlog and all of them now, not when the disk fills halfway through the pairs.
     let per_sample = before.iter().map(|s| s.acks).max().unwrap_or(0);
     let later = (1 + 2 * PAIRS) as u64 * per_sample;
-    ensure_room(
-        env,
+    room::ensure(
+        &env.data_dir,
         needed_bytes(messages, SIZE) + stored_bytes(later, SIZE),
         &format!(
             "{what} and {} more samples of ~{per_sample} messages",

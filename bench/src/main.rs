@@ -9,6 +9,7 @@ mod jetstream_driver;
 mod procstat;
 mod raftmq_driver;
 mod report;
+mod room;
 mod run;
 mod runner;
 mod schedule;

@@ -11,6 +11,7 @@ use crate::jetstream_driver::JsCluster;
 use crate::procstat;
 use crate::raftmq_driver::RaftmqCluster;
 use crate::report::RunResult;
+use crate::room;
 use crate::runner;
 use crate::runner::Bounds;
 use crate::runner::Clock;
@@ -38,6 +39,11 @@ const FILL_LIMIT: Duration = Duration::from_secs(20);
 
 /// Starts `sys`, runs `w` against it, stops it.
 pub async fn run(sys: System, w: &Workload, env: &Env) -> anyhow::Result<RunResult> {
+    room::ensure(
+        &env.data_dir,
+        room::run_bytes(w),
+        &format!("{} on {sys}", w.name()),
+    )?;
     match sys {
         System::Raftmq => {
             let mut c = RaftmqCluster::start(&env.data_dir).await?;

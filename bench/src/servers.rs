@@ -3,6 +3,7 @@
 //! [`Servers`] holding it is dropped, so an error, a panic or Ctrl-C leaves nothing behind.
 
 use std::path::Path;
+use std::path::PathBuf;
 use std::process::Child;
 use std::process::Command;
 use std::process::Stdio;
@@ -12,10 +13,27 @@ use anyhow::Context;
 
 use crate::procstat;
 
+/// Lines of a dead server's log shown in the error.
+const LOG_TAIL_LINES: usize = 40;
+
+/// The last `n` lines of the file at `path` (or why it could not be read).
+fn log_tail(path: &Path, n: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        Err(e) => format!("(cannot read it: {e})"),
+    }
+}
+
 /// The processes of one system under test.
 #[derive(Debug, Default)]
 pub struct Servers {
     children: Vec<Child>,
+    /// Each child's log, by position in `children`.
+    logs: Vec<PathBuf>,
 }
 
 impl Servers {
@@ -31,6 +49,7 @@ impl Servers {
         let child = cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?;
         let pid = child.id();
         self.children.push(child);
+        self.logs.push(log.to_path_buf());
         Ok(pid)
     }
 
@@ -38,11 +57,17 @@ impl Servers {
         self.children.iter().map(Child::id).collect()
     }
 
-    /// Fails if a process has exited.
+    /// Fails if a process has exited; the error ends with the last lines of its log (the
+    /// run's folder, and the log with it, is removed on the way out).
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
-        for c in &mut self.children {
+        for (c, log) in self.children.iter_mut().zip(&self.logs) {
             if let Some(status) = c.try_wait()? {
-                anyhow::bail!("server pid {} exited: {status}", c.id());
+                let tail = log_tail(log, LOG_TAIL_LINES);
+                anyhow::bail!(
+                    "server pid {} exited: {status}; last lines of {}:\n{tail}",
+                    c.id(),
+                    log.display()
+                );
             }
         }
         Ok(())
@@ -77,6 +102,7 @@ impl Servers {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.logs.clear();
     }
 }
 
@@ -105,3 +131,31 @@ fn die_with_parent(cmd: &mut Command) {
 
 #[cfg(not(target_os = "linux"))]
 fn die_with_parent(_cmd: &mut Command) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_servers_error_ends_with_its_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("s.log");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("for i in $(seq 1 50); do echo line $i; done; exit 3");
+        let mut servers = Servers::default();
+        servers.spawn(cmd, &log).expect("spawn");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let err = loop {
+            if let Err(e) = servers.check_alive() {
+                break e.to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "sh did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(err.contains("exit status: 3"), "{err}");
+        assert!(err.ends_with("line 50"), "{err}");
+        assert!(err.contains("line 11\n") && !err.contains("line 10\n"), "{err}");
+        assert!(log_tail(&dir.path().join("none"), 3).starts_with("(cannot read it"));
+    }
+}
