@@ -68,6 +68,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+"$REPO/scripts/test.sh" --deps-only >&2 # libclang-dev for RocksDB, make for jemalloc
 log "building release binaries in $TARGET"
 (cd "$REPO" && cargo build --release -p raftmq-broker -p raftmq-bench >&2)
 NATS="$(ensure_nats)"
