@@ -147,13 +147,18 @@ impl JsCluster {
             }
         }
         let js = jetstream::new(self.connect().await?);
-        js.get_stream(STREAM)
-            .await
-            .context("get stream")?
-            .purge()
-            .await
-            .context("purge")?;
-        Ok(())
+        retrying("purge the stream", deadline, || async {
+            let stream = js
+                .get_stream(STREAM)
+                .await
+                .map_err(|e| anyhow::anyhow!("get stream: {e:?}"))?;
+            stream
+                .purge()
+                .await
+                .map_err(|e| anyhow::anyhow!("purge: {e:?}"))?;
+            Ok(())
+        })
+        .await
     }
 
     /// One connection per producer; each may have `window` acks pending.
@@ -176,12 +181,22 @@ impl JsCluster {
     /// An ordered consumer from the stream's first message, feeding `rec`, until aborted.
     pub async fn consumer(&self, rec: Recorder) -> anyhow::Result<JoinHandle<()>> {
         let js = jetstream::new(self.connect().await?);
-        let stream = js.get_stream(STREAM).await.context("get stream")?;
-        let consumer = stream
-            .create_consumer(OrderedConfig::default())
-            .await
-            .context("create ordered consumer")?;
-        let mut messages = consumer.messages().await.context("consume")?;
+        let deadline = Instant::now() + WAIT;
+        let mut messages = retrying("start the ordered consumer", deadline, || async {
+            let stream = js
+                .get_stream(STREAM)
+                .await
+                .map_err(|e| anyhow::anyhow!("get stream: {e:?}"))?;
+            let consumer = stream
+                .create_consumer(OrderedConfig::default())
+                .await
+                .map_err(|e| anyhow::anyhow!("create ordered consumer: {e:?}"))?;
+            consumer
+                .messages()
+                .await
+                .map_err(|e| anyhow::anyhow!("consume: {e:?}"))
+        })
+        .await?;
         Ok(tokio::spawn(async move {
             while let Some(m) = messages.next().await {
                 let Ok(m) = m else { continue };
@@ -192,6 +207,30 @@ impl JsCluster {
                 rec.bodies(batch.iter().map(|m| m.payload.as_ref()));
             }
         }))
+    }
+}
+
+/// Runs `op` until it succeeds, every 200 ms, and gives up with its last error once
+/// `deadline` has passed. JetStream's API requests can fail for a moment while the stream's
+/// leader changes (or on a slow disk, time out): one such failure, "get stream" with no
+/// further cause, once ended a whole suite in its fifth run.
+async fn retrying<T, F, Fut>(what: &str, deadline: Instant, mut op: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let mut failures = 0u32;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                failures += 1;
+                if Instant::now() >= deadline {
+                    return Err(e.context(format!("jetstream: {what}: {failures} attempts failed")));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     }
 }
 
@@ -226,6 +265,30 @@ impl Sender for JsSender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn retrying_returns_the_first_success_and_gives_up_with_the_last_error() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let far = Instant::now() + Duration::from_secs(10);
+        let got = retrying("x", far, || async {
+            match calls.fetch_add(1, Ordering::Relaxed) {
+                0 | 1 => anyhow::bail!("not yet"),
+                n => Ok(n),
+            }
+        })
+        .await;
+        assert_eq!(got.ok(), Some(2));
+
+        let gone = Instant::now();
+        let err = retrying::<(), _, _>("purge", gone, || async { anyhow::bail!("request error") })
+            .await
+            .err()
+            .map(|e| format!("{e:#}"));
+        assert_eq!(
+            err.as_deref(),
+            Some("jetstream: purge: 1 attempts failed: request error")
+        );
+    }
 
     #[test]
     fn config_has_routes_and_sync() {
