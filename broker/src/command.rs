@@ -6,7 +6,9 @@
 //! so a consumer's read fetches one record without decoding the rest of the batch, and
 //! applying an entry needs only the header.
 
+use bytes::BufMut;
 use bytes::Bytes;
+use bytes::BytesMut;
 use raft_log::SlottedPayload;
 use serde::Deserialize;
 use serde::Deserializer;
@@ -171,6 +173,8 @@ pub enum CommandError {
     UnexpectedRecords,
     #[error("cannot encode command header: {0}")]
     Encode(String),
+    #[error("cannot encode message record: {0}")]
+    Record(String),
     #[error("cannot decode command header: {0}")]
     Decode(String),
 }
@@ -223,27 +227,63 @@ impl Command {
     /// append on (`LogRecord::shared_payload`), and replication sends it as it is to every
     /// follower instead of encoding the slots again for each.
     pub fn new(header: Header, records: Vec<Bytes>) -> Result<Self, CommandError> {
-        check_records(&header, records.len())?;
-        let encoded =
-            crate::postcard_out::to_vec_exact(&header).map_err(|e| CommandError::Encode(e.to_string()))?;
-        let parts = Self {
-            header: std::sync::Arc::new(header.into()),
-            encoded_header: Bytes::from(encoded),
-            records: records.into(),
-            encoded: None,
-        };
-        let mut buf = Vec::new();
-        raft_log::slots::encode(&parts, &mut buf);
-        let encoded = Bytes::from(buf);
-        let mut slots = raft_log::slots::decode(&encoded).map_err(|e| CommandError::Encode(e.to_string()))?;
-        let records = slots.split_off(1);
-        let encoded_header = slots.swap_remove(0);
+        let bytes = records.iter().map(Bytes::len).sum();
+        Self::with_records(header, records.len(), bytes, |i, out| {
+            out.extend_from_slice(&records[i]);
+            Ok(())
+        })
+    }
+
+    /// Builds a command whose `count` records `write` appends to the command's buffer
+    /// (record `i` on call `i`; `capacity` is about their total size). A record is then
+    /// laid out once, in place, instead of encoded on its own and copied in.
+    pub fn with_records(
+        header: Header,
+        count: usize,
+        capacity: usize,
+        mut write: impl FnMut(usize, &mut BytesMut) -> Result<(), CommandError>,
+    ) -> Result<Self, CommandError> {
+        check_records(&header, count)?;
+        let too_many = || CommandError::Encode(format!("{count} records do not fit one command"));
+        let slots = u32::try_from(count + 1).map_err(|_| too_many())?;
+        let table = 4 + 4 * (count + 1);
+        let mut buf = BytesMut::with_capacity(table + 64 + capacity);
+        buf.put_u32_le(slots);
+        buf.put_bytes(0, table - 4);
+        for slot in 0..=count {
+            let start = buf.len();
+            if slot == 0 {
+                buf = crate::postcard_out::append(&header, buf)
+                    .map_err(|e| CommandError::Encode(e.to_string()))?;
+            } else {
+                write(slot - 1, &mut buf)?;
+            }
+            let len = u32::try_from(buf.len() - start).map_err(|_| too_many())?;
+            buf[4 + 4 * slot..8 + 4 * slot].copy_from_slice(&len.to_le_bytes());
+        }
+        let encoded = buf.freeze();
+        let mut parts = raft_log::slots::decode(&encoded).map_err(|e| CommandError::Encode(e.to_string()))?;
+        let records = parts.split_off(1);
+        let encoded_header = parts.swap_remove(0);
         Ok(Self {
-            header: parts.header,
+            header: std::sync::Arc::new(header.into()),
             encoded_header,
             records: records.into(),
             encoded: Some(encoded),
         })
+    }
+
+    /// The command's slot encoding, as the log stores it and replication sends it: the
+    /// buffer it was built or read as, shared; encoded only if it was rebuilt from slots.
+    pub fn encoding(&self) -> Bytes {
+        match &self.encoded {
+            Some(e) => e.clone(),
+            None => {
+                let mut buf = Vec::with_capacity(raft_log::slots::encoded_len(self));
+                raft_log::slots::encode(self, &mut buf);
+                Bytes::from(buf)
+            }
+        }
     }
 
     /// A command without records (topic and offset changes).
@@ -364,14 +404,7 @@ impl SlottedPayload for Command {
 /// string: the receiver slices it instead of allocating per message.
 impl Serialize for Command {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match &self.encoded {
-            Some(e) => s.serialize_bytes(e),
-            None => {
-                let mut buf = Vec::new();
-                raft_log::slots::encode(self, &mut buf);
-                s.serialize_bytes(&buf)
-            }
-        }
+        s.serialize_bytes(&self.encoding())
     }
 }
 

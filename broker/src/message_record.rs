@@ -94,21 +94,15 @@ pub fn encode(m: &StoredMessage) -> BrokerResult<Bytes> {
     Ok(encode_into(m, BytesMut::with_capacity(capacity(m)))?.freeze())
 }
 
-/// The records of `messages`, in order, sharing one allocation: a send call's messages
-/// are stored together, and one buffer per call instead of one per message spares the
-/// allocator its costliest requests (records are about a body's size).
-pub fn encode_all(messages: &[StoredMessage]) -> BrokerResult<Vec<Bytes>> {
-    let mut buf = BytesMut::with_capacity(messages.iter().map(capacity).sum());
-    let mut records = Vec::with_capacity(messages.len());
-    for m in messages {
-        buf = encode_into(m, buf)?;
-        records.push(buf.split().freeze());
-    }
-    Ok(records)
+/// Appends `m`'s record (version 2) to `out`: a send's records are written straight
+/// into its command's buffer ([`crate::command::Command::with_records`]).
+pub fn append(m: &StoredMessage, out: &mut BytesMut) -> BrokerResult<()> {
+    *out = encode_into(m, std::mem::take(out))?;
+    Ok(())
 }
 
 /// A record's size, about (the header's strings are usually short).
-fn capacity(m: &StoredMessage) -> usize {
+pub fn capacity(m: &StoredMessage) -> usize {
     64 + m.msg_id.len() + m.topic.len() + m.body.len()
 }
 
@@ -264,7 +258,7 @@ mod tests {
     }
 
     #[test]
-    fn records_encoded_together_are_the_records_encoded_alone() {
+    fn records_appended_to_one_buffer_are_the_records_encoded_alone() {
         let mut a = message(None);
         let mut b = message(Some(BodyDigest {
             kind: 3,
@@ -273,9 +267,15 @@ mod tests {
         a.body = Bytes::from(vec![7u8; 1000]);
         b.msg_id = "another-id".into();
         b.body = Bytes::from_static(b"short");
-        let together = encode_all(&[a.clone(), b.clone()]).expect("encode");
-        let alone = [encode(&a).expect("encode"), encode(&b).expect("encode")];
-        assert_eq!(together, alone);
-        assert_eq!(decode(&together[1]).expect("decode"), b);
+        let mut together = BytesMut::new();
+        append(&a, &mut together).expect("append");
+        let first = together.split().freeze();
+        append(&b, &mut together).expect("append");
+        let second = together.freeze();
+        assert_eq!(
+            [first, second.clone()],
+            [encode(&a).expect("encode"), encode(&b).expect("encode")]
+        );
+        assert_eq!(decode(&second).expect("decode"), b);
     }
 }

@@ -19,12 +19,12 @@
 use std::sync::Arc;
 use std::sync::Weak;
 
-use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 
 use crate::command::Command;
+use crate::command::CommandError;
 use crate::command::CommandResult;
 use crate::command::Header;
 use crate::command::MessageMeta;
@@ -33,6 +33,8 @@ use crate::context::Broker;
 use crate::context::now_ms;
 use crate::error::BrokerError;
 use crate::error::BrokerResult;
+use crate::message::StoredMessage;
+use crate::message_record;
 
 /// Limits of the batcher (`[send_batch]` in the broker's TOML file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -43,8 +45,8 @@ pub struct SendBatchConfig {
     /// Most messages merged into one entry (a single larger call still goes alone).
     /// Default 1024.
     pub max_messages: usize,
-    /// Most record bytes merged into one entry (a single larger call still goes alone).
-    /// Default 1 MiB.
+    /// Most record bytes merged into one entry, as estimated before the records are laid
+    /// out (a single larger call still goes alone). Default 1 MiB.
     pub max_bytes: usize,
     /// Most calls waiting for an entry; further calls wait for room. Default 8192.
     pub queue: usize,
@@ -73,17 +75,18 @@ impl SendBatchConfig {
     }
 }
 
-/// One SendMessage call's placed messages, waiting for its entry.
+/// One SendMessage call's placed messages, waiting for its entry. Their records are
+/// laid out only then, straight into the entry's buffer.
 #[derive(Debug)]
 pub struct PendingSend {
     pub metas: Vec<MessageMeta>,
-    pub records: Vec<Bytes>,
+    pub messages: Vec<StoredMessage>,
     reply: oneshot::Sender<BrokerResult<CommandResult>>,
 }
 
 impl PendingSend {
     fn bytes(&self) -> usize {
-        self.records.iter().map(Bytes::len).sum()
+        self.messages.iter().map(message_record::capacity).sum()
     }
 }
 
@@ -128,15 +131,21 @@ impl Batch {
         self.messages
     }
 
-    /// The one command of every call's messages, in order.
+    /// The one command of every call's messages, in order, each message's record laid
+    /// out in the command's buffer.
     pub fn command(&self, store_time_ms: u64) -> BrokerResult<Command> {
-        let metas = self.calls.iter().flat_map(|c| c.metas.iter().cloned()).collect();
-        let records = self
-            .calls
-            .iter()
-            .flat_map(|c| c.records.iter().cloned())
-            .collect();
-        command(metas, records, store_time_ms)
+        let header = Header::Send {
+            store_time_ms,
+            messages: self.calls.iter().flat_map(|c| c.metas.iter().cloned()).collect(),
+        };
+        let mut messages = self.calls.iter().flat_map(|c| c.messages.iter());
+        Command::with_records(header, self.messages, self.bytes, |_, out| {
+            let m = messages
+                .next()
+                .ok_or_else(|| CommandError::Record("fewer messages than metas".into()))?;
+            message_record::append(m, out).map_err(|e| CommandError::Record(e.to_string()))
+        })
+        .map_err(|e| BrokerError::Internal(e.to_string()))
     }
 
     /// Hands each call its share of the entry's result: its own run of positions, or the
@@ -179,14 +188,6 @@ impl Batch {
     }
 }
 
-fn command(metas: Vec<MessageMeta>, records: Vec<Bytes>, store_time_ms: u64) -> BrokerResult<Command> {
-    let header = Header::Send {
-        store_time_ms,
-        messages: metas,
-    };
-    Command::new(header, records).map_err(|e| BrokerError::Internal(e.to_string()))
-}
-
 /// The handlers' side: queues a call's messages for the next send entry.
 #[derive(Debug)]
 pub struct SendBatcher {
@@ -208,14 +209,22 @@ impl SendBatcher {
         }
     }
 
-    /// Stores `metas` with their `records` in a send entry of `broker`'s log (this
-    /// batcher's owner); the apply's result for them. The first call starts the loop.
+    /// Stores `messages` (`metas[i]` placing `messages[i]`) in a send entry of
+    /// `broker`'s log (this batcher's owner); the apply's result for them. The first call
+    /// starts the loop.
     pub async fn send(
         &self,
         broker: &Arc<Broker>,
         metas: Vec<MessageMeta>,
-        records: Vec<Bytes>,
+        messages: Vec<StoredMessage>,
     ) -> BrokerResult<CommandResult> {
+        if metas.len() != messages.len() {
+            return Err(BrokerError::Internal(format!(
+                "{} messages placed by {} metas",
+                messages.len(),
+                metas.len()
+            )));
+        }
         if !self.started.load(std::sync::atomic::Ordering::Acquire)
             && let Some(rx) = self.take_receiver()
         {
@@ -224,7 +233,7 @@ impl SendBatcher {
         let (reply, answer) = oneshot::channel();
         let call = PendingSend {
             metas,
-            records,
+            messages,
             reply,
         };
         self.tx
@@ -323,6 +332,23 @@ async fn propose(writer: &impl Propose, batch: Batch) {
 mod tests {
     use super::*;
 
+    /// A message of `size` body bytes; its record estimate is `65 + size`.
+    fn message(i: usize, size: usize) -> StoredMessage {
+        StoredMessage {
+            msg_id: String::new(),
+            topic: "t".into(),
+            tag: i.is_multiple_of(2).then(|| format!("tag{i}")),
+            keys: vec![format!("k{i}")],
+            message_group: None,
+            properties: Default::default(),
+            kind: crate::message::StoredKind::Normal,
+            born_timestamp_ms: i as u64,
+            born_host: "h".into(),
+            digest: None,
+            body: bytes::Bytes::from(vec![i as u8; size]),
+        }
+    }
+
     fn call(n: usize, size: usize) -> (PendingSend, oneshot::Receiver<BrokerResult<CommandResult>>) {
         let (reply, rx) = oneshot::channel();
         let metas = (0..n)
@@ -333,11 +359,11 @@ mod tests {
                 msg_id: format!("m{i}"),
             })
             .collect();
-        let records = (0..n).map(|_| Bytes::from(vec![0u8; size])).collect();
+        let messages = (0..n).map(|i| message(i, size)).collect();
         (
             PendingSend {
                 metas,
-                records,
+                messages,
                 reply,
             },
             rx,
@@ -376,10 +402,37 @@ mod tests {
     }
 
     #[test]
+    fn the_command_holds_each_message_s_record_as_encoded_alone() {
+        let limits = SendBatchConfig::default();
+        let (a, _ra) = call(2, 300);
+        let (b, _rb) = call(1, 0);
+        let expected: Vec<_> = a
+            .messages
+            .iter()
+            .chain(&b.messages)
+            .map(|m| m.encode().expect("encode"))
+            .collect();
+        let mut batch = Batch::new(a);
+        assert!(batch.try_add(b, &limits).is_ok());
+        let cmd = batch.command(7).expect("command");
+        assert_eq!(cmd.records(), expected.as_slice());
+        assert_eq!(
+            StoredMessage::decode(&cmd.records()[1]).expect("decode"),
+            message(1, 300)
+        );
+        let Ok(Header::Send { messages, .. }) = cmd.header() else {
+            unreachable!("a send")
+        };
+        assert_eq!(messages.len(), 3);
+        let again = <Command as raft_log::SlottedPayload>::from_encoded(cmd.encoding()).expect("decode");
+        assert_eq!(again, cmd, "the layout is the slot encoding");
+    }
+
+    #[test]
     fn limits_hand_a_call_back_but_a_first_call_always_fits() {
         let limits = SendBatchConfig {
             max_messages: 4,
-            max_bytes: 100,
+            max_bytes: 300,
             ..SendBatchConfig::default()
         };
         let (big, _rbig) = call(10, 50);
@@ -393,9 +446,9 @@ mod tests {
         let (too_many, _r) = call(3, 1);
         assert!(batch.try_add(too_many, &limits).is_err(), "5 messages > 4");
         let (too_big, _r) = call(1, 30);
-        assert!(batch.try_add(too_big, &limits).is_err(), "110 bytes > 100");
-        let (fits, _r) = call(2, 10);
-        assert!(batch.try_add(fits, &limits).is_ok());
+        assert!(batch.try_add(too_big, &limits).is_err(), "210 + 95 bytes > 300");
+        let (fits, _r) = call(1, 20);
+        assert!(batch.try_add(fits, &limits).is_ok(), "210 + 85 bytes");
     }
 
     #[test]

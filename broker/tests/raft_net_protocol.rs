@@ -31,6 +31,7 @@ use raft_log::storage::StoreLeaderId;
 use raft_net_common::*;
 use raftmq_broker::raft::NetworkConfig;
 use raftmq_broker::raft::NetworkFactory;
+use raftmq_broker::raft::append_wire;
 use raftmq_broker::raft::network::PeerClient;
 use raftmq_broker::raft::types::BrokerNode;
 use raftmq_broker::raft::wire;
@@ -284,6 +285,7 @@ async fn malformed_or_misaddressed_calls_get_clear_errors_and_harm_nothing() -> 
 
     let garbage = || pb::AppendRequest {
         payload: Bytes::from_static(&[0xff, 0xff, 0xff, 0x01, 0x02]),
+        commands: Vec::new(),
     };
     let st = raw
         .append_entries(stamped(garbage(), GROUP, target))
@@ -355,9 +357,7 @@ async fn malformed_or_misaddressed_calls_get_clear_errors_and_harm_nothing() -> 
     }
 
     // On the stream: valid requests are answered, then the garbage ends it.
-    let good = pb::AppendRequest {
-        payload: wire::encode(&append(1, None, 0, 1, 10))?,
-    };
+    let good = append_wire::to_message(&append(1, None, 0, 1, 10))?;
     let msgs = futures_util::stream::iter(vec![good, garbage()]);
     let mut answers = raw.append(stamped(msgs, GROUP, target)).await?.into_inner();
     let first = answers.message().await?.expect("answer to the valid request");

@@ -231,6 +231,7 @@ fn raft_service_shape() {
     // Payloads are zero-copy `Bytes`.
     let req = raft::AppendRequest {
         payload: prost::bytes::Bytes::from_static(b"x"),
+        commands: vec![prost::bytes::Bytes::from_static(b"y")],
     };
     assert_eq!(req.payload.len(), 1);
 }

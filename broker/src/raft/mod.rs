@@ -1,6 +1,7 @@
 //! The broker group's Raft: types, configuration, and the gRPC network between members
 //! (`raftmq.raft.v1.RaftService`, served on the node's own Raft port).
 
+pub mod append_wire;
 pub mod config;
 pub mod network;
 pub mod server;

@@ -40,6 +40,7 @@ use tonic::Status;
 use tonic::Streaming;
 use tonic::metadata::MetadataMap;
 
+use crate::raft::append_wire;
 use crate::raft::network::NetworkConfig;
 use crate::raft::types::NodeId;
 use crate::raft::types::SnapshotData;
@@ -287,6 +288,11 @@ fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Status> {
     wire::decode(bytes).map_err(|e| Status::invalid_argument(format!("cannot decode {what}: {e}")))
 }
 
+fn decode_append(msg: pb::AppendRequest) -> Result<AppendEntriesRequest<C>, Status> {
+    append_wire::from_message(msg)
+        .map_err(|e| Status::invalid_argument(format!("cannot decode AppendEntries request: {e}")))
+}
+
 fn encode<T: Serialize>(value: &T, what: &str) -> Result<bytes::Bytes, Status> {
     wire::encode(value).map_err(|e| Status::internal(format!("cannot encode {what}: {e}")))
 }
@@ -321,18 +327,16 @@ where
                     _ = stopping.wait_for(|stop| *stop) => return None,
                 };
                 match msg {
-                    Ok(Some(msg)) => {
-                        match decode::<AppendEntriesRequest<C>>(&msg.payload, "AppendEntries request") {
-                            Ok(req) => {
-                                observe_leader(&fence, &req);
-                                Some((req, (inbound, bad, stopping)))
-                            }
-                            Err(status) => {
-                                *bad.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
-                                None
-                            }
+                    Ok(Some(msg)) => match decode_append(msg) {
+                        Ok(req) => {
+                            observe_leader(&fence, &req);
+                            Some((req, (inbound, bad, stopping)))
                         }
-                    }
+                        Err(status) => {
+                            *bad.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+                            None
+                        }
+                    },
                     // Half-closed by the leader, or its side broke: nothing more to answer.
                     Ok(None) | Err(_) => None,
                 }
@@ -361,7 +365,7 @@ where
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
         self.check_target(request.metadata())?;
-        let req: AppendEntriesRequest<C> = decode(&request.get_ref().payload, "AppendEntries request")?;
+        let req = decode_append(request.into_inner())?;
         observe_leader(&self.fence, &req);
         let resp = self
             .raft

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use raftmq_proto::rocketmq::v2 as pb;
 use tonic::Request;
 use tonic::Response;
@@ -48,7 +47,7 @@ pub async fn handle(
             client_queues.then(|| u32::try_from(q).unwrap_or(u32::MAX))
         })
         .collect();
-    let resp = match send(broker, messages, &requested).await {
+    let resp = match send(broker, messages, &requested, &ids).await {
         Ok(entries) => pb::SendMessageResponse {
             status: Some(status::ok()),
             entries,
@@ -90,9 +89,10 @@ async fn send(
     broker: &Arc<Broker>,
     messages: Vec<pb::Message>,
     requested: &[Option<u32>],
+    ids: &[String],
 ) -> BrokerResult<Vec<pb::SendResultEntry>> {
     let stored = validate(broker, messages)?;
-    let (metas, records) = match placed(broker, &stored, requested) {
+    let metas = match placed(broker, &stored, requested) {
         // A leader elected a moment ago may not have applied everything committed yet
         // (after a crash its state machine is rebuilt from the log): look again once it
         // has, before calling a topic unknown.
@@ -102,13 +102,14 @@ async fn send(
         }
         placed => placed?,
     };
-    match broker.sends.send(broker, metas, records).await? {
-        CommandResult::Sent(positions) => Ok(stored
+    // The records are laid out by the batcher, straight into the entry's buffer.
+    match broker.sends.send(broker, metas, stored).await? {
+        CommandResult::Sent(positions) => Ok(ids
             .iter()
             .zip(positions)
-            .map(|(m, p)| pb::SendResultEntry {
+            .map(|(id, p)| pb::SendResultEntry {
                 status: Some(status::ok()),
-                message_id: m.msg_id.clone(),
+                message_id: id.clone(),
                 transaction_id: String::new(),
                 offset: p.offset as i64,
                 recall_handle: String::new(),
@@ -151,12 +152,12 @@ fn validate(broker: &Broker, messages: Vec<pb::Message>) -> BrokerResult<Vec<Sto
 }
 
 /// Each message's queue (the one the client chose when it asked to choose, else a FIFO
-/// message's by its group, the others round-robin) and record.
+/// message's by its group, the others round-robin).
 fn placed(
     broker: &Broker,
     stored: &[StoredMessage],
     requested: &[Option<u32>],
-) -> BrokerResult<(Vec<MessageMeta>, Vec<Bytes>)> {
+) -> BrokerResult<Vec<MessageMeta>> {
     let mut metas = Vec::with_capacity(stored.len());
     let rr = broker.next_round_robin();
     // A batch usually names one topic: read each topic's config once.
@@ -189,7 +190,7 @@ fn placed(
             msg_id: String::new(),
         });
     }
-    Ok((metas, crate::message_record::encode_all(stored)?))
+    Ok(metas)
 }
 
 /// The queue count of a topic that accepts sends (checked again, authoritatively, at apply).

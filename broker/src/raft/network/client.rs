@@ -38,6 +38,7 @@ use super::PeerChannels;
 use super::Shared;
 use super::errors::ErrorContext;
 use super::stats::Counters;
+use crate::raft::append_wire;
 use crate::raft::types::NodeId;
 use crate::raft::types::SnapshotData;
 use crate::raft::wire;
@@ -121,9 +122,9 @@ impl PeerClient {
         }
     }
 
-    fn split(&self, rpc: AppendEntriesRequest<C>) -> Result<Vec<wire::Piece>, RPCError<C>> {
+    fn split(&self, rpc: AppendEntriesRequest<C>) -> Result<Vec<append_wire::Piece>, RPCError<C>> {
         let cfg = self.cfg();
-        wire::split_append(rpc, cfg.append_piece_budget, cfg.max_message_size).map_err(|e| {
+        append_wire::split_append(rpc, cfg.append_piece_budget, cfg.max_message_size).map_err(|e| {
             tracing::error!(target_node = self.target, error = %e, "cannot send AppendEntries");
             RPCError::Network(NetworkError::new(&e))
         })
@@ -171,12 +172,7 @@ impl RaftNetworkV2<C> for PeerClient {
                 (&channels.control, option.soft_ttl())
             };
             let mut client = self.grpc(channel);
-            let req = self.request(
-                pb::AppendRequest {
-                    payload: piece.payload.clone(),
-                },
-                ttl,
-            );
+            let req = self.request(piece.message.clone(), ttl);
             let resp = self
                 .unary(RPCTypes::AppendEntries, ttl, client.append_entries(req))
                 .await?;

@@ -26,6 +26,7 @@ use super::PeerClient;
 use super::Shared;
 use super::errors::ErrorContext;
 use super::stats::Counters;
+use crate::raft::append_wire;
 use crate::raft::types::NodeId;
 use crate::raft::wire;
 
@@ -166,7 +167,7 @@ impl Pump {
         let cfg = &self.shared.cfg;
         let window_cap = cfg.max_inflight_bytes;
         while let Some(req) = input.next().await {
-            let pieces = match wire::split_append(req, cfg.append_piece_budget, cfg.max_message_size) {
+            let pieces = match append_wire::split_append(req, cfg.append_piece_budget, cfg.max_message_size) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(target_node = self.target, error = %e, "cannot send AppendEntries");
@@ -178,7 +179,7 @@ impl Pump {
             };
             self.shared.counters.count_request(pieces.len());
             let mut in_flight = Vec::with_capacity(pieces.len());
-            let mut payloads = Vec::with_capacity(pieces.len());
+            let mut messages = Vec::with_capacity(pieces.len());
             for p in pieces {
                 let wire_size = p.wire_size();
                 in_flight.push(PieceInFlight {
@@ -186,20 +187,20 @@ impl Pump {
                     wire_size,
                     permits: wire_size.min(window_cap) as u32,
                 });
-                payloads.push(p.payload);
+                messages.push(p.message);
             }
             let permits: Vec<u32> = in_flight.iter().map(|p| p.permits).collect();
             // Announce before sending, so that the answer side always knows what comes.
             if self.pending.send(Pending::Request(in_flight)).is_err() {
                 return;
             }
-            for (payload, n) in payloads.into_iter().zip(permits) {
+            for (message, n) in messages.into_iter().zip(permits) {
                 let Ok(permit) = self.window.clone().acquire_many_owned(n).await else {
                     return;
                 };
                 // Given back by the answer side when this piece is answered.
                 permit.forget();
-                if self.outbound.send(pb::AppendRequest { payload }).await.is_err() {
+                if self.outbound.send(message).await.is_err() {
                     return;
                 }
             }
