@@ -21,10 +21,10 @@
 //! reads the follower's answers, which come back in order, one per message sent.
 //!
 //! A request whose encoding exceeds [`NetworkConfig::append_piece_budget`] is cut into
-//! consecutive pieces (see [`crate::raft::append_wire::split_append`]). openraft still sees one answer per
-//! request: the answer to its last piece. A piece that is refused (conflict, higher vote)
-//! or only partly accepted ends the stream with that answer, exactly as the follower's
-//! own stream ends after a refusal.
+//! consecutive pieces (see [`crate::raft::append_wire::split_append`]). openraft still
+//! sees one answer per request: the answer to its last piece. A piece that is refused
+//! (conflict, higher vote) or only partly accepted ends the stream with that answer,
+//! exactly as the follower's own stream ends after a refusal.
 //!
 //! # Timeouts
 //!
