@@ -250,6 +250,8 @@ impl Command {
         let mut buf = BytesMut::with_capacity(table + 64 + capacity);
         buf.put_u32_le(slots);
         buf.put_bytes(0, table - 4);
+        // Where each slot lands, so the parts are sliced without parsing the table again.
+        let mut ranges = Vec::with_capacity(count + 1);
         for slot in 0..=count {
             let start = buf.len();
             if slot == 0 {
@@ -260,11 +262,11 @@ impl Command {
             }
             let len = u32::try_from(buf.len() - start).map_err(|_| too_many())?;
             buf[4 + 4 * slot..8 + 4 * slot].copy_from_slice(&len.to_le_bytes());
+            ranges.push(start..buf.len());
         }
         let encoded = buf.freeze();
-        let mut parts = raft_log::slots::decode(&encoded).map_err(|e| CommandError::Encode(e.to_string()))?;
-        let records = parts.split_off(1);
-        let encoded_header = parts.swap_remove(0);
+        let encoded_header = encoded.slice(ranges[0].clone());
+        let records: Vec<Bytes> = ranges[1..].iter().map(|r| encoded.slice(r.clone())).collect();
         Ok(Self {
             header: std::sync::Arc::new(header.into()),
             encoded_header,
