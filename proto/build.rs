@@ -38,9 +38,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Message bodies as `bytes::Bytes`: decoding slices them out of the request buffer and
     // a delivered body is shared with the commit log's record instead of copied.
+    // The messaging service's codec sends a pull's ready messages in bigger pieces
+    // (`src/codec.rs`).
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .codec_path("crate::codec::BulkCodec")
         .bytes(".apache.rocketmq.v2.Message.body")
         .file_descriptor_set_path(out_dir.join("apache.rocketmq.v2.bin"))
         .compile_with_config(config, &protos, &includes)?;

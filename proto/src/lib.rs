@@ -115,6 +115,7 @@ pub const INTERNAL_FILE_DESCRIPTOR_SET: &[u8] =
 /// the protocol requires.
 pub const H2_MAX_FRAME_BYTES: u32 = 256 * 1024;
 
+pub mod codec;
 pub mod digest;
 pub mod names;
 pub mod route_headers;
