@@ -19,6 +19,10 @@ rounds=${3:-5}
 workload=${4:-1KiB-w1024-max}
 shift $(($# >= 4 ? 4 : $#))
 bench=${RAFTMQ_BENCH:-$new/raftmq-bench}
+if [[ ! -x $bench ]]; then
+    echo "ab_builds.sh: no benchmark program at $bench (copy raftmq-bench there or set RAFTMQ_BENCH)" >&2
+    exit 2
+fi
 data_dir=${RAFTMQ_BENCH_DATA:-/tmp}
 mkdir -p "$data_dir"
 
