@@ -23,7 +23,7 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[command(name = "raftmq-broker", version)]
 struct Args {
     /// TOML configuration file (every key optional; see docs/OPERATIONS.md).
-    #[arg(long, short = 'c')]
+    #[arg(long, short = 'c', env = "RAFTMQ_BROKER_CONFIG")]
     config: Option<PathBuf>,
     /// Raft node id of this broker (≥ 1, unique in the group).
     #[arg(long)]
