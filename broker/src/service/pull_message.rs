@@ -300,7 +300,9 @@ type Scanned = (Vec<(u64, CqEntry)>, u64);
 /// [`MAX_PULL_BYTES`], looking at [`SCAN_LIMIT`] entries at most. `None` when `p.offset`
 /// itself is no longer held (purged).
 fn scan(broker: &Broker, p: &Pull, end: u64) -> BrokerResult<Option<Scanned>> {
-    let mut picked = Vec::new();
+    // Room for every entry up to the end, as far as the batch goes: one allocation.
+    let ahead = (end - p.offset).min(SCAN_LIMIT);
+    let mut picked = Vec::with_capacity(usize::try_from(ahead).unwrap_or(usize::MAX).min(p.batch));
     let mut bytes = 0u64;
     let mut pos = p.offset;
     while pos < end && pos - p.offset < SCAN_LIMIT {

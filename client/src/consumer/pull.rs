@@ -24,6 +24,8 @@
 //! [`ReceivedMessage::corrupted`] set (see [`super::received`]).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::SystemTime;
 
@@ -119,6 +121,7 @@ impl PullConsumerBuilder {
             batch_size: self.batch_size as i32,
             start_from: self.start_from,
             preferred: Preferred::default(),
+            last_answer: AtomicUsize::new(0),
         });
         Ok(PullConsumer {
             core,
@@ -392,6 +395,9 @@ struct Core {
     batch_size: i32,
     start_from: StartFrom,
     preferred: Preferred,
+    /// Messages in the last pull answer: room reserved for the next one's, so that a busy
+    /// queue's answers do not grow their vectors step by step.
+    last_answer: AtomicUsize,
 }
 
 impl Core {
@@ -475,11 +481,12 @@ impl Core {
             .await
             .inspect_err(|e| self.refresh_route_on(&queue.topic, e))?;
         let endpoints: Arc<[String]> = Arc::from(queue.endpoints.as_slice());
-        let messages = wire
-            .into_iter()
-            .map(|m| ReceivedMessage::from_wire(m, &queue.broker, &endpoints))
-            .filter(|m| filter.matches(m.tag.as_deref()))
-            .collect();
+        let mut messages = Vec::with_capacity(wire.len());
+        messages.extend(
+            wire.into_iter()
+                .map(|m| ReceivedMessage::from_wire(m, &queue.broker, &endpoints))
+                .filter(|m| filter.matches(m.tag.as_deref())),
+        );
         Ok(Pulled {
             queue,
             from: offset,
@@ -504,7 +511,8 @@ impl Core {
             .map_err(|s| call_error(&s, &addr, false))?;
         let hint = leader_hint(resp.metadata());
         let mut stream = resp.into_inner();
-        let (mut status, mut messages, mut next) = (None, Vec::new(), None);
+        let room = self.last_answer.load(Ordering::Relaxed);
+        let (mut status, mut messages, mut next) = (None, Vec::with_capacity(room), None);
         while let Some(item) = stream.message().await.map_err(|s| call_error(&s, &addr, false))? {
             match item.content {
                 Some(Content::Status(s)) => status = Some(s),
@@ -513,6 +521,7 @@ impl Core {
                 None => {}
             }
         }
+        self.last_answer.store(messages.len(), Ordering::Relaxed);
         let code = status.as_ref().map_or(pb::Code::Unspecified as i32, |s| s.code);
         if code == pb::Code::IllegalOffset as i32 {
             // A seek past the end, or a follower behind: read the queue once it gets there.

@@ -108,9 +108,14 @@ impl<T> Queue<T> {
         }
         let topic = first.message.topic.clone();
         let mut bytes = first.message.body.len();
-        let mut batch = vec![first];
-        let mut kept = VecDeque::with_capacity(self.waiting.len());
-        while let Some(w) = self.waiting.pop_front() {
+        let mut batch = Vec::with_capacity(self.waiting.len().min(limits.max_messages) + 1);
+        batch.push(first);
+        // Every other send is taken from the front once; those that stay go to the back in
+        // their order, so the queue keeps its allocation.
+        for _ in 0..self.waiting.len() {
+            let Some(w) = self.waiting.pop_front() else {
+                break;
+            };
             let fits = batch.len() < limits.max_messages
                 && bytes + w.message.body.len() <= limits.max_bytes
                 && w.message.topic == topic
@@ -119,10 +124,9 @@ impl<T> Queue<T> {
                 bytes += w.message.body.len();
                 batch.push(w);
             } else {
-                kept.push_back(w);
+                self.waiting.push_back(w);
             }
         }
-        self.waiting = kept;
         batch
     }
 }
