@@ -21,7 +21,9 @@ rounds=${3:-5}
 workload=${4:-1KiB-w1024-max}
 shift $(($# >= 4 ? 4 : $#))
 bench=${RAFTMQ_BENCH:-$new/raftmq-bench}
-for b in $([[ $bench == own ]] && echo "$old/raftmq-bench $new/raftmq-bench" || echo "$bench"); do
+progs=("$bench")
+[[ $bench == own ]] && progs=("$old/raftmq-bench" "$new/raftmq-bench")
+for b in "${progs[@]}"; do
     if [[ ! -x $b ]]; then
         echo "ab_builds.sh: no benchmark program at $b (copy raftmq-bench there or set RAFTMQ_BENCH)" >&2
         exit 2

@@ -70,7 +70,7 @@ fn is<A: 'static, B: 'static>() -> bool {
 }
 
 /// The buffer settings of [`BulkCodec`]'s encoder of `T` (sizes as in the module docs).
-pub fn encoder_settings<T: 'static>() -> BufferSettings {
+fn encoder_settings<T: 'static>() -> BufferSettings {
     let streamed = is::<T, pb::PullMessageResponse>() || is::<T, pb::ReceiveMessageResponse>();
     let size = if streamed {
         STREAM_BUFFER_BYTES
@@ -81,7 +81,7 @@ pub fn encoder_settings<T: 'static>() -> BufferSettings {
 }
 
 /// The buffer settings of [`BulkCodec`]'s decoder of `U` (only the size counts).
-pub fn decoder_settings<U: 'static>() -> BufferSettings {
+fn decoder_settings<U: 'static>() -> BufferSettings {
     let size = if is::<U, pb::SendMessageRequest>() {
         SEND_BUFFER_BYTES
     } else {
@@ -135,7 +135,8 @@ impl<T: Message + 'static> Encoder for BulkEncoder<T> {
     fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
         buf.reserve(item.encoded_len());
         // What `Message::encode` does after checking the room left, which a growable
-        // buffer always has: the length is computed once, not twice.
+        // buffer always has: the length is computed once, not twice. (`encode_raw` is
+        // hidden from prost's docs but is the trait method the generated code implements.)
         item.encode_raw(buf);
         Ok(())
     }
@@ -183,7 +184,7 @@ fn reserve_repeated<U: 'static>(item: &mut U, body: &[u8]) {
 /// How many length-delimited top-level fields numbered `field` `body` holds, capped at
 /// [`MAX_RESERVED`]; counting stops at the first thing it cannot skip (prost then reports
 /// what is wrong, if anything).
-pub fn count_field(mut body: &[u8], field: u64) -> usize {
+fn count_field(mut body: &[u8], field: u64) -> usize {
     let mut n = 0;
     while !body.is_empty() && n < MAX_RESERVED {
         let Ok(key) = prost::encoding::decode_varint(&mut body) else {
@@ -213,38 +214,37 @@ pub fn count_field(mut body: &[u8], field: u64) -> usize {
 mod tests {
     use super::*;
 
+    /// `settings` as `Debug` shows them (the only way tonic shows them), with our threshold.
+    fn shown(settings: BufferSettings) -> String {
+        let shown = format!("{settings:?}");
+        assert!(
+            shown.contains(&format!("yield_threshold: {YIELD_THRESHOLD_BYTES}")),
+            "{shown}"
+        );
+        shown
+    }
+
     #[test]
     fn streamed_answers_and_send_requests_get_buffers_that_hold_them() {
-        let shown = |s: BufferSettings| format!("{s:?}");
-        let pull = shown(encoder_settings::<pb::PullMessageResponse>());
-        assert!(
-            pull.contains(&format!("buffer_size: {STREAM_BUFFER_BYTES}")),
-            "{pull}"
-        );
-        assert!(
-            pull.contains(&format!("yield_threshold: {YIELD_THRESHOLD_BYTES}")),
-            "{pull}"
-        );
-        let receive = shown(encoder_settings::<pb::ReceiveMessageResponse>());
-        assert!(
-            receive.contains(&format!("buffer_size: {STREAM_BUFFER_BYTES}")),
-            "{receive}"
-        );
-        let answer = shown(encoder_settings::<pb::SendMessageResponse>());
-        assert!(
-            answer.contains(&format!("buffer_size: {BUFFER_BYTES}")),
-            "{answer}"
-        );
-        let send = shown(decoder_settings::<pb::SendMessageRequest>());
-        assert!(
-            send.contains(&format!("buffer_size: {SEND_BUFFER_BYTES}")),
-            "{send}"
-        );
-        let pull_req = shown(decoder_settings::<pb::PullMessageRequest>());
-        assert!(
-            pull_req.contains(&format!("buffer_size: {BUFFER_BYTES}")),
-            "{pull_req}"
-        );
+        let cases = [
+            (
+                shown(encoder_settings::<pb::PullMessageResponse>()),
+                STREAM_BUFFER_BYTES,
+            ),
+            (
+                shown(encoder_settings::<pb::ReceiveMessageResponse>()),
+                STREAM_BUFFER_BYTES,
+            ),
+            (shown(encoder_settings::<pb::SendMessageResponse>()), BUFFER_BYTES),
+            (
+                shown(decoder_settings::<pb::SendMessageRequest>()),
+                SEND_BUFFER_BYTES,
+            ),
+            (shown(decoder_settings::<pb::PullMessageRequest>()), BUFFER_BYTES),
+        ];
+        for (shown, bytes) in cases {
+            assert!(shown.contains(&format!("buffer_size: {bytes},")), "{shown}");
+        }
     }
 
     fn send_request(n: usize) -> pb::SendMessageRequest {
