@@ -45,6 +45,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .codec_path("crate::codec::BulkCodec")
         .bytes(".apache.rocketmq.v2.Message.body")
+        // Written by hand (`src/pull_answer.rs`): the broker sends messages it encoded.
+        .extern_path(
+            ".apache.rocketmq.v2.PullMessageResponse",
+            "crate::pull_answer::PullMessageResponse",
+        )
         .file_descriptor_set_path(out_dir.join("apache.rocketmq.v2.bin"))
         .compile_with_config(config, &protos, &includes)?;
 

@@ -7,6 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::ClientWriteError;
@@ -297,17 +299,18 @@ impl Broker {
 
     /// Reads the message stored at (log index, slot).
     pub fn read_message(&self, log_index: u64, slot: u32) -> BrokerResult<StoredMessage> {
-        let record = self.log.read_slot(log_index, slot)?;
-        StoredMessage::decode(&record)
+        StoredMessage::decode(&self.read_record(log_index, slot)?)
     }
 
-    /// The message at `slot` of entry `log_index` if the commit log's read cache holds that
+    /// The record at `slot` of entry `log_index` (a pull encodes it straight to the wire).
+    pub fn read_record(&self, log_index: u64, slot: u32) -> BrokerResult<Bytes> {
+        Ok(self.log.read_slot(log_index, slot)?)
+    }
+
+    /// The record at `slot` of entry `log_index` if the commit log's read cache holds that
     /// entry, `None` if it does not; never reads a file (see `CommitLog::read_slot_cached`).
-    pub fn read_cached_message(&self, log_index: u64, slot: u32) -> BrokerResult<Option<StoredMessage>> {
-        match self.log.read_slot_cached(log_index, slot)? {
-            Some(record) => StoredMessage::decode(&record).map(Some),
-            None => Ok(None),
-        }
+    pub fn read_cached_record(&self, log_index: u64, slot: u32) -> BrokerResult<Option<Bytes>> {
+        Ok(self.log.read_slot_cached(log_index, slot)?)
     }
 
     /// The next round-robin position (callers take it modulo their queue count).

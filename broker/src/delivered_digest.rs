@@ -17,8 +17,7 @@
 //!   for an unknown client, an MD5 computed at delivery.
 
 use raftmq_proto::digest::crc32;
-use raftmq_proto::digest::crc32_hex;
-use raftmq_proto::digest::md5_upper_hex;
+use raftmq_proto::digest::md5;
 use raftmq_proto::rocketmq::v2 as pb;
 use tonic::metadata::MetadataMap;
 
@@ -70,45 +69,109 @@ impl DigestForm {
 }
 
 const CRC32: i32 = pb::DigestType::Crc32 as i32;
+const MD5: i32 = pb::DigestType::Md5 as i32;
+
+/// A delivered checksum: the producer's, borrowed from the record, or one spelt here.
+#[derive(Debug, Clone, Copy)]
+pub struct Checksum<'a>(Spelt<'a>);
+
+#[derive(Debug, Clone, Copy)]
+enum Spelt<'a> {
+    Stored(&'a str),
+    /// Upper-case hex digits (ASCII), the first `.1` of them.
+    Hex([u8; 32], usize),
+}
+
+impl Checksum<'_> {
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Spelt::Stored(s) => s,
+            // Only ASCII hex digits are written there.
+            Spelt::Hex(digits, len) => std::str::from_utf8(&digits[..*len]).unwrap_or_default(),
+        }
+    }
+
+    /// `bytes` as upper-case hex (at most 16 bytes).
+    fn hex(bytes: &[u8]) -> Self {
+        let (digits, len) = hex_digits(bytes);
+        Self(Spelt::Hex(digits, len))
+    }
+
+    /// A CRC32 as eight hex digits, or without its leading zeros (one digit at least).
+    fn crc32(crc: u32, padded: bool) -> Self {
+        let (mut digits, _) = hex_digits(&crc.to_be_bytes());
+        let zeros = if padded {
+            0
+        } else {
+            digits[..7].iter().take_while(|&&d| d == b'0').count()
+        };
+        digits.copy_within(zeros..8, 0);
+        Self(Spelt::Hex(digits, 8 - zeros))
+    }
+}
+
+/// Upper-case hex digits of (at most 16 of) `bytes`, and how many.
+fn hex_digits(bytes: &[u8]) -> ([u8; 32], usize) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut digits = [0u8; 32];
+    let n = bytes.len().min(16);
+    for (i, &b) in bytes[..n].iter().enumerate() {
+        digits[2 * i] = HEX[usize::from(b >> 4)];
+        digits[2 * i + 1] = HEX[usize::from(b & 0x0f)];
+    }
+    (digits, 2 * n)
+}
+
+/// A producer's digest as stored (borrowed).
+#[derive(Debug, Clone, Copy)]
+pub struct StoredDigest<'a> {
+    /// The protocol's `DigestType` number.
+    pub kind: i32,
+    pub checksum: &'a str,
+}
 
 /// The digest to deliver for `body`, stored with the producer's `stored` digest, to a
 /// client that checks digests in `form`.
-pub fn delivered(stored: Option<BodyDigest>, body: &[u8], form: DigestForm) -> pb::Digest {
+pub fn delivered(stored: Option<&BodyDigest>, body: &[u8], form: DigestForm) -> pb::Digest {
+    let stored = stored.map(|d| StoredDigest {
+        kind: d.kind,
+        checksum: &d.checksum,
+    });
+    let (kind, checksum) = delivered_parts(stored, body, form);
+    pb::Digest {
+        r#type: kind,
+        checksum: checksum.as_str().to_owned(),
+    }
+}
+
+/// [`delivered`] as its parts, the `DigestType` number and the checksum, without
+/// allocating.
+pub fn delivered_parts<'a>(
+    stored: Option<StoredDigest<'a>>,
+    body: &[u8],
+    form: DigestForm,
+) -> (i32, Checksum<'a>) {
     let stored_crc = match stored {
         Some(d) if d.kind == CRC32 => match u32::from_str_radix(d.checksum.trim(), 16) {
             // An MD5 in place of a CRC32 that does not match would hide the corruption.
             Ok(crc) if form != DigestForm::Md5 || crc == crc32(body) => Some(crc),
-            _ => return wire(d),
+            _ => return (d.kind, Checksum(Spelt::Stored(d.checksum))),
         },
-        Some(d) => return wire(d),
+        Some(d) => return (d.kind, Checksum(Spelt::Stored(d.checksum))),
         None => None,
     };
     let crc = || stored_crc.unwrap_or_else(|| crc32(body));
-    let checksum = match form {
-        DigestForm::Crc32Unpadded => format!("{:X}", crc()),
-        DigestForm::Crc32Padded => crc32_hex(crc()),
-        DigestForm::Md5 => {
-            return pb::Digest {
-                r#type: pb::DigestType::Md5 as i32,
-                checksum: md5_upper_hex(body),
-            };
-        }
-    };
-    pb::Digest {
-        r#type: CRC32,
-        checksum,
-    }
-}
-
-fn wire(d: BodyDigest) -> pb::Digest {
-    pb::Digest {
-        r#type: d.kind,
-        checksum: d.checksum,
+    match form {
+        DigestForm::Crc32Unpadded => (CRC32, Checksum::crc32(crc(), false)),
+        DigestForm::Crc32Padded => (CRC32, Checksum::crc32(crc(), true)),
+        DigestForm::Md5 => (MD5, Checksum::hex(&md5(body))),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use raftmq_proto::digest::md5_upper_hex;
+
     use super::*;
 
     fn stored(kind: pb::DigestType, checksum: &str) -> Option<BodyDigest> {
@@ -144,7 +207,7 @@ mod tests {
                 stored(pb::DigestType::Crc32, "03B4C26D"),
             ] {
                 assert_eq!(
-                    pair(delivered(digest, LEADING_ZERO_BODY, form)),
+                    pair(delivered(digest.as_ref(), LEADING_ZERO_BODY, form)),
                     (CRC32, want.to_owned()),
                     "{language:?}"
                 );
@@ -160,7 +223,7 @@ mod tests {
             assert_eq!(form, DigestForm::Md5);
             for digest in [None, stored(pb::DigestType::Crc32, "9ef61f95")] {
                 assert_eq!(
-                    pair(delivered(digest, b"foobar", form)),
+                    pair(delivered(digest.as_ref(), b"foobar", form)),
                     (pb::DigestType::Md5 as i32, md5.clone())
                 );
             }
@@ -171,7 +234,7 @@ mod tests {
     fn a_wrong_crc32_reaches_an_unknown_client_as_it_was_sent() {
         let wrong = stored(pb::DigestType::Crc32, "9ef61f96");
         assert_eq!(
-            pair(delivered(wrong, b"foobar", DigestForm::Md5)),
+            pair(delivered(wrong.as_ref(), b"foobar", DigestForm::Md5)),
             (CRC32, "9ef61f96".to_owned())
         );
     }
@@ -190,7 +253,7 @@ mod tests {
                 (pb::DigestType::Crc32, "1FFFFFFFF"),
             ] {
                 assert_eq!(
-                    pair(delivered(stored(kind, checksum), b"foobar", form)),
+                    pair(delivered(stored(kind, checksum).as_ref(), b"foobar", form)),
                     (kind as i32, checksum.to_owned())
                 );
             }

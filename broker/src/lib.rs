@@ -23,3 +23,4 @@ pub mod registrar;
 pub mod send_batcher;
 pub mod service;
 pub mod sm;
+pub mod wire_message;

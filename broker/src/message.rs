@@ -128,18 +128,13 @@ impl StoredMessage {
     /// The message as delivered to a consumer; takes both apart (a consumer read decodes
     /// a message only to deliver it, so nothing is cloned).
     pub fn into_wire(self, d: Delivery) -> pb::Message {
-        let kind = match self.kind {
-            StoredKind::Normal => pb::MessageType::Normal,
-            StoredKind::Fifo => pb::MessageType::Fifo,
-            StoredKind::Delay => pb::MessageType::Delay,
-            StoredKind::Transaction => pb::MessageType::Transaction,
-        };
+        let kind = crate::wire_message::wire_kind(self.kind);
         let sys = pb::SystemProperties {
             tag: self.tag,
             keys: self.keys,
             message_id: self.msg_id,
             body_digest: Some(delivered_digest::delivered(
-                self.digest,
+                self.digest.as_ref(),
                 &self.body,
                 d.digest_form,
             )),

@@ -153,6 +153,86 @@ pub fn index_fields(record: &[u8]) -> BrokerResult<IndexFields<'_>> {
     }
 }
 
+/// A record's metadata borrowed from it (either version, same fields as [`Meta`]): what
+/// a pull encodes straight to the wire (`crate::wire_message`). Strings are read as bytes,
+/// as in [`IndexFields`]: they are copied to the wire as they are, and the handler that
+/// accepted the message checked them.
+#[derive(Debug, Deserialize)]
+pub struct MetaView<'a> {
+    pub msg_id: &'a [u8],
+    pub topic: &'a [u8],
+    pub tag: Option<&'a [u8]>,
+    #[serde(borrow)]
+    pub keys: Vec<&'a [u8]>,
+    pub message_group: Option<&'a [u8]>,
+    /// In key order (written from a `BTreeMap`: postcard writes a map as a sequence of
+    /// pairs).
+    #[serde(borrow)]
+    pub properties: Vec<(&'a [u8], &'a [u8])>,
+    pub kind: StoredKind,
+    pub born_timestamp_ms: u64,
+    pub born_host: &'a [u8],
+}
+
+/// A producer's digest borrowed from a record ([`BodyDigest`]'s fields).
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct DigestView<'a> {
+    pub kind: i32,
+    pub checksum: &'a str,
+}
+
+/// A message borrowed from its record: [`view`].
+#[derive(Debug)]
+pub struct RecordView<'a> {
+    pub meta: MetaView<'a>,
+    pub digest: Option<DigestView<'a>>,
+    /// A slice of the record (shares its memory).
+    pub body: Bytes,
+}
+
+#[derive(Deserialize)]
+struct HeaderView<'a> {
+    #[serde(borrow)]
+    meta: MetaView<'a>,
+    #[serde(borrow)]
+    digest: Option<DigestView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct V1View<'a> {
+    #[serde(borrow)]
+    meta: MetaView<'a>,
+    body: &'a [u8],
+}
+
+/// The message in `record` (either version), borrowed: nothing is copied or allocated
+/// but the lists of keys and properties (none when a message has none).
+pub fn view(record: &Bytes) -> BrokerResult<RecordView<'_>> {
+    let undecodable = |e: postcard::Error| BrokerError::Storage(format!("undecodable message record: {e}"));
+    match record.split_first() {
+        Some((&RECORD_V2, rest)) => {
+            let (h, body) = postcard::take_from_bytes::<HeaderView<'_>>(rest).map_err(undecodable)?;
+            Ok(RecordView {
+                meta: h.meta,
+                digest: h.digest,
+                body: record.slice_ref(body),
+            })
+        }
+        Some((&RECORD_V1, rest)) => {
+            let v: V1View<'_> = postcard::from_bytes(rest).map_err(undecodable)?;
+            Ok(RecordView {
+                meta: v.meta,
+                digest: None,
+                body: record.slice_ref(v.body),
+            })
+        }
+        Some((v, _)) => Err(BrokerError::Storage(format!(
+            "message record of unknown version {v}"
+        ))),
+        None => Err(BrokerError::Storage("empty message record".into())),
+    }
+}
+
 /// The message in `record` (either version).
 pub fn decode(record: &Bytes) -> BrokerResult<StoredMessage> {
     let undecodable = |e: postcard::Error| BrokerError::Storage(format!("undecodable message record: {e}"));
@@ -174,10 +254,11 @@ pub fn decode(record: &Bytes) -> BrokerResult<StoredMessage> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn message(digest: Option<BodyDigest>) -> StoredMessage {
+    /// A message with a tag, keys and a property (shared with `wire_message`'s tests).
+    pub(crate) fn message(digest: Option<BodyDigest>) -> StoredMessage {
         StoredMessage {
             msg_id: "01ABC".into(),
             topic: "orders".into(),
@@ -230,16 +311,20 @@ mod tests {
         assert_eq!(decode(&encode(&empty).expect("encode")).expect("decode"), empty);
     }
 
-    #[test]
-    fn version_one_records_still_decode() {
-        // A version-1 record of `message(None)` as the previous format wrote it (a version
-        // byte and the postcard encoding of the whole message, body last).
+    /// A version-1 record of `message(None)` as the previous format wrote it (a version
+    /// byte and the postcard encoding of the whole message, body last).
+    pub(crate) fn v1_record() -> Bytes {
         const V1_RECORD: &str = "01053031414243066f726465727301045461674102026b31026b320001017001760080d095ffbc3104686f73740874686520626f6479";
         let bytes: Vec<u8> = (0..V1_RECORD.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&V1_RECORD[i..i + 2], 16).expect("hex"))
             .collect();
-        assert_eq!(decode(&Bytes::from(bytes)).expect("decode"), message(None));
+        Bytes::from(bytes)
+    }
+
+    #[test]
+    fn version_one_records_still_decode() {
+        assert_eq!(decode(&v1_record()).expect("decode"), message(None));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use node_common::message;
 use node_common::res;
 use openraft::ServerState;
 use raftmq_broker::command::MessageKind;
+use raftmq_broker::message::StoredMessage;
 use raftmq_broker::node::Node;
 use raftmq_proto::rocketmq::v2 as pb;
 use raftmq_proto::rocketmq::v2::Code;
@@ -129,7 +130,7 @@ impl Harness {
                 Some(Content::Status(s)) => out.status.push(s.code),
                 Some(Content::Message(m)) => out.ids.push(m.system_properties.expect("sys").message_id),
                 Some(Content::NextOffset(n)) => out.next.push(n),
-                None => panic!("empty item"),
+                other => panic!("not a decoded item: {other:?}"),
             }
         }
         out
@@ -383,7 +384,8 @@ async fn pulls_near_the_end_and_far_behind_give_the_same_answers() -> anyhow::Re
     }
     let broker = h.node().broker();
     let last = broker.sm.read_cq(TOPIC, q as u32, total - 1, 1)?;
-    let cached = broker.read_cached_message(last[0].log_index, last[0].slot)?;
+    let cached = broker.read_cached_record(last[0].log_index, last[0].slot)?;
+    let cached = cached.map(|r| StoredMessage::decode(&r)).transpose()?;
     assert_eq!(
         cached.map(|m| m.msg_id),
         Some(format!("m{}", total - 1)),

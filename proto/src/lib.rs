@@ -31,6 +31,15 @@ pub mod apache {
         )]
         pub mod v2 {
             include!(concat!(env!("OUT_DIR"), "/apache.rocketmq.v2.rs"));
+
+            pub use crate::pull_answer::EncodedMessage;
+            pub use crate::pull_answer::PullMessageResponse;
+
+            /// The content of a [`PullMessageResponse`] (written by hand, see
+            /// [`crate::pull_answer`]).
+            pub mod pull_message_response {
+                pub use crate::pull_answer::Content;
+            }
         }
     }
 }
@@ -118,6 +127,7 @@ pub const H2_MAX_FRAME_BYTES: u32 = 256 * 1024;
 pub mod codec;
 pub mod digest;
 pub mod names;
+pub mod pull_answer;
 pub mod route_headers;
 pub mod settings;
 

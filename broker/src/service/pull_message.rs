@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::stream;
 use raftmq_proto::prost_types;
 use raftmq_proto::rocketmq::v2 as pb;
@@ -40,8 +41,9 @@ use crate::delivered_digest::DigestForm;
 use crate::error::BrokerError;
 use crate::error::BrokerResult;
 use crate::error::InvalidCode;
-use crate::message::Delivery;
 use crate::sm::CqEntry;
+use crate::wire_message;
+use crate::wire_message::Placement;
 
 /// Most messages one pull may ask for.
 pub const MAX_PULL_BATCH: i32 = 1024;
@@ -98,22 +100,15 @@ struct Pull {
 #[derive(Debug)]
 enum Outcome {
     Found {
-        messages: Vec<pb::Message>,
+        messages: Vec<pb::EncodedMessage>,
         next: u64,
     },
     /// No message passed the filter before `next`; `at_end`: the queue ends there.
-    Nothing {
-        next: u64,
-        at_end: bool,
-    },
+    Nothing { next: u64, at_end: bool },
     /// The offset is beyond the queue's end.
-    Beyond {
-        end: u64,
-    },
+    Beyond { end: u64 },
     /// The offset was purged; the queue's first available offset is `first`.
-    Moved {
-        first: u64,
-    },
+    Moved { first: u64 },
 }
 
 async fn pull(broker: &Arc<Broker>, req: &pb::PullMessageRequest, caller: Caller) -> BrokerResult<Vec<Item>> {
@@ -254,9 +249,10 @@ fn read_queue(broker: &Broker, p: &Pull, source: Source) -> BrokerResult<Option<
     read_messages(broker, p, &picked, next, source)
 }
 
-/// The messages of the entries a scan picked, in order; `next` is where the scan ended. A
-/// read that fails after some messages answers with those (the next pull reports it), and
-/// so does a message [`Source::Memory`] cannot read. `None` if it cannot read the first.
+/// The messages of the entries a scan picked, in order, encoded for the wire
+/// ([`wire_message`]); `next` is where the scan ended. A read that fails after some
+/// messages answers with those (the next pull reports it), and so does a message
+/// [`Source::Memory`] cannot read. `None` if it cannot read the first.
 fn read_messages(
     broker: &Broker,
     p: &Pull,
@@ -265,13 +261,10 @@ fn read_messages(
     source: Source,
 ) -> BrokerResult<Option<Outcome>> {
     let mut messages = Vec::with_capacity(picked.len());
+    let mut heads = BytesMut::with_capacity(picked.len() * wire_message::HEAD_BYTES);
     for (offset, e) in picked {
-        let read = match source {
-            Source::Memory => broker.read_cached_message(e.log_index, e.slot),
-            Source::Disk => broker.read_message(e.log_index, e.slot).map(Some),
-        };
-        match read {
-            Ok(Some(m)) => messages.push(m.into_wire(delivery(broker, p, *offset, e))),
+        match read_one(broker, p, (*offset, e), source, &mut heads) {
+            Ok(Some(m)) => messages.push(m),
             Ok(None) if messages.is_empty() => return Ok(None),
             Err(err) if messages.is_empty() => return Err(err),
             Ok(None) => {
@@ -290,6 +283,25 @@ fn read_messages(
         }
     }
     Ok(Some(Outcome::Found { messages, next }))
+}
+
+/// The message of one picked entry (at `offset`), encoded; its head goes to `heads`.
+/// `None` if [`Source::Memory`] cannot read it.
+fn read_one(
+    broker: &Broker,
+    p: &Pull,
+    (offset, e): (u64, &CqEntry),
+    source: Source,
+    heads: &mut BytesMut,
+) -> BrokerResult<Option<pb::EncodedMessage>> {
+    let record = match source {
+        Source::Memory => match broker.read_cached_record(e.log_index, e.slot)? {
+            Some(record) => record,
+            None => return Ok(None),
+        },
+        Source::Disk => broker.read_record(e.log_index, e.slot)?,
+    };
+    wire_message::encode(&record, &placement(broker, p, offset, e), heads).map(Some)
 }
 
 /// Consume-queue entries a scan picked, each with its offset, and the offset after the last
@@ -331,14 +343,13 @@ fn scan(broker: &Broker, p: &Pull, end: u64) -> BrokerResult<Option<Scanned>> {
     Ok(Some((picked, pos)))
 }
 
-fn delivery(broker: &Broker, p: &Pull, queue_offset: u64, e: &CqEntry) -> Delivery {
-    Delivery {
+fn placement<'a>(broker: &'a Broker, p: &Pull, queue_offset: u64, e: &CqEntry) -> Placement<'a> {
+    Placement {
         queue_id: p.queue_id,
         queue_offset,
-        digest_form: p.digest_form,
         store_time_ms: e.store_time_ms,
-        store_host: broker.client_addr().to_owned(),
-        ..Default::default()
+        store_host: broker.client_addr(),
+        digest_form: p.digest_form,
     }
 }
 
@@ -380,7 +391,7 @@ fn reply(requested: u64, outcome: Outcome) -> Vec<Item> {
     };
     let mut items = Vec::with_capacity(messages.len() + 2);
     items.push(item(Content::Status(st)));
-    items.extend(messages.into_iter().map(|m| item(Content::Message(m))));
+    items.extend(messages.into_iter().map(|m| item(Content::Encoded(m))));
     items.push(next_item(next));
     items
 }
@@ -431,6 +442,13 @@ mod tests {
         }
     }
 
+    fn encoded() -> pb::EncodedMessage {
+        pb::EncodedMessage {
+            head: bytes::Bytes::new(),
+            body: bytes::Bytes::new(),
+        }
+    }
+
     fn contents(items: &[Item]) -> Vec<&Content> {
         items.iter().filter_map(|i| i.content.as_ref()).collect()
     }
@@ -440,14 +458,14 @@ mod tests {
         let found = reply(
             3,
             Outcome::Found {
-                messages: vec![pb::Message::default(), pb::Message::default()],
+                messages: vec![encoded(), encoded()],
                 next: 5,
             },
         );
         let c = contents(&found);
         assert_eq!(c.len(), 4);
         assert!(matches!(c[0], Content::Status(s) if s.code == Code::Ok as i32));
-        assert!(matches!(c[1], Content::Message(_)) && matches!(c[2], Content::Message(_)));
+        assert!(matches!(c[1], Content::Encoded(_)) && matches!(c[2], Content::Encoded(_)));
         assert_eq!(c[3], &Content::NextOffset(5));
         let cases = [
             (

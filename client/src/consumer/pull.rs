@@ -518,7 +518,8 @@ impl Core {
                 Some(Content::Status(s)) => status = Some(s),
                 Some(Content::Message(m)) => messages.push(m),
                 Some(Content::NextOffset(n)) => next = Some(n),
-                None => {}
+                // `Encoded` is only ever sent; decoding gives `Message`.
+                Some(Content::Encoded(_)) | None => {}
             }
         }
         self.last_answer.store(messages.len(), Ordering::Relaxed);
