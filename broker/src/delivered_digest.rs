@@ -19,6 +19,7 @@
 use raftmq_proto::digest::crc32;
 use raftmq_proto::digest::md5;
 use raftmq_proto::rocketmq::v2 as pb;
+use serde::Deserialize;
 use tonic::metadata::MetadataMap;
 
 use crate::message::BodyDigest;
@@ -122,8 +123,9 @@ fn hex_digits(bytes: &[u8]) -> ([u8; 32], usize) {
     (digits, 2 * n)
 }
 
-/// A producer's digest as stored (borrowed).
-#[derive(Debug, Clone, Copy)]
+/// A producer's digest as stored (borrowed from the record: [`BodyDigest`]'s fields, in
+/// its order).
+#[derive(Debug, Clone, Copy, Deserialize)]
 pub struct StoredDigest<'a> {
     /// The protocol's `DigestType` number.
     pub kind: i32,
@@ -257,6 +259,14 @@ mod tests {
                     (kind as i32, checksum.to_owned())
                 );
             }
+        }
+    }
+
+    #[test]
+    fn crc32_spellings_match_the_format_ones() {
+        for crc in [0, 0xABC, 0x03B4_C26D, u32::MAX] {
+            assert_eq!(Checksum::crc32(crc, false).as_str(), format!("{crc:X}"));
+            assert_eq!(Checksum::crc32(crc, true).as_str(), format!("{crc:08X}"));
         }
     }
 

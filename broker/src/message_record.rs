@@ -18,6 +18,7 @@ use bytes::BytesMut;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::delivered_digest::StoredDigest;
 use crate::error::BrokerError;
 use crate::error::BrokerResult;
 use crate::message::BodyDigest;
@@ -174,18 +175,12 @@ pub struct MetaView<'a> {
     pub born_host: &'a [u8],
 }
 
-/// A producer's digest borrowed from a record ([`BodyDigest`]'s fields).
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub struct DigestView<'a> {
-    pub kind: i32,
-    pub checksum: &'a str,
-}
-
 /// A message borrowed from its record: [`view`].
 #[derive(Debug)]
 pub struct RecordView<'a> {
     pub meta: MetaView<'a>,
-    pub digest: Option<DigestView<'a>>,
+    /// The producer's digest ([`BodyDigest`]'s fields, borrowed).
+    pub digest: Option<StoredDigest<'a>>,
     /// A slice of the record (shares its memory).
     pub body: Bytes,
 }
@@ -195,7 +190,7 @@ struct HeaderView<'a> {
     #[serde(borrow)]
     meta: MetaView<'a>,
     #[serde(borrow)]
-    digest: Option<DigestView<'a>>,
+    digest: Option<StoredDigest<'a>>,
 }
 
 #[derive(Deserialize)]
