@@ -37,6 +37,18 @@ pub enum StoredKind {
     Transaction,
 }
 
+impl StoredKind {
+    /// The protocol's `MessageType` of this kind.
+    pub fn to_wire(self) -> pb::MessageType {
+        match self {
+            Self::Normal => pb::MessageType::Normal,
+            Self::Fifo => pb::MessageType::Fifo,
+            Self::Delay => pb::MessageType::Delay,
+            Self::Transaction => pb::MessageType::Transaction,
+        }
+    }
+}
+
 /// The body digest a producer sent (the protocol's `Digest`), kept for consumers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BodyDigest {
@@ -128,7 +140,7 @@ impl StoredMessage {
     /// The message as delivered to a consumer; takes both apart (a consumer read decodes
     /// a message only to deliver it, so nothing is cloned).
     pub fn into_wire(self, d: Delivery) -> pb::Message {
-        let kind = crate::wire_message::wire_kind(self.kind);
+        let kind = self.kind.to_wire();
         let sys = pb::SystemProperties {
             tag: self.tag,
             keys: self.keys,

@@ -143,15 +143,25 @@ pub struct IndexFields<'a> {
 
 /// The message id and keys of `record` (either version), without decoding the rest.
 pub fn index_fields(record: &[u8]) -> BrokerResult<IndexFields<'_>> {
+    let (_, rest) = split_version(record)?;
+    postcard::take_from_bytes::<IndexFields<'_>>(rest)
+        .map(|(f, _)| f)
+        .map_err(undecodable)
+}
+
+/// A record's version byte (one this build reads) and what follows it.
+fn split_version(record: &[u8]) -> BrokerResult<(u8, &[u8])> {
     match record.split_first() {
-        Some((&(RECORD_V1 | RECORD_V2), rest)) => postcard::take_from_bytes::<IndexFields<'_>>(rest)
-            .map(|(f, _)| f)
-            .map_err(|e| BrokerError::Storage(format!("undecodable message record: {e}"))),
+        Some((&v, rest)) if v == RECORD_V1 || v == RECORD_V2 => Ok((v, rest)),
         Some((v, _)) => Err(BrokerError::Storage(format!(
             "message record of unknown version {v}"
         ))),
         None => Err(BrokerError::Storage("empty message record".into())),
     }
+}
+
+fn undecodable(e: postcard::Error) -> BrokerError {
+    BrokerError::Storage(format!("undecodable message record: {e}"))
 }
 
 /// A record's metadata borrowed from it (either version, same fields as [`Meta`]): what
@@ -203,9 +213,8 @@ struct V1View<'a> {
 /// The message in `record` (either version), borrowed: nothing is copied or allocated
 /// but the lists of keys and properties (none when a message has none).
 pub fn view(record: &Bytes) -> BrokerResult<RecordView<'_>> {
-    let undecodable = |e: postcard::Error| BrokerError::Storage(format!("undecodable message record: {e}"));
-    match record.split_first() {
-        Some((&RECORD_V2, rest)) => {
+    match split_version(record)? {
+        (RECORD_V2, rest) => {
             let (h, body) = postcard::take_from_bytes::<HeaderView<'_>>(rest).map_err(undecodable)?;
             Ok(RecordView {
                 meta: h.meta,
@@ -213,7 +222,7 @@ pub fn view(record: &Bytes) -> BrokerResult<RecordView<'_>> {
                 body: record.slice_ref(body),
             })
         }
-        Some((&RECORD_V1, rest)) => {
+        (_, rest) => {
             let v: V1View<'_> = postcard::from_bytes(rest).map_err(undecodable)?;
             Ok(RecordView {
                 meta: v.meta,
@@ -221,30 +230,21 @@ pub fn view(record: &Bytes) -> BrokerResult<RecordView<'_>> {
                 body: record.slice_ref(v.body),
             })
         }
-        Some((v, _)) => Err(BrokerError::Storage(format!(
-            "message record of unknown version {v}"
-        ))),
-        None => Err(BrokerError::Storage("empty message record".into())),
     }
 }
 
 /// The message in `record` (either version).
 pub fn decode(record: &Bytes) -> BrokerResult<StoredMessage> {
-    let undecodable = |e: postcard::Error| BrokerError::Storage(format!("undecodable message record: {e}"));
-    match record.first() {
-        Some(&RECORD_V2) => {
-            let (h, body) = postcard::take_from_bytes::<Header>(&record[1..]).map_err(undecodable)?;
-            let body = record.slice(record.len() - body.len()..);
+    match split_version(record)? {
+        (RECORD_V2, rest) => {
+            let (h, body) = postcard::take_from_bytes::<Header>(rest).map_err(undecodable)?;
+            let body = record.slice_ref(body);
             Ok(h.meta.with(h.digest, body))
         }
-        Some(&RECORD_V1) => {
-            let v: V1 = postcard::from_bytes(&record[1..]).map_err(undecodable)?;
+        (_, rest) => {
+            let v: V1 = postcard::from_bytes(rest).map_err(undecodable)?;
             Ok(v.meta.with(None, v.body))
         }
-        Some(v) => Err(BrokerError::Storage(format!(
-            "message record of unknown version {v}"
-        ))),
-        None => Err(BrokerError::Storage("empty message record".into())),
     }
 }
 

@@ -28,7 +28,6 @@ use raftmq_proto::rocketmq::v2::EncodedMessage;
 use crate::delivered_digest::DigestForm;
 use crate::delivered_digest::delivered_parts;
 use crate::error::BrokerResult;
-use crate::message::StoredKind;
 use crate::message_record;
 use crate::message_record::RecordView;
 
@@ -231,7 +230,7 @@ impl Fields for Sys<'_> {
         string_field(o, 3, m.msg_id);
         o.message(4, &self.digest);
         int_field(o, 5, pb::Encoding::Identity as i64);
-        int_field(o, 6, wire_kind(m.kind) as i64);
+        int_field(o, 6, m.kind.to_wire() as i64);
         o.message(7, &Timestamp(m.born_timestamp_ms));
         string_field(o, 8, m.born_host);
         o.message(9, &Timestamp(p.store_time_ms));
@@ -243,16 +242,6 @@ impl Fields for Sys<'_> {
         if let Some(group) = m.message_group {
             bytes_field(o, 17, group);
         }
-    }
-}
-
-/// The protocol's `MessageType` of a stored kind.
-pub fn wire_kind(kind: StoredKind) -> pb::MessageType {
-    match kind {
-        StoredKind::Normal => pb::MessageType::Normal,
-        StoredKind::Fifo => pb::MessageType::Fifo,
-        StoredKind::Delay => pb::MessageType::Delay,
-        StoredKind::Transaction => pb::MessageType::Transaction,
     }
 }
 

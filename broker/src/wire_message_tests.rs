@@ -12,6 +12,7 @@ use super::*;
 use crate::error::BrokerError;
 use crate::message::BodyDigest;
 use crate::message::Delivery;
+use crate::message::StoredKind;
 use crate::message::StoredMessage;
 
 /// The bytes a client receives for an encoded message.
