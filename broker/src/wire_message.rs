@@ -14,20 +14,26 @@
 //! number order, proto3 defaults left out, `optional` fields written when present); the
 //! tests check the two against each other, byte for byte where prost's order is fixed.
 
-use bytes::BufMut;
 use bytes::Bytes;
 use bytes::BytesMut;
 use raftmq_proto::prost::encoding::WireType;
-use raftmq_proto::prost::encoding::encode_key;
-use raftmq_proto::prost::encoding::encode_varint;
-use raftmq_proto::prost::encoding::encoded_len_varint;
-use raftmq_proto::prost::encoding::key_len;
 use raftmq_proto::rocketmq::v2 as pb;
 use raftmq_proto::rocketmq::v2::EncodedMessage;
+use raftmq_proto::wire_fields::DigestFields;
+use raftmq_proto::wire_fields::Fields;
+use raftmq_proto::wire_fields::MapEntry;
+use raftmq_proto::wire_fields::Out;
+use raftmq_proto::wire_fields::ResourceFields;
+use raftmq_proto::wire_fields::bytes_field;
+use raftmq_proto::wire_fields::int_field;
+use raftmq_proto::wire_fields::len_of;
+use raftmq_proto::wire_fields::length_prefix;
+use raftmq_proto::wire_fields::string_field;
 
 use crate::delivered_digest::DigestForm;
 use crate::delivered_digest::delivered_parts;
 use crate::error::BrokerResult;
+use crate::message::timestamp;
 use crate::message_record;
 use crate::message_record::RecordView;
 
@@ -54,7 +60,7 @@ pub fn encode(record: &Bytes, p: &Placement<'_>, heads: &mut BytesMut) -> Broker
         sys: Sys {
             v: &v,
             p,
-            digest: Digest {
+            digest: DigestFields {
                 kind: digest_kind,
                 checksum: checksum.as_str().as_bytes(),
             },
@@ -68,86 +74,6 @@ pub fn encode(record: &Bytes, p: &Placement<'_>, heads: &mut BytesMut) -> Broker
     })
 }
 
-/// Where fields are written: a buffer, or a counter of their bytes.
-trait Out {
-    fn put(&mut self, bytes: &[u8]);
-    fn varint(&mut self, v: u64);
-    fn key(&mut self, tag: u32, wire_type: WireType);
-    /// A nested message field (written even when it has no fields).
-    fn message(&mut self, tag: u32, m: &impl Fields);
-}
-
-/// The bytes of `m`'s fields.
-fn len_of(m: &impl Fields) -> usize {
-    let mut count = Count(0);
-    m.emit(&mut count);
-    count.0
-}
-
-/// Counts the bytes fields take.
-struct Count(usize);
-
-impl Out for Count {
-    fn put(&mut self, bytes: &[u8]) {
-        self.0 += bytes.len();
-    }
-    fn varint(&mut self, v: u64) {
-        self.0 += encoded_len_varint(v);
-    }
-    fn key(&mut self, tag: u32, _: WireType) {
-        self.0 += key_len(tag);
-    }
-    fn message(&mut self, tag: u32, m: &impl Fields) {
-        let len = len_of(m);
-        self.0 += key_len(tag) + encoded_len_varint(len as u64) + len;
-    }
-}
-
-impl Out for BytesMut {
-    fn put(&mut self, bytes: &[u8]) {
-        self.put_slice(bytes);
-    }
-    fn varint(&mut self, v: u64) {
-        encode_varint(v, self);
-    }
-    fn key(&mut self, tag: u32, wire_type: WireType) {
-        encode_key(tag, wire_type, self);
-    }
-    fn message(&mut self, tag: u32, m: &impl Fields) {
-        self.key(tag, WireType::LengthDelimited);
-        self.varint(len_of(m) as u64);
-        m.emit(self);
-    }
-}
-
-/// A protobuf message's fields.
-trait Fields {
-    fn emit(&self, o: &mut impl Out);
-}
-
-/// A length-delimited field of bytes (written even when empty).
-fn bytes_field(o: &mut impl Out, tag: u32, b: &[u8]) {
-    o.key(tag, WireType::LengthDelimited);
-    o.varint(b.len() as u64);
-    o.put(b);
-}
-
-/// A proto3 string or bytes field: left out when empty.
-fn string_field(o: &mut impl Out, tag: u32, s: &[u8]) {
-    if !s.is_empty() {
-        bytes_field(o, tag, s);
-    }
-}
-
-/// A proto3 integer or enum field (as prost writes `int32`/`int64`: negative numbers
-/// sign-extended to ten bytes): left out when zero.
-fn int_field(o: &mut impl Out, tag: u32, v: i64) {
-    if v != 0 {
-        o.key(tag, WireType::Varint);
-        o.varint(v as u64);
-    }
-}
-
 /// Everything of a `Message` before its body's bytes: topic, user properties, system
 /// properties, and the body's key and length.
 struct Head<'a> {
@@ -157,57 +83,18 @@ struct Head<'a> {
 impl Fields for Head<'_> {
     fn emit(&self, o: &mut impl Out) {
         let v = self.sys.v;
-        o.message(1, &Resource(v.meta.topic));
+        let topic = ResourceFields {
+            namespace: b"",
+            name: v.meta.topic,
+        };
+        o.message(1, &topic);
         for &(key, value) in &v.meta.properties {
-            o.message(2, &Property(key, value));
+            o.message(2, &MapEntry(key, value));
         }
         o.message(3, &self.sys);
         if !v.body.is_empty() {
-            o.key(4, WireType::LengthDelimited);
-            o.varint(v.body.len() as u64);
+            length_prefix(o, 4, v.body.len());
         }
-    }
-}
-
-/// A `Resource` with an empty namespace.
-struct Resource<'a>(&'a [u8]);
-
-impl Fields for Resource<'_> {
-    fn emit(&self, o: &mut impl Out) {
-        string_field(o, 2, self.0);
-    }
-}
-
-/// One entry of the `user_properties` map.
-struct Property<'a>(&'a [u8], &'a [u8]);
-
-impl Fields for Property<'_> {
-    fn emit(&self, o: &mut impl Out) {
-        string_field(o, 1, self.0);
-        string_field(o, 2, self.1);
-    }
-}
-
-struct Digest<'a> {
-    kind: i32,
-    checksum: &'a [u8],
-}
-
-impl Fields for Digest<'_> {
-    fn emit(&self, o: &mut impl Out) {
-        int_field(o, 1, i64::from(self.kind));
-        string_field(o, 2, self.checksum);
-    }
-}
-
-/// A `google.protobuf.Timestamp` of milliseconds since the epoch.
-struct Timestamp(u64);
-
-impl Fields for Timestamp {
-    fn emit(&self, o: &mut impl Out) {
-        let t = crate::message::timestamp(self.0);
-        int_field(o, 1, t.seconds);
-        int_field(o, 2, i64::from(t.nanos));
     }
 }
 
@@ -215,7 +102,7 @@ impl Fields for Timestamp {
 struct Sys<'a> {
     v: &'a RecordView<'a>,
     p: &'a Placement<'a>,
-    digest: Digest<'a>,
+    digest: DigestFields<'a>,
 }
 
 impl Fields for Sys<'_> {
@@ -231,9 +118,9 @@ impl Fields for Sys<'_> {
         o.message(4, &self.digest);
         int_field(o, 5, pb::Encoding::Identity as i64);
         int_field(o, 6, m.kind.to_wire() as i64);
-        o.message(7, &Timestamp(m.born_timestamp_ms));
+        o.message(7, &timestamp(m.born_timestamp_ms));
         string_field(o, 8, m.born_host);
-        o.message(9, &Timestamp(p.store_time_ms));
+        o.message(9, &timestamp(p.store_time_ms));
         string_field(o, 10, p.store_host.as_bytes());
         int_field(o, 13, i64::from(p.queue_id as i32));
         // `optional`: written even when zero.

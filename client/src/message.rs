@@ -96,13 +96,19 @@ impl Message {
         Ok(())
     }
 
-    /// The protocol's message with id `message_id`, to be stored on `queue_id`.
-    pub fn to_wire(&self, namespace: &str, message_id: &str, queue_id: i32, born: Timestamp) -> pb::Message {
-        let kind = if self.message_group.is_some() {
+    /// The protocol's message type: FIFO with a message group, else normal.
+    pub(crate) fn wire_type(&self) -> pb::MessageType {
+        if self.message_group.is_some() {
             pb::MessageType::Fifo
         } else {
             pb::MessageType::Normal
-        };
+        }
+    }
+
+    /// The protocol's message with id `message_id`, to be stored on `queue_id`. (The
+    /// producer sends the same encoding written directly: `producer::wire`.)
+    pub fn to_wire(&self, namespace: &str, message_id: &str, queue_id: i32, born: Timestamp) -> pb::Message {
+        let kind = self.wire_type();
         pb::Message {
             topic: Some(pb::Resource {
                 resource_namespace: namespace.to_owned(),

@@ -19,6 +19,16 @@ pub fn crc32_hex(crc: u32) -> String {
     format!("{crc:08X}")
 }
 
+/// A CRC-32 as eight upper-case hex digits (ASCII), spelt without an allocation.
+pub fn crc32_hex_digits(crc: u32) -> [u8; 8] {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = [0u8; 8];
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = DIGITS[((crc >> (28 - 4 * i)) & 0xF) as usize];
+    }
+    out
+}
+
 /// MD5 of `body`.
 pub fn md5(body: &[u8]) -> [u8; 16] {
     md5::Md5::digest(body).into()
@@ -64,6 +74,13 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        #[test]
+        fn crc32_digits_spell_what_format_spells(crc in any::<u32>()) {
+            let digits = super::crc32_hex_digits(crc);
+            let spelt = super::crc32_hex(crc);
+            prop_assert_eq!(std::str::from_utf8(&digits).ok(), Some(spelt.as_str()));
+        }
+
         #[test]
         fn hex_eq_agrees_with_comparing_strings(
             bytes in prop::collection::vec(any::<u8>(), 0..24),

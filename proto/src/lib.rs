@@ -32,7 +32,7 @@ pub mod apache {
         pub mod v2 {
             include!(concat!(env!("OUT_DIR"), "/apache.rocketmq.v2.rs"));
 
-            pub use crate::pull_answer::EncodedMessage;
+            pub use crate::encoded_message::EncodedMessage;
             pub use crate::pull_answer::PullMessageResponse;
 
             /// The content of a [`PullMessageResponse`] (written by hand, see
@@ -126,10 +126,13 @@ pub const H2_MAX_FRAME_BYTES: u32 = 256 * 1024;
 
 pub mod codec;
 pub mod digest;
+pub mod encoded_message;
 pub mod names;
 pub mod pull_answer;
 pub mod route_headers;
+pub mod send_request;
 pub mod settings;
+pub mod wire_fields;
 
 #[cfg(test)]
 mod tests;

@@ -17,14 +17,10 @@
 use prost::DecodeError;
 use prost::bytes::Buf;
 use prost::bytes::BufMut;
-use prost::bytes::Bytes;
 use prost::encoding::DecodeContext;
 use prost::encoding::WireType;
-use prost::encoding::encode_key;
-use prost::encoding::encode_varint;
-use prost::encoding::encoded_len_varint;
-use prost::encoding::key_len;
 
+use crate::encoded_message::EncodedMessage;
 use crate::rocketmq::v2 as pb;
 
 const STATUS: u32 = 1;
@@ -50,34 +46,13 @@ pub enum Content {
     Encoded(EncodedMessage),
 }
 
-/// The encoding of a protocol `Message` in two parts, sent one after the other: `head`,
-/// every field before the body and the body's key and length, then `body`'s bytes.
-/// Whoever builds one is answerable for `head` being a valid encoding that announces
-/// `body.len()` bytes of body (the broker checks its encoder against prost's decoder).
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct EncodedMessage {
-    pub head: Bytes,
-    pub body: Bytes,
-}
-
-impl EncodedMessage {
-    fn len(&self) -> usize {
-        self.head.len() + self.body.len()
-    }
-}
-
 impl prost::Message for PullMessageResponse {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         match &self.content {
             Some(Content::Status(s)) => prost::encoding::message::encode(STATUS, s, buf),
             Some(Content::Message(m)) => prost::encoding::message::encode(MESSAGE, m, buf),
             Some(Content::NextOffset(n)) => prost::encoding::int64::encode(NEXT_OFFSET, n, buf),
-            Some(Content::Encoded(e)) => {
-                encode_key(MESSAGE, WireType::LengthDelimited, buf);
-                encode_varint(e.len() as u64, buf);
-                buf.put_slice(&e.head);
-                buf.put_slice(&e.body);
-            }
+            Some(Content::Encoded(e)) => e.encode_field(MESSAGE, buf),
             None => {}
         }
     }
@@ -123,7 +98,7 @@ impl prost::Message for PullMessageResponse {
             Some(Content::Status(s)) => prost::encoding::message::encoded_len(STATUS, s),
             Some(Content::Message(m)) => prost::encoding::message::encoded_len(MESSAGE, m),
             Some(Content::NextOffset(n)) => prost::encoding::int64::encoded_len(NEXT_OFFSET, n),
-            Some(Content::Encoded(e)) => key_len(MESSAGE) + encoded_len_varint(e.len() as u64) + e.len(),
+            Some(Content::Encoded(e)) => e.field_len(MESSAGE),
             None => 0,
         }
     }
@@ -136,6 +111,7 @@ impl prost::Message for PullMessageResponse {
 #[cfg(test)]
 mod tests {
     use prost::Message as _;
+    use prost::bytes::Bytes;
 
     use super::*;
 

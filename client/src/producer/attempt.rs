@@ -3,7 +3,12 @@
 
 use std::time::Duration;
 
+use raftmq_proto::codec::BulkCodec;
 use raftmq_proto::rocketmq::v2 as pb;
+use raftmq_proto::send_request::EncodedSendRequest;
+use raftmq_proto::send_request::SEND_MESSAGE_PATH;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Channel;
 
 use crate::error::ClientError;
 use crate::error::Result;
@@ -34,7 +39,7 @@ pub struct Stored {
 pub async fn attempt(
     rpc: &Rpc,
     addrs: &[String],
-    req: &pb::SendMessageRequest,
+    req: &EncodedSendRequest,
     client_queue: bool,
     timeout: Duration,
 ) -> Result<Stored> {
@@ -62,11 +67,11 @@ pub const QUEUE_HEADER: &str = "x-raftmq-queue";
 async fn call(
     rpc: &Rpc,
     addr: &str,
-    req: &pb::SendMessageRequest,
+    req: &EncodedSendRequest,
     client_queue: bool,
     timeout: Duration,
 ) -> std::result::Result<Stored, (ClientError, bool)> {
-    let mut client = rpc.messaging(addr).map_err(|e| (e, false))?;
+    let channel = rpc.channel(addr).map_err(|e| (e, false))?;
     let mut request = rpc.request(req.clone(), timeout);
     if client_queue {
         request.metadata_mut().insert(
@@ -74,7 +79,7 @@ async fn call(
             tonic::metadata::MetadataValue::from_static("client"),
         );
     }
-    let resp = match client.send_message(request).await {
+    let resp = match send_message(channel, request).await {
         Ok(resp) => resp,
         Err(status) => {
             if status.code() == tonic::Code::Unavailable {
@@ -98,6 +103,27 @@ async fn call(
         endpoint: addr.to_owned(),
         leader,
     })
+}
+
+/// The messaging service's SendMessage with a request of messages encoded ahead (the
+/// generated stub takes the generated request type only).
+async fn send_message(
+    channel: Channel,
+    mut request: tonic::Request<EncodedSendRequest>,
+) -> std::result::Result<tonic::Response<pb::SendMessageResponse>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel)
+        .max_decoding_message_size(crate::rpc::MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(crate::rpc::MAX_GRPC_MESSAGE);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unknown(format!("Service was not ready: {e}")))?;
+    request.extensions_mut().insert(tonic::GrpcMethod::new(
+        "apache.rocketmq.v2.MessagingService",
+        "SendMessage",
+    ));
+    let codec = BulkCodec::<EncodedSendRequest, pb::SendMessageResponse>::default();
+    grpc.unary(request, PathAndQuery::from_static(SEND_MESSAGE_PATH), codec)
+        .await
 }
 
 /// The entries of an OK answer with one OK entry per message; else the error.

@@ -54,6 +54,7 @@ mod prepared;
 pub mod retry;
 pub mod select;
 pub mod selector;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -2,7 +2,8 @@
 
 use std::time::SystemTime;
 
-use raftmq_proto::rocketmq::v2 as pb;
+use bytes::BytesMut;
+use raftmq_proto::send_request::EncodedSendRequest;
 
 use crate::consumer::received::timestamp;
 use crate::error::ClientError;
@@ -16,6 +17,8 @@ use super::SendReceipt;
 use super::attempt::Stored;
 use super::select;
 use super::select::Placement;
+use super::wire;
+use super::wire::Stamp;
 
 /// Checked messages of one send, with their ids.
 #[derive(Debug, Clone)]
@@ -48,15 +51,21 @@ impl Prepared {
 
     /// The request carrying the messages, `queue_id` in their system properties; all are
     /// born now (one clock read per request, not per message).
-    pub fn request(&self, namespace: &str, queue_id: i32) -> pb::SendMessageRequest {
-        let born = timestamp(SystemTime::now());
+    pub fn request(&self, namespace: &str, queue_id: i32) -> EncodedSendRequest {
+        let stamp = Stamp {
+            namespace,
+            queue_id,
+            born: timestamp(SystemTime::now()),
+            host: crate::rpc::host_name(),
+        };
+        let mut heads = BytesMut::with_capacity(self.messages.len() * wire::HEAD_BYTES);
         let messages = self
             .messages
             .iter()
             .zip(&self.ids)
-            .map(|(m, id)| m.to_wire(namespace, id, queue_id, born))
+            .map(|(m, id)| wire::encode(m, id, &stamp, &mut heads))
             .collect();
-        pb::SendMessageRequest { messages }
+        EncodedSendRequest { messages }
     }
 
     /// Whether the producer chose the queue (and tells the broker so): for every send
