@@ -88,9 +88,12 @@ where
     let cpu0 = cpu(servers)?;
     let (produced, rec, drain, duration, task) = match w.phase {
         Phase::Live => {
-            let measure_from = Instant::now() + w.warmup;
-            let rec = Recorder::new(clock, clock.us_at(measure_from));
+            // The clock of the run starts once the consumer runs: starting one can take
+            // seconds (a peer electing a leader), which once left a round no time to send.
+            let rec = Recorder::new(clock, u64::MAX);
             let task = consumer(rec.clone()).await?;
+            let measure_from = Instant::now() + w.warmup;
+            rec.measure_from(clock.us_at(measure_from));
             let b = Bounds {
                 measure_from,
                 stop_at: measure_from + w.duration,
@@ -160,6 +163,9 @@ fn result(
     };
     if let Some(e) = &p.first_error {
         eprintln!("  first send error ({} errors): {e}", p.errors);
+    }
+    if p.acks == 0 {
+        eprintln!("  no send was acknowledged in this run");
     }
     RunResult {
         msgs_s,

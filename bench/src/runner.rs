@@ -9,6 +9,8 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -165,8 +167,9 @@ pub struct Consumed {
 #[derive(Debug, Clone)]
 pub struct Recorder {
     pub clock: Clock,
-    /// Messages sent before this (µs on the clock) are counted but not measured.
-    pub measure_from_us: u64,
+    /// Messages sent before this (µs on the clock) are counted but not measured; shared
+    /// with the consumer's copies, so that it can be set once the consumer runs.
+    pub measure_from_us: Arc<AtomicU64>,
     pub state: Arc<Mutex<Consumed>>,
 }
 
@@ -174,19 +177,25 @@ impl Recorder {
     pub fn new(clock: Clock, measure_from_us: u64) -> Self {
         Self {
             clock,
-            measure_from_us,
+            measure_from_us: Arc::new(AtomicU64::new(measure_from_us)),
             state: Arc::default(),
         }
+    }
+
+    /// Measures messages sent from `us` on (µs on the clock).
+    pub fn measure_from(&self, us: u64) {
+        self.measure_from_us.store(us, Ordering::Relaxed);
     }
 
     /// Records a batch of bodies received now.
     pub fn bodies<'a>(&self, bodies: impl IntoIterator<Item = &'a [u8]>) {
         let now = self.clock.us();
+        let from = self.measure_from_us.load(Ordering::Relaxed);
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for b in bodies {
             st.count += 1;
             if let Some(sent) = workload::sent_us(b)
-                && sent >= self.measure_from_us
+                && sent >= from
             {
                 st.latency.record(now.saturating_sub(sent));
             }
