@@ -3,12 +3,8 @@
 
 use std::time::Duration;
 
-use raftmq_proto::codec::BulkCodec;
 use raftmq_proto::rocketmq::v2 as pb;
 use raftmq_proto::send_request::EncodedSendRequest;
-use raftmq_proto::send_request::SEND_MESSAGE_PATH;
-use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::Channel;
 
 use crate::error::ClientError;
 use crate::error::Result;
@@ -79,7 +75,7 @@ async fn call(
             tonic::metadata::MetadataValue::from_static("client"),
         );
     }
-    let resp = match send_message(channel, request).await {
+    let resp = match crate::rpc::send_encoded(channel, request).await {
         Ok(resp) => resp,
         Err(status) => {
             if status.code() == tonic::Code::Unavailable {
@@ -103,27 +99,6 @@ async fn call(
         endpoint: addr.to_owned(),
         leader,
     })
-}
-
-/// The messaging service's SendMessage with a request of messages encoded ahead (the
-/// generated stub takes the generated request type only).
-async fn send_message(
-    channel: Channel,
-    mut request: tonic::Request<EncodedSendRequest>,
-) -> std::result::Result<tonic::Response<pb::SendMessageResponse>, tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(channel)
-        .max_decoding_message_size(crate::rpc::MAX_GRPC_MESSAGE)
-        .max_encoding_message_size(crate::rpc::MAX_GRPC_MESSAGE);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unknown(format!("Service was not ready: {e}")))?;
-    request.extensions_mut().insert(tonic::GrpcMethod::new(
-        "apache.rocketmq.v2.MessagingService",
-        "SendMessage",
-    ));
-    let codec = BulkCodec::<EncodedSendRequest, pb::SendMessageResponse>::default();
-    grpc.unary(request, PathAndQuery::from_static(SEND_MESSAGE_PATH), codec)
-        .await
 }
 
 /// The entries of an OK answer with one OK entry per message; else the error.

@@ -50,7 +50,6 @@ pub struct Stamp<'a> {
 /// split off (one allocation serves a whole request); its body is the message's.
 pub fn encode(m: &Message, id: &str, stamp: &Stamp<'_>, heads: &mut BytesMut) -> EncodedMessage {
     let head = Head {
-        m,
         sys: Sys {
             m,
             id,
@@ -68,23 +67,23 @@ pub fn encode(m: &Message, id: &str, stamp: &Stamp<'_>, heads: &mut BytesMut) ->
 
 /// Everything of a `Message` before its body's bytes.
 struct Head<'a> {
-    m: &'a Message,
     sys: Sys<'a>,
 }
 
 impl Fields for Head<'_> {
     fn emit(&self, o: &mut impl Out) {
+        let m = self.sys.m;
         let topic = ResourceFields {
             namespace: self.sys.stamp.namespace.as_bytes(),
-            name: self.m.topic.as_bytes(),
+            name: m.topic.as_bytes(),
         };
         o.message(1, &topic);
-        for (key, value) in &self.m.properties {
+        for (key, value) in &m.properties {
             o.message(2, &MapEntry(key.as_bytes(), value.as_bytes()));
         }
         o.message(3, &self.sys);
-        if !self.m.body.is_empty() {
-            length_prefix(o, 4, self.m.body.len());
+        if !m.body.is_empty() {
+            length_prefix(o, 4, m.body.len());
         }
     }
 }
