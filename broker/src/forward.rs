@@ -23,13 +23,6 @@ use crate::context::Broker;
 use crate::error::BrokerError;
 use crate::error::BrokerResult;
 
-/// A MessagingService client on `channel` (message limits as on the client port).
-pub fn messaging_client(channel: Channel) -> MessagingServiceClient<Channel> {
-    MessagingServiceClient::new(channel)
-        .max_decoding_message_size(MAX_GRPC_MESSAGE)
-        .max_encoding_message_size(MAX_GRPC_MESSAGE)
-}
-
 /// Marks a call relayed by another member of the group.
 pub const FORWARDED_HEADER: &str = "x-raftmq-forwarded";
 /// Carried back on answers of a follower: the leader's client address.
@@ -81,6 +74,12 @@ impl Forwarder {
     }
 
     /// A MessagingService client for the member at `addr`.
+    pub fn client(&self, addr: &str) -> BrokerResult<MessagingServiceClient<Channel>> {
+        Ok(MessagingServiceClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE))
+    }
+
     /// An AdminService client for the member at `addr`.
     pub fn admin_client(&self, addr: &str) -> BrokerResult<AdminServiceClient<Channel>> {
         Ok(AdminServiceClient::new(self.channel(addr)?)
@@ -197,7 +196,7 @@ mod tests {
     async fn messaging_and_admin_share_one_channel_per_member() {
         let f = Forwarder::new(Duration::from_secs(1));
         assert!(!f.has_channel("127.0.0.1:9"));
-        f.channel("127.0.0.1:9").expect("channel");
+        f.client("127.0.0.1:9").expect("client");
         assert!(f.has_channel("127.0.0.1:9"));
         // A cached channel gives clients with the same limits as a fresh one (the fields
         // are private; the debug output shows them).
@@ -207,15 +206,9 @@ mod tests {
                 assert!(debug.contains(&want), "{want} missing: {debug}");
             }
         };
-        limits(format!(
-            "{:?}",
-            messaging_client(f.channel("127.0.0.1:9").expect("cached"))
-        ));
+        limits(format!("{:?}", f.client("127.0.0.1:9").expect("cached")));
         f.drop_channel("127.0.0.1:9");
-        limits(format!(
-            "{:?}",
-            messaging_client(f.channel("127.0.0.1:9").expect("fresh"))
-        ));
+        limits(format!("{:?}", f.client("127.0.0.1:9").expect("fresh")));
         limits(format!(
             "{:?}",
             f.admin_client("127.0.0.1:9").expect("admin, cached")

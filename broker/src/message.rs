@@ -16,6 +16,7 @@ use crate::delivered_digest::DigestForm;
 use crate::error::BrokerError;
 use crate::error::BrokerResult;
 use crate::error::InvalidCode;
+use crate::sm::keys;
 
 /// Longest message id accepted.
 pub const MAX_MESSAGE_ID_LEN: usize = 128;
@@ -60,14 +61,17 @@ pub struct BodyDigest {
 const MAX_DIGEST_LEN: usize = 128;
 
 impl BodyDigest {
-    /// Whether a producer's digest (its `DigestType` number and checksum) is kept: one of
-    /// a known type and plausible size.
-    pub(crate) fn acceptable(kind: i32, checksum: &str) -> bool {
+    /// The digest of a producer's message, if it is of a known type and plausible size.
+    fn from_wire(d: Option<&pb::Digest>) -> Option<Self> {
+        let d = d?;
         let known = matches!(
-            pb::DigestType::try_from(kind),
+            pb::DigestType::try_from(d.r#type),
             Ok(pb::DigestType::Crc32 | pb::DigestType::Md5 | pb::DigestType::Sha1)
         );
-        known && !checksum.is_empty() && checksum.len() <= MAX_DIGEST_LEN
+        (known && !d.checksum.is_empty() && d.checksum.len() <= MAX_DIGEST_LEN).then(|| Self {
+            kind: d.r#type,
+            checksum: d.checksum.clone(),
+        })
     }
 }
 
@@ -98,6 +102,34 @@ impl StoredMessage {
     /// Decodes a record read from the commit log; the body shares the record's memory.
     pub fn decode(record: &Bytes) -> BrokerResult<Self> {
         crate::message_record::decode(record)
+    }
+
+    /// Validates a message a producer sent and converts it; `max_body` is the body limit.
+    pub fn from_wire(m: pb::Message, max_body: usize) -> BrokerResult<Self> {
+        let topic = m.topic.map(|r| r.name).unwrap_or_default();
+        keys::validate_topic_name(&topic).map_err(|e| BrokerError::invalid(InvalidCode::IllegalTopic, e))?;
+        let sys = m.system_properties.ok_or_else(|| {
+            BrokerError::invalid(InvalidCode::BadRequest, "message without system properties")
+        })?;
+        check_message_id(&sys.message_id)?;
+        check_system_properties(&sys)?;
+        check_properties(&m.user_properties, metadata_bytes(&sys))?;
+        check_body(&m.body, max_body)?;
+        let kind = kind_of(&sys)?;
+        let digest = BodyDigest::from_wire(sys.body_digest.as_ref());
+        Ok(Self {
+            msg_id: sys.message_id,
+            topic,
+            tag: sys.tag,
+            keys: sys.keys,
+            message_group: sys.message_group,
+            properties: m.user_properties.into_iter().collect(),
+            kind,
+            born_timestamp_ms: sys.born_timestamp.map_or(0, |t| timestamp_ms(&t)),
+            born_host: sys.born_host,
+            digest,
+            body: m.body,
+        })
     }
 
     /// The tag's hash as indexed in consume queues.
@@ -158,16 +190,14 @@ pub struct Delivery {
     pub digest_form: DigestForm,
 }
 
-/// The kind of a producer's message: `delayed` if it names a delivery time, its
-/// `MessageType` number, whether it has a message group.
-pub(crate) fn kind_of(delayed: bool, message_type: i32, grouped: bool) -> BrokerResult<StoredKind> {
-    if delayed {
+fn kind_of(sys: &pb::SystemProperties) -> BrokerResult<StoredKind> {
+    if sys.delivery_timestamp.is_some() {
         return Err(BrokerError::invalid(
             InvalidCode::Unsupported,
             "delay messages (delivery_timestamp) are not supported yet",
         ));
     }
-    match pb::MessageType::try_from(message_type) {
+    match pb::MessageType::try_from(sys.message_type) {
         Ok(pb::MessageType::Transaction) => Err(BrokerError::invalid(
             InvalidCode::Unsupported,
             "transaction messages are not supported yet",
@@ -176,7 +206,7 @@ pub(crate) fn kind_of(delayed: bool, message_type: i32, grouped: bool) -> Broker
             InvalidCode::Unsupported,
             "delay messages are not supported yet",
         )),
-        _ if grouped => Ok(StoredKind::Fifo),
+        _ if sys.message_group.is_some() => Ok(StoredKind::Fifo),
         Ok(pb::MessageType::Fifo) => Err(BrokerError::invalid(
             InvalidCode::IllegalMessageGroup,
             "a FIFO message needs a message group",
@@ -185,7 +215,7 @@ pub(crate) fn kind_of(delayed: bool, message_type: i32, grouped: bool) -> Broker
     }
 }
 
-pub(crate) fn check_message_id(id: &str) -> BrokerResult<()> {
+fn check_message_id(id: &str) -> BrokerResult<()> {
     if id.is_empty() || id.len() > MAX_MESSAGE_ID_LEN || id.chars().any(char::is_control) {
         return Err(BrokerError::invalid(
             InvalidCode::IllegalMessageId,
@@ -195,54 +225,43 @@ pub(crate) fn check_message_id(id: &str) -> BrokerResult<()> {
     Ok(())
 }
 
-/// The system properties a producer sets that the broker keeps.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Names<'a> {
-    pub tag: Option<&'a str>,
-    pub keys: &'a [&'a str],
-    pub message_group: Option<&'a str>,
-    pub born_host: &'a str,
+/// Tag, keys and message group: each a valid name, at most [`MAX_KEYS`] keys.
+fn check_system_properties(sys: &pb::SystemProperties) -> BrokerResult<()> {
+    if let Some(tag) = &sys.tag {
+        check_name(InvalidCode::IllegalTag, "tag", tag)?;
+        if tag.contains('|') {
+            return Err(BrokerError::invalid(
+                InvalidCode::IllegalTag,
+                "a tag may not contain '|'",
+            ));
+        }
+    }
+    if sys.keys.len() > MAX_KEYS {
+        return Err(BrokerError::invalid(
+            InvalidCode::IllegalKey,
+            format!("{} keys, at most {MAX_KEYS} keys allowed", sys.keys.len()),
+        ));
+    }
+    for key in &sys.keys {
+        check_name(InvalidCode::IllegalKey, "key", key)?;
+    }
+    if let Some(g) = &sys.message_group {
+        check_name(InvalidCode::IllegalMessageGroup, "message group", g)?;
+    }
+    if sys.born_host.len() > MAX_NAME_LEN {
+        return Err(BrokerError::invalid(
+            InvalidCode::BadRequest,
+            format!("born_host must be at most {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    Ok(())
 }
 
-impl Names<'_> {
-    /// Tag, keys and message group: each a valid name, at most [`MAX_KEYS`] keys.
-    pub(crate) fn check(&self) -> BrokerResult<()> {
-        if let Some(tag) = self.tag {
-            check_name(InvalidCode::IllegalTag, "tag", tag)?;
-            if tag.contains('|') {
-                return Err(BrokerError::invalid(
-                    InvalidCode::IllegalTag,
-                    "a tag may not contain '|'",
-                ));
-            }
-        }
-        if self.keys.len() > MAX_KEYS {
-            return Err(BrokerError::invalid(
-                InvalidCode::IllegalKey,
-                format!("{} keys, at most {MAX_KEYS} keys allowed", self.keys.len()),
-            ));
-        }
-        for key in self.keys {
-            check_name(InvalidCode::IllegalKey, "key", key)?;
-        }
-        if let Some(g) = self.message_group {
-            check_name(InvalidCode::IllegalMessageGroup, "message group", g)?;
-        }
-        if self.born_host.len() > MAX_NAME_LEN {
-            return Err(BrokerError::invalid(
-                InvalidCode::BadRequest,
-                format!("born_host must be at most {MAX_NAME_LEN} bytes"),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Bytes counted against [`MAX_PROPERTIES_BYTES`] besides user properties: keys, tag
-    /// and message group.
-    pub(crate) fn metadata_bytes(&self) -> usize {
-        let keys: usize = self.keys.iter().map(|k| k.len()).sum();
-        keys + self.tag.map_or(0, str::len) + self.message_group.map_or(0, str::len)
-    }
+/// Bytes of the metadata counted against [`MAX_PROPERTIES_BYTES`] besides user properties:
+/// keys, tag and message group.
+fn metadata_bytes(sys: &pb::SystemProperties) -> usize {
+    let keys: usize = sys.keys.iter().map(String::len).sum();
+    keys + sys.tag.as_ref().map_or(0, String::len) + sys.message_group.as_ref().map_or(0, String::len)
 }
 
 fn check_name(code: InvalidCode, what: &str, v: &str) -> BrokerResult<()> {
@@ -260,10 +279,7 @@ fn check_name(code: InvalidCode, what: &str, v: &str) -> BrokerResult<()> {
 
 /// User properties: valid keys, and with the other metadata (`metadata` bytes) at most
 /// [`MAX_PROPERTIES_BYTES`].
-pub(crate) fn check_properties<'a>(
-    props: impl IntoIterator<Item = (&'a str, &'a str)>,
-    metadata: usize,
-) -> BrokerResult<()> {
+fn check_properties(props: &std::collections::HashMap<String, String>, metadata: usize) -> BrokerResult<()> {
     let mut total = metadata;
     for (k, v) in props {
         if k.is_empty() || k.chars().any(char::is_control) {
@@ -286,7 +302,7 @@ pub(crate) fn check_properties<'a>(
     Ok(())
 }
 
-pub(crate) fn check_body(body: &[u8], max_body: usize) -> BrokerResult<()> {
+fn check_body(body: &[u8], max_body: usize) -> BrokerResult<()> {
     if body.is_empty() {
         return Err(BrokerError::invalid(
             InvalidCode::BodyEmpty,

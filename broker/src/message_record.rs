@@ -24,7 +24,6 @@ use crate::error::BrokerResult;
 use crate::message::BodyDigest;
 use crate::message::StoredKind;
 use crate::message::StoredMessage;
-use crate::wire_reader::Span;
 
 const RECORD_V1: u8 = 1;
 const RECORD_V2: u8 = 2;
@@ -42,79 +41,6 @@ struct HeaderRef<'a> {
     born_timestamp_ms: u64,
     born_host: &'a str,
     digest: &'a Option<BodyDigest>,
-}
-
-/// A string of a record written from the bytes it came in: postcard writes a byte string
-/// as it writes a `str` (its length, then its bytes), so the record is the one a
-/// [`HeaderRef`] of the same strings writes.
-#[derive(Debug, Clone, Copy)]
-pub struct Raw<'a>(pub &'a [u8]);
-
-impl Serialize for Raw<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(self.0)
-    }
-}
-
-/// Strings of one encoding, by where they lie in it (written as a `Vec<String>`).
-#[derive(Debug, Clone, Copy)]
-pub struct RawList<'a> {
-    pub bytes: &'a [u8],
-    pub spans: &'a [Span],
-}
-
-impl Serialize for RawList<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.spans.iter().map(|sp| Raw(sp.of(self.bytes))))
-    }
-}
-
-/// Pairs of strings of one encoding, in key order and each key once (written as a
-/// `BTreeMap<String, String>`).
-#[derive(Debug, Clone, Copy)]
-pub struct RawMap<'a> {
-    pub bytes: &'a [u8],
-    pub pairs: &'a [(Span, Span)],
-}
-
-impl Serialize for RawMap<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let b = self.bytes;
-        s.collect_map(self.pairs.iter().map(|(k, v)| (Raw(k.of(b)), Raw(v.of(b)))))
-    }
-}
-
-/// A [`BodyDigest`] written from the bytes it came in.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct RawDigest<'a> {
-    pub kind: i32,
-    pub checksum: Raw<'a>,
-}
-
-/// The metadata of a version-2 record written from a producer's encoding
-/// ([`crate::incoming_message`]): [`HeaderRef`]'s fields, same order.
-#[derive(Debug, Serialize)]
-pub struct IncomingHeader<'a> {
-    pub msg_id: Raw<'a>,
-    pub topic: Raw<'a>,
-    pub tag: Option<Raw<'a>>,
-    pub keys: RawList<'a>,
-    pub message_group: Option<Raw<'a>>,
-    pub properties: RawMap<'a>,
-    pub kind: StoredKind,
-    pub born_timestamp_ms: u64,
-    pub born_host: Raw<'a>,
-    pub digest: Option<RawDigest<'a>>,
-}
-
-/// Appends the record (version 2) of `header` and `body` to `out`.
-pub fn append_incoming(header: &IncomingHeader<'_>, body: &[u8], out: &mut BytesMut) -> BrokerResult<()> {
-    out.put_u8(RECORD_V2);
-    let mut o = crate::postcard_out::append(header, std::mem::take(out))
-        .map_err(|e| BrokerError::Internal(e.to_string()))?;
-    o.extend_from_slice(body);
-    *out = o;
-    Ok(())
 }
 
 /// The metadata both versions share, as read (the fields of [`HeaderRef`] up to

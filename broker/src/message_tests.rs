@@ -1,18 +1,6 @@
-//! Tests of [`super`]: validation (through [`crate::incoming_message`], the way sends
-//! take), the record and the wire.
+//! Tests of [`super`]: validation, the record and the wire.
 
 use super::*;
-use crate::incoming_message::Parsed;
-
-/// `m` as a send stores it: encoded, read and checked as the broker reads a request's
-/// message, its record laid out, then read back.
-fn from_wire(m: pb::Message, max_body: usize) -> BrokerResult<StoredMessage> {
-    use raftmq_proto::prost::Message as _;
-    let incoming = Parsed::read(Bytes::from(m.encode_to_vec()))?.check(max_body)?;
-    let mut record = bytes::BytesMut::new();
-    incoming.append_record(&mut record)?;
-    StoredMessage::decode(&record.freeze())
-}
 
 fn wire(body: &[u8]) -> pb::Message {
     pb::Message {
@@ -35,7 +23,7 @@ fn wire(body: &[u8]) -> pb::Message {
 
 #[test]
 fn roundtrips_through_the_record_and_the_wire() {
-    let m = from_wire(wire(b"hello"), 4 << 20).expect("valid");
+    let m = StoredMessage::from_wire(wire(b"hello"), 4 << 20).expect("valid");
     let back = StoredMessage::decode(&m.encode().expect("encode")).expect("decode");
     assert_eq!(back, m);
     let out = m.clone().into_wire(Delivery {
@@ -68,7 +56,7 @@ fn the_producers_digest_is_kept_and_handed_to_consumers() {
                 checksum: checksum.into(),
             });
         }
-        let m = from_wire(w, 1024).expect("valid");
+        let m = StoredMessage::from_wire(w, 1024).expect("valid");
         let m = StoredMessage::decode(&m.encode().expect("encode")).expect("decode");
         let to_java = Delivery {
             digest_form: DigestForm::Crc32Unpadded,
@@ -91,7 +79,7 @@ fn the_producers_digest_is_kept_and_handed_to_consumers() {
 
 #[test]
 fn bad_messages_get_their_codes() {
-    let code = |m: pb::Message, max| match from_wire(m, max) {
+    let code = |m: pb::Message, max| match StoredMessage::from_wire(m, max) {
         Err(BrokerError::Invalid { code, .. }) => code,
         other => panic!("expected a refusal, got {other:?}"),
     };
@@ -121,7 +109,7 @@ fn bad_messages_get_their_codes() {
 }
 
 fn refusal(m: pb::Message) -> (InvalidCode, String) {
-    match from_wire(m, 4 << 20) {
+    match StoredMessage::from_wire(m, 4 << 20) {
         Err(BrokerError::Invalid { code, message }) => (code, message),
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -143,7 +131,7 @@ fn metadata_is_capped_per_message() {
     let (code, _) = refusal(with_sys(&|s| s.keys = vec!["k".into(); MAX_KEYS + 1]));
     assert_eq!(code, InvalidCode::IllegalKey);
     let max_keys = with_sys(&|s| s.keys = vec!["k".into(); MAX_KEYS]);
-    assert!(from_wire(max_keys, 4 << 20).is_ok());
+    assert!(StoredMessage::from_wire(max_keys, 4 << 20).is_ok());
 
     // Keys, tag, group and user properties count together: 17 keys of 1 KiB.
     let (code, _) = refusal(with_sys(&|s| s.keys = vec!["k".repeat(1024); 17]));
@@ -156,7 +144,10 @@ fn metadata_is_capped_per_message() {
     let (code, msg) = refusal(m.clone());
     assert_eq!(code, InvalidCode::PropertiesTooLarge, "{msg}");
     m.user_properties.remove("p0");
-    assert!(from_wire(m, 4 << 20).is_ok(), "just under the limit");
+    assert!(
+        StoredMessage::from_wire(m, 4 << 20).is_ok(),
+        "just under the limit"
+    );
     let (code, _) = refusal(with_sys(&|s| s.born_host = "h".repeat(MAX_NAME_LEN + 1)));
     assert_eq!(code, InvalidCode::BadRequest);
 }
@@ -192,7 +183,7 @@ fn absurd_times_saturate_instead_of_overflowing() {
             nanos: 999_999_999,
         });
     }
-    let stored = from_wire(m, 4).expect("valid");
+    let stored = StoredMessage::from_wire(m, 4).expect("valid");
     assert_eq!(stored.born_timestamp_ms, i64::MAX as u64);
     let back = stored.into_wire(Delivery::default());
     assert!(back.system_properties.and_then(|s| s.born_timestamp).is_some());

@@ -33,7 +33,8 @@ use crate::context::Broker;
 use crate::context::now_ms;
 use crate::error::BrokerError;
 use crate::error::BrokerResult;
-use crate::incoming_message::IncomingMessage;
+use crate::message::StoredMessage;
+use crate::message_record;
 
 /// Limits of the batcher (`[send_batch]` in the broker's TOML file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -79,13 +80,13 @@ impl SendBatchConfig {
 #[derive(Debug)]
 pub struct PendingSend {
     pub metas: Vec<MessageMeta>,
-    pub messages: Vec<IncomingMessage>,
+    pub messages: Vec<StoredMessage>,
     reply: oneshot::Sender<BrokerResult<CommandResult>>,
 }
 
 impl PendingSend {
     fn bytes(&self) -> usize {
-        self.messages.iter().map(IncomingMessage::record_capacity).sum()
+        self.messages.iter().map(message_record::capacity).sum()
     }
 }
 
@@ -142,8 +143,7 @@ impl Batch {
             let m = messages
                 .next()
                 .ok_or_else(|| CommandError::Record("fewer messages than metas".into()))?;
-            m.append_record(out)
-                .map_err(|e| CommandError::Record(e.to_string()))
+            message_record::append(m, out).map_err(|e| CommandError::Record(e.to_string()))
         })
         .map_err(|e| BrokerError::Internal(e.to_string()))
     }
@@ -216,7 +216,7 @@ impl SendBatcher {
         &self,
         broker: &Arc<Broker>,
         metas: Vec<MessageMeta>,
-        messages: Vec<IncomingMessage>,
+        messages: Vec<StoredMessage>,
     ) -> BrokerResult<CommandResult> {
         if metas.len() != messages.len() {
             return Err(BrokerError::Internal(format!(
@@ -330,34 +330,23 @@ async fn propose(writer: &impl Propose, batch: Batch) {
 
 #[cfg(test)]
 mod tests {
-    use raftmq_proto::rocketmq::v2 as pb;
-
     use super::*;
 
-    /// The protocol message `i` of `size` body bytes.
-    fn wire(i: usize, size: usize) -> pb::Message {
-        pb::Message {
-            topic: Some(pb::Resource {
-                resource_namespace: String::new(),
-                name: "t".into(),
-            }),
-            user_properties: Default::default(),
-            system_properties: Some(pb::SystemProperties {
-                message_id: format!("m{i}"),
-                tag: i.is_multiple_of(2).then(|| format!("tag{i}")),
-                keys: vec![format!("k{i}")],
-                born_timestamp: Some(crate::message::timestamp(i as u64)),
-                born_host: "h".into(),
-                ..Default::default()
-            }),
+    /// A message of `size` body bytes; its record estimate is `65 + size`.
+    fn message(i: usize, size: usize) -> StoredMessage {
+        StoredMessage {
+            msg_id: String::new(),
+            topic: "t".into(),
+            tag: i.is_multiple_of(2).then(|| format!("tag{i}")),
+            keys: vec![format!("k{i}")],
+            message_group: None,
+            properties: Default::default(),
+            kind: crate::message::StoredKind::Normal,
+            born_timestamp_ms: i as u64,
+            born_host: "h".into(),
+            digest: None,
             body: bytes::Bytes::from(vec![i as u8; size]),
         }
-    }
-
-    /// Message `i` (under 10) of `size` body bytes as a send carries it; its record
-    /// estimate is `67 + size`.
-    fn message(i: usize, size: usize) -> IncomingMessage {
-        IncomingMessage::of(&wire(i, size)).expect("valid")
     }
 
     fn call(n: usize, size: usize) -> (PendingSend, oneshot::Receiver<BrokerResult<CommandResult>>) {
@@ -416,33 +405,20 @@ mod tests {
     fn the_command_holds_each_message_s_record_as_encoded_alone() {
         let limits = SendBatchConfig::default();
         let (a, _ra) = call(2, 300);
-        let (b, _rb) = call(1, 1);
-        let alone = |m: &IncomingMessage| {
-            let mut out = bytes::BytesMut::new();
-            m.append_record(&mut out).expect("record");
-            out.freeze()
-        };
-        let expected: Vec<_> = a.messages.iter().chain(&b.messages).map(alone).collect();
+        let (b, _rb) = call(1, 0);
+        let expected: Vec<_> = a
+            .messages
+            .iter()
+            .chain(&b.messages)
+            .map(|m| m.encode().expect("encode"))
+            .collect();
         let mut batch = Batch::new(a);
         assert!(batch.try_add(b, &limits).is_ok());
         let cmd = batch.command(7).expect("command");
         assert_eq!(cmd.records(), expected.as_slice());
-        let second = crate::message::StoredMessage {
-            msg_id: "m1".into(),
-            topic: "t".into(),
-            tag: None,
-            keys: vec!["k1".into()],
-            message_group: None,
-            properties: Default::default(),
-            kind: crate::message::StoredKind::Normal,
-            born_timestamp_ms: 1,
-            born_host: "h".into(),
-            digest: None,
-            body: bytes::Bytes::from(vec![1u8; 300]),
-        };
         assert_eq!(
-            crate::message::StoredMessage::decode(&cmd.records()[1]).expect("decode"),
-            second
+            StoredMessage::decode(&cmd.records()[1]).expect("decode"),
+            message(1, 300)
         );
         let Ok(Header::Send { messages, .. }) = cmd.header() else {
             unreachable!("a send")
@@ -470,9 +446,9 @@ mod tests {
         let (too_many, _r) = call(3, 1);
         assert!(batch.try_add(too_many, &limits).is_err(), "5 messages > 4");
         let (too_big, _r) = call(1, 30);
-        assert!(batch.try_add(too_big, &limits).is_err(), "214 + 97 bytes > 300");
-        let (fits, _r) = call(1, 19);
-        assert!(batch.try_add(fits, &limits).is_ok(), "214 + 86 bytes");
+        assert!(batch.try_add(too_big, &limits).is_err(), "210 + 95 bytes > 300");
+        let (fits, _r) = call(1, 20);
+        assert!(batch.try_add(fits, &limits).is_ok(), "210 + 85 bytes");
     }
 
     #[test]

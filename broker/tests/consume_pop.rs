@@ -40,9 +40,7 @@ impl Harness {
 
     async fn send(&self, id: &str, tag: &str) -> anyhow::Result<()> {
         let m = message(TOPIC, id, Some(tag), None, format!("body of {id}"));
-        let req = raftmq_proto::send_request::EncodedSendRequest {
-            messages: vec![raftmq_proto::encoded_message::EncodedMessage::of(&m)],
-        };
+        let req = pb::SendMessageRequest { messages: vec![m] };
         let resp = send_message::handle(&self.node.broker, Request::new(req))
             .await?
             .into_inner();

@@ -8,9 +8,12 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use raftmq_proto::codec::BulkCodec;
 use raftmq_proto::rocketmq::v2 as pb;
 use raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use raftmq_proto::send_request::EncodedSendRequest;
+use raftmq_proto::send_request::SEND_MESSAGE_PATH;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::transport::Endpoint;
@@ -127,9 +130,21 @@ impl Rpc {
 /// ahead (the generated stub, [`Rpc::messaging`], takes the generated request type only).
 pub async fn send_encoded(
     channel: Channel,
-    request: tonic::Request<EncodedSendRequest>,
+    mut request: tonic::Request<EncodedSendRequest>,
 ) -> std::result::Result<tonic::Response<pb::SendMessageResponse>, tonic::Status> {
-    raftmq_proto::send_request::call(channel, request, MAX_GRPC_MESSAGE).await
+    let mut grpc = tonic::client::Grpc::new(channel)
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unknown(format!("Service was not ready: {e}")))?;
+    request.extensions_mut().insert(tonic::GrpcMethod::new(
+        "apache.rocketmq.v2.MessagingService",
+        "SendMessage",
+    ));
+    let codec = BulkCodec::<EncodedSendRequest, pb::SendMessageResponse>::default();
+    grpc.unary(request, PathAndQuery::from_static(SEND_MESSAGE_PATH), codec)
+        .await
 }
 
 /// A fresh client id, `host@pid@random`, as RocketMQ clients form theirs.

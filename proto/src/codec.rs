@@ -42,7 +42,6 @@ use tonic::codec::EncodeBuf;
 use tonic::codec::Encoder;
 
 use crate::rocketmq::v2 as pb;
-use crate::send_request::EncodedSendRequest;
 
 /// Initial size of an RPC's encode and decode buffers (tonic's default).
 const BUFFER_BYTES: usize = 8 * 1024;
@@ -83,7 +82,7 @@ fn encoder_settings<T: 'static>() -> BufferSettings {
 
 /// The buffer settings of [`BulkCodec`]'s decoder of `U` (only the size counts).
 fn decoder_settings<U: 'static>() -> BufferSettings {
-    let size = if is::<U, pb::SendMessageRequest>() || is::<U, EncodedSendRequest>() {
+    let size = if is::<U, pb::SendMessageRequest>() {
         SEND_BUFFER_BYTES
     } else {
         BUFFER_BYTES
@@ -177,8 +176,6 @@ fn reserve_repeated<U: 'static>(item: &mut U, body: &[u8]) {
     let item = item as &mut dyn Any;
     if let Some(r) = item.downcast_mut::<pb::SendMessageRequest>() {
         r.messages.reserve(count_field(body, 1));
-    } else if let Some(r) = item.downcast_mut::<EncodedSendRequest>() {
-        r.messages.reserve(count_field(body, 1));
     } else if let Some(r) = item.downcast_mut::<pb::SendMessageResponse>() {
         r.entries.reserve(count_field(body, 2));
     }
@@ -243,7 +240,6 @@ mod tests {
                 shown(decoder_settings::<pb::SendMessageRequest>()),
                 SEND_BUFFER_BYTES,
             ),
-            (shown(decoder_settings::<EncodedSendRequest>()), SEND_BUFFER_BYTES),
             (shown(decoder_settings::<pb::PullMessageRequest>()), BUFFER_BYTES),
         ];
         for (shown, bytes) in cases {

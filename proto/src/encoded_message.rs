@@ -30,26 +30,6 @@ impl EncodedMessage {
         self.len() == 0
     }
 
-    /// The encoding of `m`, all head.
-    pub fn of(m: &impl prost::Message) -> Self {
-        Self {
-            head: Bytes::from(m.encode_to_vec()),
-            body: Bytes::new(),
-        }
-    }
-
-    /// The whole encoding in one piece: `head` itself when there is no body apart (as in
-    /// a decoded request), else both copied together.
-    pub fn into_bytes(self) -> Bytes {
-        if self.body.is_empty() {
-            return self.head;
-        }
-        let mut whole = Vec::with_capacity(self.len());
-        whole.extend_from_slice(&self.head);
-        whole.extend_from_slice(&self.body);
-        Bytes::from(whole)
-    }
-
     /// Writes the message as field `tag` of the message being encoded.
     pub fn encode_field(&self, tag: u32, buf: &mut impl BufMut) {
         encode_key(tag, WireType::LengthDelimited, buf);

@@ -7,11 +7,9 @@
 //! is an [`EncodedMessage`] written straight from the producer's message, and a clone
 //! shares their bytes.
 //!
-//! The generated stub takes the generated type only: [`call`] sends this one through
-//! [`crate::codec::BulkCodec`] (the client's sends and a broker's relays to its leader).
-//! Decoding one keeps each message as its encoded bytes, sharing the buffer it was read
-//! into: the broker reads a send's messages from those bytes without building a `Message`
-//! per message.
+//! It is only sent: the service's generated code keeps the generated type for both ends,
+//! and the client calls the method through [`crate::codec::BulkCodec`] with this type.
+//! Decoding one (tests, tools) keeps each message as its encoded bytes.
 
 use prost::DecodeError;
 use prost::bytes::Buf;
@@ -19,37 +17,13 @@ use prost::bytes::BufMut;
 use prost::encoding::DecodeContext;
 use prost::encoding::WireType;
 
-use crate::codec::BulkCodec;
 use crate::encoded_message::EncodedMessage;
-use crate::rocketmq::v2 as pb;
 
 /// Field number of `messages`.
 const MESSAGES: u32 = 1;
 
 /// The full name of the method the request is sent to, as gRPC paths it.
 pub const SEND_MESSAGE_PATH: &str = "/apache.rocketmq.v2.MessagingService/SendMessage";
-
-/// The service's SendMessage on `channel` with a request of messages encoded ahead;
-/// `max_message` bounds the bytes of the request and of its answer.
-pub async fn call(
-    channel: tonic::transport::Channel,
-    mut request: tonic::Request<EncodedSendRequest>,
-    max_message: usize,
-) -> Result<tonic::Response<pb::SendMessageResponse>, tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(channel)
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unknown(format!("Service was not ready: {e}")))?;
-    request.extensions_mut().insert(tonic::GrpcMethod::new(
-        "apache.rocketmq.v2.MessagingService",
-        "SendMessage",
-    ));
-    let codec = BulkCodec::<EncodedSendRequest, pb::SendMessageResponse>::default();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(SEND_MESSAGE_PATH);
-    grpc.unary(request, path, codec).await
-}
 
 /// A `SendMessageRequest` of messages encoded ahead.
 #[derive(Clone, PartialEq, Eq, Default, Debug)]
@@ -98,6 +72,7 @@ mod tests {
     use prost::bytes::Bytes;
 
     use super::*;
+    use crate::rocketmq::v2 as pb;
 
     fn message(id: &str, body: &'static [u8]) -> pb::Message {
         pb::Message {

@@ -20,7 +20,6 @@ pub mod query_route;
 pub mod receipt;
 pub mod receive_message;
 pub mod send_message;
-pub mod send_route;
 pub mod status;
 pub mod telemetry;
 pub mod unsupported;
@@ -29,11 +28,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::Stream;
-use raftmq_proto::encoded_message::EncodedMessage;
 use raftmq_proto::rocketmq::v2 as pb;
+use raftmq_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use raftmq_proto::rocketmq::v2::messaging_service_server::MessagingService;
-use raftmq_proto::send_request;
-use raftmq_proto::send_request::EncodedSendRequest;
+use raftmq_proto::rocketmq::v2::messaging_service_server::MessagingServiceServer;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
@@ -60,23 +58,10 @@ impl Messaging {
         Self { broker }
     }
 
-    /// The service as served (SendMessage decoded by [`send_route`]).
-    pub fn into_server(self) -> send_route::MessagingRoutes {
-        send_route::MessagingRoutes::new(self)
-    }
-
-    /// SendMessage, its messages as encoded: relayed to the leader as they came, or
-    /// stored here.
-    pub async fn send_encoded(
-        &self,
-        req: Request<EncodedSendRequest>,
-    ) -> Result<Response<pb::SendMessageResponse>, Status> {
-        if let Some(addr) = self.forward_target(&req).await {
-            let call = |channel, r| send_request::call(channel, r, forward::MAX_GRPC_MESSAGE);
-            self.forwarded(&addr, "send_message", req, call).await
-        } else {
-            send_message::handle(&self.broker, req).await
-        }
+    pub fn into_server(self) -> MessagingServiceServer<Self> {
+        MessagingServiceServer::new(self)
+            .max_decoding_message_size(forward::MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(forward::MAX_GRPC_MESSAGE)
     }
 
     /// The leader's client address when this call must be relayed there. While an election
@@ -116,20 +101,20 @@ impl Messaging {
         call: F,
     ) -> Result<Response<Resp>, Status>
     where
-        F: FnOnce(Channel, Request<Req>) -> Fut,
+        F: FnOnce(MessagingServiceClient<Channel>, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let forwarder = &self.broker.forwarder;
         let timeout = self.broker.config.forward_timeout();
-        let channel = forwarder
-            .channel(addr)
+        let client = forwarder
+            .client(addr)
             .map_err(|e| Status::unavailable(e.to_string()))?;
         tracing::debug!(leader = %addr, method, "forwarding to the leader");
         // A leader cut off from this node swallows the call: when the group elects another
         // one meanwhile, the call is abandoned so that the client retries at once rather
         // than at its deadline.
         let relayed = tokio::select! {
-            relayed = call(channel, forward::relay(req, timeout)) => relayed,
+            relayed = call(client, forward::relay(req, timeout)) => relayed,
             () = self.broker.leader_moved_from(addr) => {
                 forwarder.drop_channel(addr);
                 tracing::info!(leader = %addr, method, "leader replaced while a call was relayed to it");
@@ -173,10 +158,8 @@ macro_rules! routed {
     };
     ($self:ident, $req:ident, $method:ident, wrap = $wrap:expr, $local:expr) => {{
         if let Some(addr) = $self.forward_target(&$req).await {
-            let call = |channel, r| async move {
-                let mut c = forward::messaging_client(channel);
-                c.$method(r).await.map($wrap)
-            };
+            let call =
+                |mut c: MessagingServiceClient<Channel>, r| async move { c.$method(r).await.map($wrap) };
             $self.forwarded(&addr, stringify!($method), $req, call).await
         } else {
             $local
@@ -214,16 +197,16 @@ impl MessagingService for Messaging {
         heartbeat::handle(&self.broker, req).await
     }
 
-    /// Served by [`send_route`] from the encoded request; here for callers of the
-    /// generated server, who get the same handling.
     async fn send_message(
         &self,
         req: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
-        let (meta, ext, r) = req.into_parts();
-        let messages = r.messages.iter().map(EncodedMessage::of).collect();
-        self.send_encoded(Request::from_parts(meta, ext, EncodedSendRequest { messages }))
-            .await
+        routed!(
+            self,
+            req,
+            send_message,
+            send_message::handle(&self.broker, req).await
+        )
     }
 
     async fn query_assignment(

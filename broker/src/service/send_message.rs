@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use raftmq_proto::rocketmq::v2 as pb;
-use raftmq_proto::send_request::EncodedSendRequest;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
@@ -19,68 +18,65 @@ use crate::context::Broker;
 use crate::error::BrokerError;
 use crate::error::BrokerResult;
 use crate::error::InvalidCode;
-use crate::incoming_message::IncomingMessage;
-use crate::incoming_message::Parsed;
+use crate::message::StoredMessage;
 
 #[tracing::instrument(name = "send_message", skip_all, fields(messages = req.get_ref().messages.len()))]
 pub async fn handle(
     broker: &Arc<Broker>,
-    req: Request<EncodedSendRequest>,
+    req: Request<pb::SendMessageRequest>,
 ) -> Result<Response<pb::SendMessageResponse>, Status> {
     let client_queues = req
         .metadata()
         .get(QUEUE_HEADER)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("client"));
-    let parsed: Vec<BrokerResult<Parsed>> = req
-        .into_inner()
-        .messages
-        .into_iter()
-        .map(|m| Parsed::read(m.into_bytes()))
-        .collect();
-    let ids: Vec<String> = parsed
+    let messages = req.into_inner().messages;
+    let ids: Vec<String> = messages
         .iter()
-        .map(|p| p.as_ref().map(|p| p.message_id().to_owned()).unwrap_or_default())
+        .map(|m| {
+            m.system_properties
+                .as_ref()
+                .map(|s| s.message_id.clone())
+                .unwrap_or_default()
+        })
         .collect();
-    let requested: Vec<Option<u32>> = parsed
+    let requested: Vec<Option<u32>> = messages
         .iter()
-        .map(|p| {
-            let q = p.as_ref().map_or(0, Parsed::queue_id);
+        .map(|m| {
+            let q = m.system_properties.as_ref().map_or(0, |s| s.queue_id);
             client_queues.then(|| u32::try_from(q).unwrap_or(u32::MAX))
         })
         .collect();
-    let resp = match send(broker, parsed, &requested, &ids).await {
+    let resp = match send(broker, messages, &requested, &ids).await {
         Ok(entries) => pb::SendMessageResponse {
             status: Some(status::ok()),
             entries,
         },
-        Err(e) => refused(&e, ids),
+        Err(e) => {
+            tracing::debug!(error = %e, "send refused");
+            let st = status::from_error(&e);
+            // Never an empty entry list: one failed entry per message (at least one).
+            let mut entries: Vec<pb::SendResultEntry> = ids
+                .into_iter()
+                .map(|message_id| pb::SendResultEntry {
+                    status: Some(st.clone()),
+                    message_id,
+                    ..Default::default()
+                })
+                .collect();
+            if entries.is_empty() {
+                entries.push(pb::SendResultEntry {
+                    status: Some(st.clone()),
+                    ..Default::default()
+                });
+            }
+            pb::SendMessageResponse {
+                status: Some(st),
+                entries,
+            }
+        }
     };
     Ok(Response::new(resp))
-}
-
-/// The answer to a refused send: one failed entry per message (at least one).
-fn refused(e: &BrokerError, ids: Vec<String>) -> pb::SendMessageResponse {
-    tracing::debug!(error = %e, "send refused");
-    let st = status::from_error(e);
-    let mut entries: Vec<pb::SendResultEntry> = ids
-        .into_iter()
-        .map(|message_id| pb::SendResultEntry {
-            status: Some(st.clone()),
-            message_id,
-            ..Default::default()
-        })
-        .collect();
-    if entries.is_empty() {
-        entries.push(pb::SendResultEntry {
-            status: Some(st.clone()),
-            ..Default::default()
-        });
-    }
-    pb::SendMessageResponse {
-        status: Some(st),
-        entries,
-    }
 }
 
 /// The request header by which a client says it chose each message's queue
@@ -91,7 +87,7 @@ pub const QUEUE_HEADER: &str = "x-raftmq-queue";
 
 async fn send(
     broker: &Arc<Broker>,
-    messages: Vec<BrokerResult<Parsed>>,
+    messages: Vec<pb::Message>,
     requested: &[Option<u32>],
     ids: &[String],
 ) -> BrokerResult<Vec<pb::SendResultEntry>> {
@@ -125,7 +121,7 @@ async fn send(
 }
 
 /// The batch's messages, each valid, the batch within its count and body limits.
-fn validate(broker: &Broker, messages: Vec<BrokerResult<Parsed>>) -> BrokerResult<Vec<IncomingMessage>> {
+fn validate(broker: &Broker, messages: Vec<pb::Message>) -> BrokerResult<Vec<StoredMessage>> {
     if messages.is_empty() {
         return Err(BrokerError::invalid(
             InvalidCode::BadRequest,
@@ -142,9 +138,9 @@ fn validate(broker: &Broker, messages: Vec<BrokerResult<Parsed>>) -> BrokerResul
     let max_body = broker.config.max_body_size;
     let stored = messages
         .into_iter()
-        .map(|m| m.and_then(|m| m.check(max_body)))
+        .map(|m| StoredMessage::from_wire(m, max_body))
         .collect::<BrokerResult<Vec<_>>>()?;
-    let total: usize = stored.iter().map(IncomingMessage::body_len).sum();
+    let total: usize = stored.iter().map(|m| m.body.len()).sum();
     let max_total = max_body.saturating_mul(4);
     if total > max_total {
         return Err(BrokerError::invalid(
@@ -159,7 +155,7 @@ fn validate(broker: &Broker, messages: Vec<BrokerResult<Parsed>>) -> BrokerResul
 /// message's by its group, the others round-robin).
 fn placed(
     broker: &Broker,
-    stored: &[IncomingMessage],
+    stored: &[StoredMessage],
     requested: &[Option<u32>],
 ) -> BrokerResult<Vec<MessageMeta>> {
     let mut metas = Vec::with_capacity(stored.len());
@@ -167,28 +163,27 @@ fn placed(
     // A batch usually names one topic: read each topic's config once.
     let mut queue_counts: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
     for (i, m) in stored.iter().enumerate() {
-        let topic = m.topic();
-        let queues = match queue_counts.get(topic) {
+        let queues = match queue_counts.get(m.topic.as_str()) {
             Some(q) => *q,
             None => {
-                let q = writable_queues(broker, topic)?;
-                queue_counts.insert(topic, q);
+                let q = writable_queues(broker, &m.topic)?;
+                queue_counts.insert(&m.topic, q);
                 q
             }
         };
-        let queue_id = match (requested.get(i).copied().flatten(), m.message_group()) {
+        let queue_id = match (requested.get(i).copied().flatten(), &m.message_group) {
             (Some(q), _) if q < queues => q,
             (Some(q), _) => {
                 return Err(BrokerError::invalid(
                     InvalidCode::BadRequest,
-                    format!("queue {q} is not a queue of topic {topic} (0..{queues})"),
+                    format!("queue {q} is not a queue of topic {} (0..{queues})", m.topic),
                 ));
             }
             (None, Some(g)) => group_queue(g, queues),
             (None, None) => (rr % u64::from(queues)) as u32,
         };
         metas.push(MessageMeta {
-            topic: topic.to_owned(),
+            topic: m.topic.clone(),
             queue_id,
             tag_hash: m.tag_hash(),
             // The id travels in the record; the header's copy fed an index no build keeps.
