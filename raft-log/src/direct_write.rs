@@ -16,6 +16,10 @@
 //! the partial block with the same leading bytes. A torn write of that block therefore
 //! leaves the bytes before the run as they were.
 //!
+//! The run's own buffer holds that image (see `staging.rs`): [`DirectWriter::prepare`]
+//! fills its head and padding while the flusher's queue is locked, in write order, and
+//! [`DirectWriter::write`] hands it to the device without copying it.
+//!
 //! Where the filesystem refuses `O_DIRECT` (some overlays, older kernels' tmpfs; kernel
 //! 6.18's tmpfs takes it), at open or at the first write, that file is written through
 //! the page cache as before.
@@ -28,22 +32,13 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
-/// Alignment of direct writes: offsets, lengths and the buffer's address. 4 KiB is a
-/// multiple of every logical block size in use (512 and 4096).
-pub(crate) const BLOCK: usize = 4096;
+use crate::staging::BLOCK;
+use crate::staging::Run;
+use crate::staging::head_len;
 
 /// Files with an open direct handle kept at once: the active segment, and the one before
 /// it for a write that crosses a roll-over.
 const MAX_FILES: usize = 2;
-
-/// Largest bounce buffer kept between writes (as for the staging buffers): a larger one,
-/// grown for an unusually large run, is given back after it.
-const MAX_KEPT_BLOCKS: usize = (16 << 20) / BLOCK;
-
-/// One 4 KiB-aligned block of a bounce buffer.
-#[derive(Clone, Copy)]
-#[repr(C, align(4096))]
-struct Block([u8; BLOCK]);
 
 /// A file being written.
 struct Target {
@@ -53,20 +48,19 @@ struct Target {
     direct: Option<Direct>,
 }
 
-/// A file's `O_DIRECT` handle and the partial block its last write ended in.
+/// A file's `O_DIRECT` handle and the partial block its last prepared run ends in.
 struct Direct {
     handle: File,
-    /// File offset of the block holding the end of the last write.
+    /// File offset of the block holding the end of the last prepared run.
     tail_start: u64,
-    /// The bytes of that block before the end of the last write.
+    /// The bytes of that block before the end of the last prepared run.
     tail: Vec<u8>,
 }
 
-/// The write thread's direct writer: its handles, partial blocks and bounce buffer.
+/// The write thread's direct writer: its handles and partial blocks.
 pub(crate) struct DirectWriter {
     enabled: bool,
     targets: Vec<Target>,
-    bounce: Vec<Block>,
 }
 
 impl DirectWriter {
@@ -75,7 +69,6 @@ impl DirectWriter {
         Self {
             enabled,
             targets: Vec::new(),
-            bounce: Vec::new(),
         }
     }
 
@@ -86,19 +79,40 @@ impl DirectWriter {
             .any(|t| Arc::ptr_eq(&t.file, file) && t.direct.is_some())
     }
 
-    /// Writes `data` at `offset` of `file`: directly if the file allows it, else through
-    /// the page cache.
-    pub fn write(&mut self, file: &Arc<File>, offset: u64, data: &[u8]) -> io::Result<()> {
-        let i = self.target(file);
-        let t = &mut self.targets[i];
-        let Some(direct) = &mut t.direct else {
-            return file.write_all_at(data, offset);
+    /// Frames `run` for a direct write if its file takes them: fills the bytes before it
+    /// in its first block and pads it to whole blocks. Call for runs in write order, each
+    /// once, before any of them is written (the partial block a run ends in is taken to
+    /// be in the file from then on).
+    pub fn prepare(&mut self, run: &mut Run) -> io::Result<()> {
+        let i = self.target(&run.file);
+        let Some(direct) = &mut self.targets[i].direct else {
+            return Ok(());
         };
-        match direct.write(file, &mut self.bounce, offset, data) {
+        let file = run.file.clone();
+        let offset = run.offset;
+        let h = head_len(offset);
+        let total = h + (run.end() - offset) as usize;
+        let image = run.frame(|head| direct.fill_head(&file, offset, head))?;
+        let full = total / BLOCK * BLOCK;
+        direct.tail_start = offset - h as u64 + full as u64;
+        direct.tail.clear();
+        direct.tail.extend_from_slice(&image[full..total]);
+        Ok(())
+    }
+
+    /// Writes `run`: its image directly if [`DirectWriter::prepare`] framed it, else its
+    /// bytes through the page cache.
+    pub fn write(&mut self, run: &Run) -> io::Result<()> {
+        let i = self.target(&run.file);
+        let t = &mut self.targets[i];
+        let (Some(direct), Some((at, image))) = (&t.direct, run.image()) else {
+            return run.file.write_all_at(run.bytes(), run.offset);
+        };
+        match direct.handle.write_all_at(image, at) {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 tracing::warn!(error = %e, "direct write refused; writing this segment through the page cache");
                 t.direct = None;
-                file.write_all_at(data, offset)
+                run.file.write_all_at(run.bytes(), run.offset)
             }
             other => other,
         }
@@ -122,51 +136,21 @@ impl DirectWriter {
 }
 
 impl Direct {
-    /// Writes `data` at `offset` as whole blocks through `bounce`; `file` (the buffered
-    /// handle) gives back the block's leading bytes when they are not the last write's.
-    fn write(&mut self, file: &File, bounce: &mut Vec<Block>, offset: u64, data: &[u8]) -> io::Result<()> {
-        let start = align_down(offset);
-        let head = (offset - start) as usize;
-        let total = head + data.len();
-        let padded = total.div_ceil(BLOCK) * BLOCK;
-        let blocks = padded / BLOCK;
-        if bounce.len() < blocks {
-            bounce.resize(blocks, Block([0; BLOCK]));
+    /// The bytes before `offset` in its block: the last run's tail if this run continues
+    /// it, else read back from `file` (first write, or after a cut; the writer writes in
+    /// order, one run at a time, so the file holds them).
+    fn fill_head(&self, file: &File, offset: u64, head: &mut [u8]) -> io::Result<()> {
+        if head.is_empty() {
+            return Ok(());
         }
-        let buf = as_bytes_mut(&mut bounce[..blocks]);
-        if head > 0 {
-            if self.tail_start == start && self.tail_start + self.tail.len() as u64 == offset {
-                buf[..head].copy_from_slice(&self.tail);
-            } else {
-                // Not the continuation of our last write (first write, or after a cut):
-                // the file holds these bytes (the writer writes in order, one at a time).
-                file.read_exact_at(&mut buf[..head], start)?;
-            }
+        let start = offset - head.len() as u64;
+        if self.tail_start == start && self.tail_start + self.tail.len() as u64 == offset {
+            head.copy_from_slice(&self.tail);
+            Ok(())
+        } else {
+            file.read_exact_at(head, start)
         }
-        buf[head..total].copy_from_slice(data);
-        buf[total..padded].fill(0);
-        self.handle.write_all_at(&buf[..padded], start)?;
-        let full = align_down(total as u64) as usize;
-        self.tail_start = start + full as u64;
-        self.tail.clear();
-        self.tail.extend_from_slice(&buf[full..total]);
-        if bounce.len() > MAX_KEPT_BLOCKS {
-            *bounce = Vec::new();
-        }
-        Ok(())
     }
-}
-
-fn align_down(x: u64) -> u64 {
-    x & !(BLOCK as u64 - 1)
-}
-
-#[allow(unsafe_code)]
-fn as_bytes_mut(blocks: &mut [Block]) -> &mut [u8] {
-    // SAFETY: `Block` is `repr(C)` around a byte array with no padding (its size equals
-    // its alignment), so the blocks are `len * BLOCK` contiguous, initialized bytes, and
-    // the returned slice borrows them mutably for as long as `blocks` is borrowed.
-    unsafe { std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<u8>(), blocks.len() * BLOCK) }
 }
 
 /// A second, write-only handle to the same open file with `O_DIRECT`; None where the
@@ -193,13 +177,13 @@ fn reopen_direct(file: &File) -> Option<Direct> {
 mod tests {
     use super::*;
 
-    fn fresh(dir: &tempfile::TempDir, len: u64) -> Arc<File> {
+    fn fresh(dir: &tempfile::TempDir, name: &str, len: u64) -> Arc<File> {
         let f = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(dir.path().join("seg"))
+            .open(dir.path().join(name))
             .expect("create");
         f.set_len(len).expect("set_len");
         Arc::new(f)
@@ -211,6 +195,16 @@ mod tests {
         b
     }
 
+    fn run(f: &Arc<File>, at: usize, data: &[u8]) -> Run {
+        Run::copied(f, std::path::Path::new("seg"), at as u64, data, Vec::new())
+    }
+
+    fn put(w: &mut DirectWriter, f: &Arc<File>, at: usize, data: &[u8]) {
+        let mut r = run(f, at, data);
+        w.prepare(&mut r).expect("prepare");
+        w.write(&r).expect("write");
+    }
+
     /// Unaligned runs, written one after another, a rewrite after a "cut", and a second
     /// writer (as after a restart) that has to read its partial block back: the file
     /// always equals the model, with zeroes past its end.
@@ -218,7 +212,7 @@ mod tests {
     fn unaligned_runs_land_where_a_buffered_write_would() {
         let dir = tempfile::tempdir().expect("tempdir");
         let len = 64 * 1024;
-        let f = fresh(&dir, len as u64);
+        let f = fresh(&dir, "seg", len as u64);
         let mut model = vec![0u8; len];
         let mut w = DirectWriter::new(true);
         let mut at = 64usize;
@@ -226,7 +220,7 @@ mod tests {
         model[..64].fill(7);
         for (n, size) in [1usize, 100, 4032, 4096, 5000, 3, 9000].into_iter().enumerate() {
             let data: Vec<u8> = (0..size).map(|i| (i * 31 + n) as u8).collect();
-            w.write(&f, at as u64, &data).expect("write");
+            put(&mut w, &f, at, &data);
             if n == 0 && reopen_direct(&f).is_some() {
                 assert!(
                     w.is_direct(&f),
@@ -246,36 +240,115 @@ mod tests {
             let data = vec![0xA0 + n as u8; size];
             let at2 = if n == 0 { cut } else { cut + 10 };
             let writer = if n == 0 { &mut w } else { &mut w2 };
-            writer.write(&f, at2 as u64, &data).expect("write after cut");
+            put(writer, &f, at2, &data);
             model[at2..at2 + size].copy_from_slice(&data);
             assert_eq!(contents(&f, len), model, "after cut, run {n}");
         }
     }
 
+    /// A round as the write thread does it: every run prepared first (the queue locked),
+    /// then all written; the second run on a file continues the first's partial block
+    /// before that block is in the file, and a roll-over puts a run on a second file.
     #[test]
-    fn a_bounce_buffer_grown_for_a_huge_run_is_given_back() {
+    fn runs_prepared_together_then_written_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let f = fresh(&dir, 20 << 20);
+        let len = 32 * 1024;
+        let (a, b) = (fresh(&dir, "a", len as u64), fresh(&dir, "b", len as u64));
         let mut w = DirectWriter::new(true);
-        let data: Vec<u8> = (0..(17usize << 20)).map(|i| (i % 251) as u8).collect();
-        w.write(&f, 100, &data).expect("write");
-        assert!(w.bounce.len() <= MAX_KEPT_BLOCKS);
-        let mut back = vec![0u8; data.len()];
-        f.read_exact_at(&mut back, 100).expect("read");
-        assert!(back == data, "the huge run reads back");
-        w.write(&f, 100 + data.len() as u64, b"next")
-            .expect("write after it");
-        let mut next = [0u8; 4];
-        f.read_exact_at(&mut next, 100 + data.len() as u64).expect("read");
-        assert_eq!(&next, b"next");
+        put(&mut w, &a, 64, &[1u8; 100]);
+        let mut runs = vec![
+            run(&a, 164, &[2u8; 5000]),
+            run(&a, 5164, &[3u8; 10]),
+            run(&b, 64, &[4u8; 4100]),
+        ];
+        for r in &mut runs {
+            w.prepare(r).expect("prepare");
+        }
+        for r in &runs {
+            w.write(r).expect("write");
+        }
+        let mut ma = vec![0u8; len];
+        ma[64..164].fill(1);
+        ma[164..5164].fill(2);
+        ma[5164..5174].fill(3);
+        let mut mb = vec![0u8; len];
+        mb[64..4164].fill(4);
+        assert_eq!(contents(&a, len), ma);
+        assert_eq!(contents(&b, len), mb);
+    }
+
+    /// How a test run's buffer is made: copied, encoded in place, or encoded in place and
+    /// then grown past its capacity (the buffer moves and loses its alignment).
+    fn make_run(f: &Arc<File>, at: usize, data: &[u8], how: u8) -> Run {
+        let path = std::path::Path::new("seg");
+        if how == 0 {
+            return run(f, at, data);
+        }
+        let mut buf = Vec::new();
+        let reserve = if how == 1 { data.len() } else { 0 };
+        let start = crate::staging::lay_out(&mut buf, at as u64, reserve);
+        buf.extend_from_slice(data);
+        Run::take(f, path, at as u64, buf, start)
+            .unwrap_or_else(|buf| Run::copied(f, path, at as u64, &buf[start..], Vec::new()))
+    }
+
+    proptest::proptest! {
+        /// Rounds of runs as the write thread sees them (each run continuing the last,
+        /// some extended after they were made, all of a round prepared before any is
+        /// written), with cuts back into the written data between rounds: the file
+        /// always equals the model.
+        #[test]
+        fn rounds_of_runs_match_a_model(
+            rounds in proptest::collection::vec(
+                (proptest::collection::vec((1usize..9000, 0u8..3, proptest::option::of(1usize..3000)), 1..4), 0usize..3000),
+                1..8,
+            ),
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let len = 320 * 1024;
+            let f = fresh(&dir, "seg", len as u64);
+            let mut model = vec![0u8; len];
+            let mut w = DirectWriter::new(true);
+            let mut at = 64usize;
+            let mut fill = 1u8;
+            for (runs, cut) in rounds {
+                let mut staged = Vec::new();
+                for (size, how, more) in runs {
+                    let data = vec![fill; size];
+                    fill = fill.wrapping_add(1).max(1);
+                    let mut r = make_run(&f, at, &data, how);
+                    model[at..at + size].copy_from_slice(&data);
+                    at += size;
+                    if let Some(m) = more {
+                        let extra = vec![fill; m];
+                        r.extend(&extra);
+                        model[at..at + m].copy_from_slice(&extra);
+                        at += m;
+                    }
+                    staged.push(r);
+                }
+                for r in &mut staged {
+                    w.prepare(r).expect("prepare");
+                }
+                for r in &staged {
+                    w.write(r).expect("write");
+                }
+                proptest::prop_assert_eq!(contents(&f, len), model.clone());
+                // A cut, as `truncate_after` makes it: zeroes from the cut on.
+                let cut = at.saturating_sub(cut).max(64);
+                model[cut..].fill(0);
+                f.write_all_at(&vec![0u8; len - cut], cut as u64).expect("cut");
+                at = cut;
+            }
+        }
     }
 
     #[test]
     fn disabled_writer_writes_through_the_page_cache() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let f = fresh(&dir, 8192);
+        let f = fresh(&dir, "seg", 8192);
         let mut w = DirectWriter::new(false);
-        w.write(&f, 10, b"abc").expect("write");
+        put(&mut w, &f, 10, b"abc");
         assert!(!w.is_direct(&f));
         assert_eq!(&contents(&f, 13)[10..], b"abc");
     }

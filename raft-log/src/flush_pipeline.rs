@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 
 use crate::direct_write::DirectWriter;
 use crate::error::LogError;
-use crate::flusher::Run;
 use crate::flusher::Shared;
 use crate::flusher::Written;
 use crate::flusher::WrittenFile;
@@ -15,6 +14,7 @@ use crate::flusher::lock;
 use crate::fsutil;
 use crate::page_cache::FileRef;
 use crate::page_cache::Trim;
+use crate::staging::Run;
 use crate::synced;
 
 /// Staging buffers kept for reuse, and the largest one worth keeping.
@@ -25,7 +25,7 @@ const MAX_SPARE_CAPACITY: usize = 16 << 20;
 pub(crate) fn write_loop(shared: &Shared) {
     let mut writer = DirectWriter::new(shared.direct_io);
     loop {
-        let (callbacks, runs) = {
+        let (callbacks, runs, framed) = {
             let mut q = lock(&shared.queue);
             while q.callbacks.is_empty() && q.staged.is_empty() && !q.stop {
                 shared.drained.notify_all();
@@ -36,15 +36,18 @@ pub(crate) fn write_loop(shared: &Shared) {
                 shared.to_sync.notify_one();
                 return;
             }
+            // Framed while still staged: readers see each run's bytes throughout.
+            let framed = frame_runs(shared, &mut writer, &mut q.staged);
             let runs: Vec<Arc<Run>> = std::mem::take(&mut q.staged).into_iter().map(Arc::new).collect();
             q.in_flight.clone_from(&runs);
             q.writing = true;
-            (std::mem::take(&mut q.callbacks), runs)
+            (std::mem::take(&mut q.callbacks), runs, framed)
         };
-        if let Err(e) = write_runs(shared, &mut writer, &runs) {
+        let written = framed.and_then(|()| write_runs(shared, &mut writer, &runs));
+        if let Err(e) = written {
             shared.poison.set(e.to_string());
         }
-        let bytes: u64 = runs.iter().map(|r| r.data.len() as u64).sum();
+        let bytes: u64 = runs.iter().map(|r| r.bytes().len() as u64).sum();
         shared.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
         let files = written_files(&runs, &writer);
         let mut q = lock(&shared.queue);
@@ -61,7 +64,7 @@ pub(crate) fn write_loop(shared: &Shared) {
 fn written_files(runs: &[Arc<Run>], writer: &DirectWriter) -> Vec<WrittenFile> {
     let mut files: Vec<WrittenFile> = Vec::new();
     for r in runs {
-        let end = r.offset + r.data.len() as u64;
+        let end = r.end();
         match files.iter_mut().find(|f| Arc::ptr_eq(&f.file, &r.file)) {
             Some(f) => f.end = f.end.max(end),
             None => files.push(WrittenFile {
@@ -75,11 +78,22 @@ fn written_files(runs: &[Arc<Run>], writer: &DirectWriter) -> Vec<WrittenFile> {
     files
 }
 
+/// Frames the runs for direct writes (see `direct_write.rs`), in write order.
+fn frame_runs(shared: &Shared, writer: &mut DirectWriter, runs: &mut [Run]) -> Result<(), LogError> {
+    shared.poison.check()?;
+    for r in runs {
+        writer
+            .prepare(r)
+            .map_err(|e| LogError::io("read segment block", &r.path, e))?;
+    }
+    Ok(())
+}
+
 fn write_runs(shared: &Shared, writer: &mut DirectWriter, runs: &[Arc<Run>]) -> Result<(), LogError> {
     shared.poison.check()?;
     for r in runs {
         writer
-            .write(&r.file, r.offset, &r.data)
+            .write(r)
             .map_err(|e| LogError::io("write segment", &r.path, e))?;
     }
     Ok(())
@@ -87,12 +101,14 @@ fn write_runs(shared: &Shared, writer: &mut DirectWriter, runs: &[Arc<Run>]) -> 
 
 fn recycle(spare: &mut Vec<Vec<u8>>, runs: Vec<Arc<Run>>) {
     for run in runs {
-        if let Ok(mut r) = Arc::try_unwrap(run)
+        if let Ok(r) = Arc::try_unwrap(run)
             && spare.len() < MAX_SPARE
-            && r.data.capacity() <= MAX_SPARE_CAPACITY
         {
-            r.data.clear();
-            spare.push(r.data);
+            let mut buf = r.into_buffer();
+            if buf.capacity() <= MAX_SPARE_CAPACITY {
+                buf.clear();
+                spare.push(buf);
+            }
         }
     }
 }

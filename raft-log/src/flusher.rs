@@ -1,7 +1,8 @@
 //! Write-behind group commit.
 //!
-//! `append` encodes records and *stages* them here (a user-space copy) together with its
-//! callback. A write thread takes everything staged since its last round and writes each
+//! `append` encodes records and *stages* them here together with its callback: the
+//! buffer it encoded into becomes the staged run, or is copied onto the end of the run
+//! staged before it (see `staging.rs`). A write thread takes everything staged since its last round and writes each
 //! contiguous run with a single `pwrite`; a sync thread takes everything written since
 //! its last round, `fdatasync`s every file involved, and completes the callbacks in the
 //! order they were staged, which is log order. Concurrent appends therefore share the
@@ -26,6 +27,7 @@ use std::thread::JoinHandle;
 use crate::error::LogError;
 use crate::fault::FaultInjector;
 use crate::flush_pipeline;
+use crate::staging::Run;
 
 /// Initial capacity of a staging buffer; a group commit of 64 x 16 KiB fits.
 const STAGE_CAPACITY: usize = 2 << 20;
@@ -51,15 +53,6 @@ impl Poison {
             None => Ok(()),
         }
     }
-}
-
-/// Bytes destined for `file` at `offset`, not yet (known to be) written there.
-#[derive(Debug)]
-pub(crate) struct Run {
-    pub file: Arc<File>,
-    pub path: PathBuf,
-    pub offset: u64,
-    pub data: Vec<u8>,
 }
 
 /// A file written in one round and where the data written to it ends.
@@ -189,27 +182,58 @@ impl Flusher {
         })
     }
 
-    /// Stages `bytes` for `file` at `offset`. Call [`Flusher::enqueue`] for the callback
-    /// once the entries are published in the index. Must be called in log order; the
-    /// writer lock guarantees that.
+    /// Stages a copy of `bytes` for `file` at `offset`. Call [`Flusher::enqueue`] for the
+    /// callback once the entries are published in the index. Must be called in log order;
+    /// the writer lock guarantees that.
     pub fn stage(&self, file: &Arc<File>, path: &std::path::Path, offset: u64, bytes: &[u8]) {
         let mut q = lock(&self.shared.queue);
         match q.staged.last_mut() {
-            Some(r) if Arc::ptr_eq(&r.file, file) && r.offset + r.data.len() as u64 == offset => {
-                r.data.extend_from_slice(bytes);
-            }
+            Some(r) if Arc::ptr_eq(&r.file, file) && r.end() == offset => r.extend(bytes),
             _ => {
-                let mut data = q
+                let spare = q
                     .spare
                     .pop()
                     .unwrap_or_else(|| Vec::with_capacity(STAGE_CAPACITY));
-                data.extend_from_slice(bytes);
-                q.staged.push(Run {
-                    file: file.clone(),
-                    path: path.to_path_buf(),
-                    offset,
-                    data,
-                });
+                q.staged.push(Run::copied(file, path, offset, bytes, spare));
+            }
+        }
+    }
+
+    /// Stages `buf[start..]`, laid out for `offset` by [`crate::staging::lay_out`], as
+    /// [`Flusher::stage`] does: the buffer itself becomes the run if it starts one, and
+    /// is copied only if it joins a run already staged. Returns a buffer for the caller's
+    /// next records (this one if it was copied).
+    pub fn stage_encoded(
+        &self,
+        file: &Arc<File>,
+        path: &std::path::Path,
+        offset: u64,
+        buf: Vec<u8>,
+        start: usize,
+    ) -> Vec<u8> {
+        let mut q = lock(&self.shared.queue);
+        if let Some(r) = q.staged.last_mut()
+            && Arc::ptr_eq(&r.file, file)
+            && r.end() == offset
+        {
+            r.extend(&buf[start..]);
+            return buf;
+        }
+        match Run::take(file, path, offset, buf, start) {
+            Ok(run) => {
+                q.staged.push(run);
+                q.spare
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(STAGE_CAPACITY))
+            }
+            Err(buf) => {
+                let spare = q
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(STAGE_CAPACITY));
+                q.staged
+                    .push(Run::copied(file, path, offset, &buf[start..], spare));
+                buf
             }
         }
     }
@@ -235,9 +259,9 @@ impl Flusher {
         let in_flight = q.in_flight.iter().map(|r| &**r);
         let mut filled = Vec::new();
         for r in in_flight.chain(q.staged.iter()) {
-            let (lo, hi) = (r.offset.max(start), (r.offset + r.data.len() as u64).min(end));
+            let (lo, hi) = (r.offset.max(start), r.end().min(end));
             if Arc::ptr_eq(&r.file, file) && lo < hi {
-                let src = &r.data[(lo - r.offset) as usize..(hi - r.offset) as usize];
+                let src = &r.bytes()[(lo - r.offset) as usize..(hi - r.offset) as usize];
                 buf[(lo - start) as usize..(hi - start) as usize].copy_from_slice(src);
                 filled.push(lo..hi);
             }
@@ -277,5 +301,50 @@ impl Drop for Flusher {
                 let _ = t.join();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::staging::lay_out;
+
+    fn flusher() -> (tempfile::TempDir, Arc<File>, Flusher) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = File::create(dir.path().join("seg")).expect("create");
+        let fl = Flusher::start(Arc::new(Poison::default()), None, false, 0, true).expect("start");
+        (dir, Arc::new(f), fl)
+    }
+
+    fn staged_bytes(fl: &Flusher, file: &Arc<File>, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        let filled = fl.overlay_into(file, 0, &mut buf);
+        assert!(!filled.is_empty(), "still staged: nothing woke the write thread");
+        buf
+    }
+
+    /// An encoded buffer that starts a run becomes the run (no copy); the caller gets
+    /// another buffer back. One laid out for another offset is copied and given back.
+    #[test]
+    fn an_encoded_buffer_starting_a_run_is_taken_not_copied() {
+        let (dir, f, fl) = flusher();
+        let path = dir.path().join("seg");
+        let mut buf = Vec::new();
+        let start = lay_out(&mut buf, 100, 64);
+        buf.extend_from_slice(&[5u8; 64]);
+        let ptr = buf.as_ptr();
+        let back = fl.stage_encoded(&f, &path, 100, buf, start);
+        assert_ne!(back.as_ptr(), ptr, "the buffer became the run");
+        assert_eq!(&staged_bytes(&fl, &f, 164)[100..], &[5u8; 64]);
+
+        let mut other = Vec::new();
+        let start = lay_out(&mut other, 1, 8);
+        other.extend_from_slice(&[6u8; 8]);
+        let ptr = other.as_ptr();
+        // Not contiguous with the staged run, and laid out for offset 1, not 1000.
+        let back = fl.stage_encoded(&f, &path, 1000, other, start);
+        assert_eq!(back.as_ptr(), ptr, "copied, and the buffer given back");
+        assert_eq!(&staged_bytes(&fl, &f, 1008)[1000..], &[6u8; 8]);
+        drop(fl);
     }
 }

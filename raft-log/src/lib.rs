@@ -38,6 +38,7 @@ pub mod record;
 mod recovery;
 mod segment;
 pub mod slots;
+mod staging;
 pub mod storage;
 mod synced;
 

@@ -34,6 +34,7 @@ use crate::record::RecordMeta;
 use crate::segment;
 use crate::segment::Segment;
 use crate::slots;
+use crate::staging;
 use crate::synced;
 
 /// Something that can be appended: its identity plus a way to write its payload.
@@ -168,13 +169,18 @@ impl CommitLog {
         let mut w = lock(&self.inner.writer);
         self.inner.poison.check()?;
         let w = &mut *w;
-        w.buf.clear();
         w.recs.clear();
         // Appends, truncations and purges all hold the writer lock: nothing removes
         // entries between this and the insert below.
         let generation = self.inner.read_cache.generation();
         let mut shared = Vec::new();
-        let bounds = read_lock(&self.inner.index).bounds();
+        let (bounds, tail) = {
+            let ix = read_lock(&self.inner.index);
+            let tail = ix.segments.back().map_or(segment::SEGMENT_HEADER_LEN, |s| s.end);
+            (ix.bounds(), tail)
+        };
+        // Encoded where the records will most likely go: the active segment's end.
+        let start = staging::lay_out(&mut w.buf, tail, 0);
         let mut next = bounds.next;
         let mut last_term = bounds.last.map_or(0, |p| p.term);
         let max = self.inner.config.max_record_size as usize;
@@ -217,7 +223,7 @@ impl CommitLog {
             next = Some(m.index + 1);
             last_term = m.term;
         }
-        if let Err(e) = self.stage_runs(&w.buf, &w.recs) {
+        if let Err(e) = self.stage_runs(w, start) {
             self.inner.poison.set(e.to_string());
             return Err(e);
         }
@@ -226,11 +232,13 @@ impl CommitLog {
         Ok(())
     }
 
-    /// Stages encoded records for the flusher, starting new segments where the active one
-    /// is full, and publishes them in the index (readable from then on).
-    fn stage_runs(&self, buf: &[u8], recs: &[(RecordMeta, u32)]) -> Result<()> {
+    /// Stages the records encoded in `w.buf[start..]` for the flusher, starting new
+    /// segments where the active one is full, and publishes them in the index (readable
+    /// from then on). Records that all go to one run are handed over in their buffer.
+    fn stage_runs(&self, w: &mut Writer, start: usize) -> Result<()> {
         let seg_size = self.inner.config.segment_size;
-        let (mut i, mut off) = (0usize, 0usize);
+        let Writer { buf, recs, .. } = w;
+        let (mut i, mut off) = (0usize, start);
         while i < recs.len() {
             let active = {
                 let ix = read_lock(&self.inner.index);
@@ -252,9 +260,12 @@ impl CommitLog {
                 bytes += u64::from(recs[j].1);
                 j += 1;
             }
-            self.inner
-                .flusher
-                .stage(&file, &path, end, &buf[off..off + bytes as usize]);
+            let flusher = &self.inner.flusher;
+            if i == 0 && j == recs.len() {
+                *buf = flusher.stage_encoded(&file, &path, end, std::mem::take(buf), start);
+            } else {
+                flusher.stage(&file, &path, end, &buf[off..off + bytes as usize]);
+            }
             let lens: Vec<u32> = recs[i..j].iter().map(|r| r.1).collect();
             let lastm = recs[j - 1].0;
             let mut ix = write_lock(&self.inner.index);
