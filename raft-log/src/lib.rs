@@ -29,6 +29,7 @@ mod flusher;
 mod fsutil;
 mod index;
 mod log;
+mod log_read;
 mod lookahead;
 mod meta;
 mod page_cache;
