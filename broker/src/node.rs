@@ -27,6 +27,7 @@ use crate::raft::types::LogStore;
 use crate::raft::vote_fence::VoteFence;
 use crate::registrar;
 use crate::service::Messaging;
+use crate::sm::StateMachine;
 use openraft::async_runtime::WatchReceiver;
 use raftmq_transport::ServerTls;
 
@@ -72,6 +73,30 @@ async fn bind(addr: &str) -> Result<TcpListener, StartError> {
 }
 
 /// Opens the message index if it is enabled (on a blocking thread: it scans its newest file).
+/// The Raft node over the opened log and state machine. `fenced`: the log lost a tail
+/// it had acknowledged, so the node does not stand for election, not even once, before
+/// the vote fence is in place (see `log_repair`).
+async fn open_raft(
+    config: &BrokerConfig,
+    log: &CommitLog,
+    sm: StateMachine,
+    fenced: bool,
+) -> Result<BrokerRaft, StartError> {
+    let net = NetworkFactory::new(config.node_id, &config.group, config.network.clone())
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    let mut raft_config = config
+        .raft
+        .build(&config.group)
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    if fenced {
+        Arc::make_mut(&mut raft_config).enable_elect = false;
+    }
+    let store: LogStore = raft_log::storage::RaftLogStore::new(log.clone());
+    openraft::Raft::new(config.node_id, raft_config, net, store, sm)
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))
+}
+
 async fn open_index(config: &Arc<BrokerConfig>) -> Result<Option<Arc<MessageIndex>>, StartError> {
     if !config.index.enabled {
         return Ok(None);
@@ -112,20 +137,7 @@ impl Node {
         tracing::info!(?report, "commit log opened");
         let lost_from = log_repair::lost_from(&log);
         let sm = log_repair::open_state_machine(&config.sm_dir(), &log).await?;
-        let net = NetworkFactory::new(config.node_id, &config.group, config.network.clone())
-            .map_err(|e| StartError::Raft(e.to_string()))?;
-        let mut raft_config = config
-            .raft
-            .build(&config.group)
-            .map_err(|e| StartError::Raft(e.to_string()))?;
-        if lost_from.is_some() {
-            // Not even once before the fence is in place: see `log_repair`.
-            Arc::make_mut(&mut raft_config).enable_elect = false;
-        }
-        let store: LogStore = raft_log::storage::RaftLogStore::new(log.clone());
-        let raft: BrokerRaft = openraft::Raft::new(config.node_id, raft_config, net, store, sm.clone())
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = open_raft(&config, &log, sm.clone(), lost_from.is_some()).await?;
 
         let term = raft.metrics().borrow_watched().current_term;
         let fence = Arc::new(VoteFence::new(lost_from, term));
@@ -146,24 +158,11 @@ impl Node {
         };
         node.spawn_raft_server(raft_listener, fence.clone());
         if lost_from.is_some() {
-            let task = log_repair::lift_when_repaired(raft.clone(), log, fence, node.stop.subscribe());
+            let task = log_repair::lift_when_repaired(raft, log, fence, node.stop.subscribe());
             node.front.push(("vote fence", tokio::spawn(task)));
         }
         node.spawn_client_server(client_listener, &tls);
-        node.front.push((
-            "leader duties",
-            tokio::spawn(leader_duties::run(node.broker.clone(), node.stop.subscribe())),
-        ));
-        if let Some(index) = index {
-            let task = crate::msg_index::indexer::run(node.broker.clone(), index, node.stop.subscribe());
-            node.front.push(("message indexer", tokio::spawn(task)));
-        }
-        if !config.namesrv.is_empty() {
-            node.front.push((
-                "registrar",
-                tokio::spawn(registrar::run(node.broker.clone(), node.stop.subscribe())),
-            ));
-        }
+        node.spawn_duties(index);
         node.initialize_if_fresh().await?;
         tracing::info!(
             node = config.node_id,
@@ -173,6 +172,26 @@ impl Node {
             "broker node started"
         );
         Ok(node)
+    }
+
+    /// The leader's duties, the message indexer (if the index is on) and the registrar
+    /// (if there are name servers), each stopped by the node's stop signal.
+    fn spawn_duties(&mut self, index: Option<Arc<MessageIndex>>) {
+        let broker = &self.broker;
+        self.front.push((
+            "leader duties",
+            tokio::spawn(leader_duties::run(broker.clone(), self.stop.subscribe())),
+        ));
+        if let Some(index) = index {
+            let task = crate::msg_index::indexer::run(broker.clone(), index, self.stop.subscribe());
+            self.front.push(("message indexer", tokio::spawn(task)));
+        }
+        if !broker.config.namesrv.is_empty() {
+            self.front.push((
+                "registrar",
+                tokio::spawn(registrar::run(broker.clone(), self.stop.subscribe())),
+            ));
+        }
     }
 
     pub fn broker(&self) -> &Arc<Broker> {

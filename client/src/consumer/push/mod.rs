@@ -43,7 +43,9 @@
 //! background ([`crate::route::Routes::refresh_soon`]); the poller takes the queue's
 //! addresses from the refreshed route on its next failure.
 
+mod acker;
 pub mod backoff;
+mod dispatch;
 pub mod flow;
 pub mod options;
 pub mod poller;

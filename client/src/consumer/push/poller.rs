@@ -17,7 +17,6 @@
 //! (after at least one ack call's time); those messages come back after their invisible
 //! duration.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
@@ -29,10 +28,12 @@ use tokio::task::JoinHandle;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::backoff::retry_delay;
+use super::acker::acker;
+use super::dispatch::Dispatch;
+use super::dispatch::Finished;
+use super::dispatch::dispatch;
+use super::dispatch::hand_back;
 use super::flow::Flow;
-use super::options::ConsumeMode;
-use super::options::ConsumeResult;
 use super::options::Listener;
 use super::options::PushOptions;
 use super::options::QueueEvent;
@@ -49,8 +50,6 @@ use crate::session::Session;
 
 /// Finished messages waiting for their ack.
 const ACK_QUEUE: usize = 1024;
-/// Most acks in one call.
-const ACK_BATCH: usize = 64;
 
 /// What every poller of one consumer shares.
 pub(super) struct Shared {
@@ -142,33 +141,6 @@ impl Poller {
     }
 }
 
-/// What to do with a finished message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    /// Acknowledge it.
-    Ack,
-    /// The listener asked for it again: back after RocketMQ's delay for its attempt.
-    Retry,
-    /// Not handed to the listener (or given up on): visible again at once, for whoever
-    /// holds the queue next.
-    HandBack,
-}
-
-impl From<ConsumeResult> for Outcome {
-    fn from(r: ConsumeResult) -> Self {
-        match r {
-            ConsumeResult::Success => Outcome::Ack,
-            ConsumeResult::RetryLater => Outcome::Retry,
-        }
-    }
-}
-
-/// A finished message and what to do with it.
-struct Finished {
-    message: ReceivedMessage,
-    outcome: Outcome,
-}
-
 /// A task that is aborted when dropped (the acker: a poller aborted by shutdown takes it
 /// along).
 struct AbortOnDrop(JoinHandle<()>);
@@ -181,7 +153,7 @@ impl Drop for AbortOnDrop {
 
 /// Why the receive loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
+pub(super) enum End {
     /// Asked to stop (queue lost, or shutdown).
     Stopped,
     /// The assignment was not confirmed in time.
@@ -203,7 +175,7 @@ pub(super) fn spawn(
 }
 
 /// Whether the poller was asked to stop (or its handle is gone).
-fn stopping(stop: &watch::Receiver<Option<Instant>>) -> bool {
+pub(super) fn stopping(stop: &watch::Receiver<Option<Instant>>) -> bool {
     stop.borrow().is_some() || stop.has_changed().is_err()
 }
 
@@ -214,7 +186,7 @@ async fn stopped(stop: &mut watch::Receiver<Option<Instant>>) {
 
 /// Resolves `grace` after the poller was asked to stop: how long a stopping poller waits
 /// for a listener call (or a worker to call it) before it gives up on the message.
-async fn given_up(stop: &mut watch::Receiver<Option<Instant>>, grace: Duration) {
+pub(super) async fn given_up(stop: &mut watch::Receiver<Option<Instant>>, grace: Duration) {
     let asked = match stop.wait_for(Option::is_some).await {
         Ok(at) => at.unwrap_or_else(Instant::now),
         Err(_) => Instant::now(),
@@ -223,7 +195,7 @@ async fn given_up(stop: &mut watch::Receiver<Option<Instant>>, grace: Duration) 
 }
 
 /// Resolves once `valid` has ended (it may be extended meanwhile).
-async fn expiry(valid: &Validity) {
+pub(super) async fn expiry(valid: &Validity) {
     loop {
         tokio::time::sleep_until(valid.until().into()).await;
         if valid.expired(Instant::now()) {
@@ -246,7 +218,7 @@ async fn run(
     let o = &shared.options;
     let flow = Arc::new(Flow::new(o.max_cached_messages, o.max_cached_bytes));
     let (tx, rx) = mpsc::channel(ACK_QUEUE);
-    let mut acker = AbortOnDrop(tokio::spawn(
+    let acker = AbortOnDrop(tokio::spawn(
         acker(shared.clone(), flow.clone(), rx).in_current_span(),
     ));
     let mut listeners = JoinSet::new();
@@ -256,60 +228,17 @@ async fn run(
         broker: queue.broker.clone(),
         id: queue.id,
     });
-    let mut failures = 0u32;
-    let end = loop {
-        let n = tokio::select! {
-            n = flow.wait_for_room(o.batch_size as usize) => n,
-            () = stopped(&mut stop) => break End::Stopped,
-        };
-        if stopping(&stop) {
-            break End::Stopped;
-        }
-        // The receive ends by the deadline: nothing is popped after it.
-        let Some(left) = valid.left(Instant::now()) else {
-            break End::Expired;
-        };
-        let batch = u32::try_from(n).unwrap_or(o.batch_size);
-        match shared
-            .ops()
-            .receive(
-                &queue,
-                &filter,
-                batch,
-                o.invisible_duration,
-                o.await_duration.min(left),
-            )
-            .await
-        {
-            Ok(messages) => {
-                failures = 0;
-                let bytes = messages.iter().map(|m| m.body.len()).sum();
-                flow.taken(messages.len(), bytes);
-                if valid.expired(Instant::now()) {
-                    hand_back(messages, &tx).await;
-                    break End::Expired;
-                }
-                let ctx = Dispatch {
-                    shared: &shared,
-                    tx: &tx,
-                    valid: &valid,
-                };
-                if dispatch(&ctx, messages, &mut stop, &mut listeners).await == Some(End::Expired) {
-                    break End::Expired;
-                }
-                while listeners.try_join_next().is_some() {}
-            }
-            Err(e) => {
-                failures += 1;
-                log_failure("receive", &e, failures);
-                after_failure(&shared, &mut queue, &e);
-                tokio::select! {
-                    () = tokio::time::sleep(pause(failures)) => {}
-                    () = stopped(&mut stop) => break End::Stopped,
-                }
-            }
-        }
+    let mut polling = Polling {
+        shared: &shared,
+        queue: &mut queue,
+        filter: &filter,
+        stop: &mut stop,
+        valid: &valid,
+        flow: &flow,
+        tx: &tx,
+        listeners: &mut listeners,
     };
+    let end = polling.receive_loop().await;
     if end == End::Expired {
         tracing::warn!(
             ttl = ?super::rebalance::ANSWER_TTL,
@@ -317,26 +246,114 @@ async fn run(
              the broker's lease may run out (what is in flight is finished)"
         );
     }
-    let until = tokio::time::Instant::now() + o.shutdown_timeout;
-    if !drain(&flow, until).await {
-        // Stuck listener calls: given up on (their messages come back after their
-        // invisible duration); this also ends their hold on the ack channel.
-        listeners.abort_all();
-    }
-    drop(tx);
-    // The acks of what finished get at least the time of one ack call.
-    let acks_until = until.max(tokio::time::Instant::now() + shared.session.config().request_timeout * 2);
-    if tokio::time::timeout_at(acks_until, &mut acker.0).await.is_err() {
-        tracing::warn!("acknowledgements not done within the shutdown timeout; the messages may come again");
-    }
-    drop(acker);
-    drop(listeners);
+    wind_down(&shared, &flow, tx, acker, listeners).await;
     tracing::info!("queue released");
     shared.tell(QueueEvent::Released {
         topic: queue.topic.clone(),
         broker: queue.broker.clone(),
         id: queue.id,
     });
+}
+
+/// What the receive loop of one queue works with.
+struct Polling<'a> {
+    shared: &'a Arc<Shared>,
+    queue: &'a mut MessageQueue,
+    filter: &'a FilterExpression,
+    stop: &'a mut watch::Receiver<Option<Instant>>,
+    valid: &'a Validity,
+    flow: &'a Flow,
+    tx: &'a mpsc::Sender<Finished>,
+    listeners: &'a mut JoinSet<()>,
+}
+
+impl Polling<'_> {
+    /// Receives within flow control and hands the batches on, until asked to stop or
+    /// the assignment runs out; failed receives are retried after a growing pause.
+    async fn receive_loop(&mut self) -> End {
+        let o = &self.shared.options;
+        let mut failures = 0u32;
+        loop {
+            let n = tokio::select! {
+                n = self.flow.wait_for_room(o.batch_size as usize) => n,
+                () = stopped(self.stop) => return End::Stopped,
+            };
+            if stopping(self.stop) {
+                return End::Stopped;
+            }
+            // The receive ends by the deadline: nothing is popped after it.
+            let Some(left) = self.valid.left(Instant::now()) else {
+                return End::Expired;
+            };
+            let batch = u32::try_from(n).unwrap_or(o.batch_size);
+            let wait = o.await_duration.min(left);
+            let received = self
+                .shared
+                .ops()
+                .receive(self.queue, self.filter, batch, o.invisible_duration, wait)
+                .await;
+            match received {
+                Ok(messages) => {
+                    failures = 0;
+                    if let Some(end) = self.hand_on(messages).await {
+                        return end;
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    log_failure("receive", &e, failures);
+                    after_failure(self.shared, self.queue, &e);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause(failures)) => {}
+                        () = stopped(self.stop) => return End::Stopped,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a received batch into the flow and hands it to the listener; Some(why)
+    /// when the loop is to end.
+    async fn hand_on(&mut self, messages: Vec<ReceivedMessage>) -> Option<End> {
+        let bytes = messages.iter().map(|m| m.body.len()).sum();
+        self.flow.taken(messages.len(), bytes);
+        if self.valid.expired(Instant::now()) {
+            hand_back(messages, self.tx).await;
+            return Some(End::Expired);
+        }
+        let ctx = Dispatch {
+            shared: self.shared,
+            tx: self.tx,
+            valid: self.valid,
+        };
+        if dispatch(&ctx, messages, self.stop, self.listeners).await == Some(End::Expired) {
+            return Some(End::Expired);
+        }
+        while self.listeners.try_join_next().is_some() {}
+        None
+    }
+}
+
+/// After the loop: waits for what is in flight (up to the shutdown timeout), then for
+/// the acks of what finished (at least one ack call's time).
+async fn wind_down(
+    shared: &Shared,
+    flow: &Flow,
+    tx: mpsc::Sender<Finished>,
+    mut acker: AbortOnDrop,
+    mut listeners: JoinSet<()>,
+) {
+    let until = tokio::time::Instant::now() + shared.options.shutdown_timeout;
+    if !drain(flow, until).await {
+        // Stuck listener calls: given up on (their messages come back after their
+        // invisible duration); this also ends their hold on the ack channel.
+        listeners.abort_all();
+    }
+    drop(tx);
+    let acks_until = until.max(tokio::time::Instant::now() + shared.session.config().request_timeout * 2);
+    if tokio::time::timeout_at(acks_until, &mut acker.0).await.is_err() {
+        tracing::warn!("acknowledgements not done within the shutdown timeout; the messages may come again");
+    }
 }
 
 /// The pause after `failures` failed calls in a row: 200 ms, doubling, at most 2 s.
@@ -439,157 +456,3 @@ async fn drain(flow: &Flow, until: tokio::time::Instant) -> bool {
     }
     true
 }
-
-/// What handing a batch to the listener needs.
-struct Dispatch<'a> {
-    shared: &'a Arc<Shared>,
-    tx: &'a mpsc::Sender<Finished>,
-    valid: &'a Validity,
-}
-
-/// Hands `messages` back at once, unprocessed.
-async fn hand_back(messages: impl IntoIterator<Item = ReceivedMessage>, tx: &mpsc::Sender<Finished>) {
-    for message in messages {
-        let _ = tx
-            .send(Finished {
-                message,
-                outcome: Outcome::HandBack,
-            })
-            .await;
-    }
-}
-
-/// Hands `messages` to the listener as the mode says. Once the queue's assignment runs
-/// out (both modes), or in ordered mode once the poller is asked to stop, the messages
-/// not yet handed to the listener are handed back at once; so are those still waiting, a
-/// shutdown timeout after the stop, for a worker or for the listener call before them.
-/// Some(why) when it stopped early.
-async fn dispatch(
-    ctx: &Dispatch<'_>,
-    messages: Vec<ReceivedMessage>,
-    stop: &mut watch::Receiver<Option<Instant>>,
-    listeners: &mut JoinSet<()>,
-) -> Option<End> {
-    let shared = ctx.shared;
-    let grace = shared.options.shutdown_timeout;
-    let mut rest = messages.into_iter();
-    match shared.options.mode {
-        ConsumeMode::Concurrent => {
-            while let Some(message) = rest.next() {
-                let permit = if ctx.valid.expired(Instant::now()) {
-                    None
-                } else {
-                    tokio::select! {
-                        biased;
-                        p = shared.workers.clone().acquire_owned() => p.ok(),
-                        () = expiry(ctx.valid) => None,
-                        () = given_up(stop, grace) => None,
-                    }
-                };
-                let Some(permit) = permit else {
-                    let why = if ctx.valid.expired(Instant::now()) {
-                        End::Expired
-                    } else {
-                        End::Stopped
-                    };
-                    hand_back(std::iter::once(message).chain(rest), ctx.tx).await;
-                    return Some(why);
-                };
-                let (listener, tx) = (shared.listener.clone(), ctx.tx.clone());
-                listeners.spawn(
-                    async move {
-                        let result = listener(message.clone()).await;
-                        drop(permit);
-                        let outcome = result.into();
-                        let _ = tx.send(Finished { message, outcome }).await;
-                    }
-                    .in_current_span(),
-                );
-            }
-            None
-        }
-        ConsumeMode::Ordered => {
-            // A message group (or, without groups, the queue) whose message asked to be
-            // retried stops here: its later messages must not overtake it.
-            let mut held: HashSet<Option<String>> = HashSet::new();
-            while let Some(message) = rest.next() {
-                let why = if ctx.valid.expired(Instant::now()) {
-                    Some(End::Expired)
-                } else {
-                    stopping(stop).then_some(End::Stopped)
-                };
-                if let Some(why) = why {
-                    hand_back(std::iter::once(message).chain(rest), ctx.tx).await;
-                    return Some(why);
-                }
-                let key = message.message_group.clone();
-                let result = if held.contains(&key) {
-                    ConsumeResult::RetryLater
-                } else {
-                    tokio::select! {
-                        r = (shared.listener)(message.clone()) => r,
-                        () = given_up(stop, grace) => {
-                            tracing::warn!(message_id = %message.message_id,
-                                "the listener did not finish within the shutdown timeout; given up on");
-                            hand_back(std::iter::once(message).chain(rest), ctx.tx).await;
-                            return Some(End::Stopped);
-                        }
-                    }
-                };
-                if result == ConsumeResult::RetryLater {
-                    held.insert(key);
-                }
-                let _ = ctx
-                    .tx
-                    .send(Finished {
-                        message,
-                        outcome: result.into(),
-                    })
-                    .await;
-            }
-            None
-        }
-    }
-}
-
-/// Acknowledges finished messages in batches, hands retried ones back with their delay,
-/// and frees their room in the flow.
-async fn acker(shared: Arc<Shared>, flow: Arc<Flow>, mut rx: mpsc::Receiver<Finished>) {
-    let mut batch = Vec::with_capacity(ACK_BATCH);
-    while rx.recv_many(&mut batch, ACK_BATCH).await > 0 {
-        let (done, retry): (Vec<Finished>, Vec<Finished>) =
-            batch.drain(..).partition(|f| f.outcome == Outcome::Ack);
-        let ops = shared.ops();
-        if !done.is_empty() {
-            let refs: Vec<&ReceivedMessage> = done.iter().map(|f| &f.message).collect();
-            match ops.ack(&refs).await {
-                Ok(results) => {
-                    for (r, f) in results.iter().zip(&done) {
-                        if let Err(e) = r {
-                            tracing::warn!(message_id = %f.message.message_id, error = %e, "ack refused; the message may come again");
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, count = done.len(), "ack failed; the messages may come again")
-                }
-            }
-        }
-        for f in &retry {
-            let delay = match f.outcome {
-                Outcome::HandBack => Duration::ZERO,
-                _ => retry_delay(u32::try_from(f.message.delivery_attempt).unwrap_or(1)),
-            };
-            if let Err(e) = ops.change_invisible(&f.message, delay).await {
-                tracing::warn!(message_id = %f.message.message_id, error = %e, "retry-later not recorded; the message comes back after its invisible time");
-            }
-        }
-        for f in done.iter().chain(&retry) {
-            flow.done(f.message.body.len());
-        }
-    }
-}
-
-#[cfg(test)]
-#[path = "poller_tests.rs"]
-mod tests;

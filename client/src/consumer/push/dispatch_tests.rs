@@ -1,10 +1,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use super::*;
 use crate::config::ClientConfig;
+use crate::consumer::Preferred;
+use crate::consumer::push::options::Listener;
+use crate::consumer::push::options::PushOptions;
 use crate::session::ClientKind;
+use crate::session::Session;
 
 fn message(offset: i64) -> ReceivedMessage {
     ReceivedMessage {
