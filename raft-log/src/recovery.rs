@@ -268,23 +268,15 @@ fn scan_all(
         let next_base = next.as_ref().map(|n| n.0);
         let end = cut_short(scanned.end, &seg, next_base, min_len);
         if let ScanEnd::Damaged { offset, what } = end {
-            let durable_lost = end != scanned.end
-                || shorter_than_preallocated(&seg, min_len)?
-                || data_follows(&seg, offset, next.as_ref().map(|n| &n.1), limits.max_record)?;
             let damage = Damage {
                 path: path.clone(),
                 offset,
                 index: seg.next_index(),
                 what,
-                durable_lost,
+                // A clean end that `cut_short` judged damage: the file was cut short.
+                durable_lost: end != scanned.end,
             };
-            if durable_lost {
-                let st = &mut durable.state;
-                st.vote_fence = Some(st.vote_fence.map_or(damage.index, |f| f.min(damage.index)));
-                crate::durable::persist(durable)?;
-            }
-            cut_damage(&seg, damage, report)?;
-            restore_preallocation(&seg, min_len)?;
+            handle_damage(&seg, damage, next.as_ref().map(|n| &n.1), limits, durable, report)?;
             stopped = true;
         }
         if seg.is_empty() {
@@ -307,6 +299,30 @@ fn scan_all(
     let max_epoch = cx.prev_epoch;
     drop_purged(&mut kept, purged, report);
     Ok((kept, max_epoch))
+}
+
+/// `damage` found in `seg`: judges whether durable entries were lost (besides a cut by
+/// size: the file is shorter than preallocated, or valid data follows the damage), sets
+/// and persists the vote fence first if so, then cuts the segment there and restores its
+/// preallocated length.
+fn handle_damage(
+    seg: &Segment,
+    mut damage: Damage,
+    next_path: Option<&PathBuf>,
+    limits: ScanLimits,
+    durable: &mut Durable,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    damage.durable_lost = damage.durable_lost
+        || shorter_than_preallocated(seg, limits.min_len)?
+        || data_follows(seg, damage.offset, next_path, limits.max_record)?;
+    if damage.durable_lost {
+        let st = &mut durable.state;
+        st.vote_fence = Some(st.vote_fence.map_or(damage.index, |f| f.min(damage.index)));
+        crate::durable::persist(durable)?;
+    }
+    cut_damage(seg, damage, report)?;
+    restore_preallocation(seg, limits.min_len)
 }
 
 /// Segments followed by one that starts at or below the purge point hold only purged
