@@ -72,7 +72,6 @@ async fn bind(addr: &str) -> Result<TcpListener, StartError> {
     })
 }
 
-/// Opens the message index if it is enabled (on a blocking thread: it scans its newest file).
 /// The Raft node over the opened log and state machine. `fenced`: the log lost a tail
 /// it had acknowledged, so the node does not stand for election, not even once, before
 /// the vote fence is in place (see `log_repair`).
@@ -97,6 +96,7 @@ async fn open_raft(
         .map_err(|e| StartError::Raft(e.to_string()))
 }
 
+/// Opens the message index if it is enabled (on a blocking thread: it scans its newest file).
 async fn open_index(config: &Arc<BrokerConfig>) -> Result<Option<Arc<MessageIndex>>, StartError> {
     if !config.index.enabled {
         return Ok(None);
