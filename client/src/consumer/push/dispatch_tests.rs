@@ -1,8 +1,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::sync::Semaphore;
 
 use super::*;
@@ -65,16 +68,43 @@ fn shared(mode: ConsumeMode, listener: Listener) -> Arc<Shared> {
     })
 }
 
+/// Listener calls that reached the point where they never return.
+#[derive(Default)]
+struct Hung {
+    count: AtomicUsize,
+    reached: Notify,
+}
+
+impl Hung {
+    fn add(&self) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        self.reached.notify_one();
+    }
+
+    /// Waits until every listener call left in `listeners` is one that hangs: the
+    /// others have finished and sent their outcomes.
+    async fn settle(&self, listeners: &mut JoinSet<()>) {
+        while listeners.len() > self.count.load(Ordering::SeqCst) {
+            tokio::select! {
+                Some(_) = listeners.join_next() => {}
+                () = self.reached.notified() => {}
+            }
+        }
+    }
+}
+
 /// A listener that records the offsets it is called with, asks the poller to stop
-/// when `stop_at` comes, and never returns from the offsets in `hang`.
+/// when `stop_at` comes, and never returns from the offsets in `hang` (counted in
+/// `hung` once it gets there).
 fn listener(
     calls: Arc<Mutex<Vec<i64>>>,
     stop: Arc<watch::Sender<Option<Instant>>>,
     stop_at: Option<i64>,
     hang: &'static [i64],
+    hung: Arc<Hung>,
 ) -> Listener {
     Arc::new(move |m: ReceivedMessage| {
-        let (calls, stop) = (calls.clone(), stop.clone());
+        let (calls, stop, hung) = (calls.clone(), stop.clone(), hung.clone());
         Box::pin(async move {
             calls
                 .lock()
@@ -84,6 +114,7 @@ fn listener(
                 stop.send_replace(Some(Instant::now()));
             }
             if hang.contains(&m.queue_offset) {
+                hung.add();
                 std::future::pending::<()>().await;
             }
             ConsumeResult::Success
@@ -108,7 +139,11 @@ async fn run_dispatch(
     let calls = Arc::new(Mutex::new(Vec::new()));
     let (stop_tx, mut stop) = watch::channel(None);
     let stop_tx = Arc::new(stop_tx);
-    let shared = shared(mode, listener(calls.clone(), stop_tx.clone(), stop_at, hang));
+    let hung = Arc::new(Hung::default());
+    let shared = shared(
+        mode,
+        listener(calls.clone(), stop_tx.clone(), stop_at, hang, hung.clone()),
+    );
     let valid = Validity::new(Instant::now() + valid_for);
     let (tx, mut rx) = mpsc::channel(16);
     let mut listeners = JoinSet::new();
@@ -125,8 +160,11 @@ async fn run_dispatch(
     .await
     .expect("dispatch ends");
     let took = started.elapsed();
-    // Let the listener calls that finish finish.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Ordered mode calls the listener inline; concurrent mode's calls that can finish
+    // are awaited, so that every outcome is in before the channel is read.
+    tokio::time::timeout(Duration::from_secs(5), hung.settle(&mut listeners))
+        .await
+        .expect("listener calls finish");
     listeners.abort_all();
     drop(tx);
     let mut outcomes = Vec::new();
