@@ -36,6 +36,12 @@ pub enum SmError {
 
     #[error("background task failed: {0}")]
     Task(String),
+
+    /// A write that was told not to wait would have waited for RocksDB to catch up (a
+    /// write stall); nothing was written. Only [`super::store::Stall::Refuse`] writes
+    /// return it, and their callers retry where waiting is allowed.
+    #[error("the write would wait for the database to catch up")]
+    WouldStall,
 }
 
 impl SmError {

@@ -11,6 +11,7 @@ use std::sync::MutexGuard;
 use std::sync::RwLock;
 use std::sync::RwLockReadGuard;
 use std::sync::RwLockWriteGuard;
+use std::sync::TryLockError;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 
@@ -26,6 +27,7 @@ use super::error::SmResult;
 use super::layout::Layout;
 use super::queue_signals::QueueSignals;
 use super::store::SmConfig;
+use super::store::Stall;
 use super::store::Store;
 use super::store::StoredMembership;
 use crate::command::CommandResult;
@@ -115,47 +117,79 @@ impl Inner {
     /// batch; returns one result per entry (`Done` for blank and membership entries).
     pub fn apply_entries(&self, entries: &[Entry]) -> SmResult<Vec<CommandResult>> {
         let _writer = self.writer();
-        self.with_store(|store| {
-            let mut pending = Pending::new(store);
-            let mut results = Vec::with_capacity(entries.len());
-            let mut membership = None;
-            for entry in entries {
-                let result = match &entry.payload {
-                    EntryPayload::Blank => CommandResult::Done,
-                    EntryPayload::Normal(cmd) => pending.apply(entry.log_id.index, cmd)?,
-                    EntryPayload::Membership(m) => {
-                        membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
-                        CommandResult::Done
-                    }
-                };
-                results.push(result);
-            }
-            let applied = entries.last().map(|e| e.log_id);
-            let ops = pending.into_ops();
-            store.write(&ops, applied.as_ref(), membership.as_ref())?;
-            // Judged by what was written, not by command kind: a refused CreateTopic
-            // changes nothing, a pop may create a dead-letter topic.
-            let topics_changed = ops
-                .iter()
-                .any(|op| matches!(op, Op::PutTopic(_) | Op::DeleteTopic(_)));
-            let consumable = entries.iter().any(|e| match &e.payload {
-                EntryPayload::Normal(cmd) => !matches!(cmd.header(), Ok(crate::command::Header::Pop(_))),
-                _ => false,
-            });
-            if consumable {
-                bump(&self.changes);
-            }
-            for op in &ops {
-                if let Op::SetNextOffset { topic, queue_id, .. } = op {
-                    self.queue_signals.bump(topic, *queue_id);
+        self.with_store(|store| self.apply_to(store, entries, Stall::Wait))
+    }
+
+    /// [`Inner::apply_entries`] if it can be done without blocking: `None`, with nothing
+    /// changed, while another writer (a snapshot) holds the writer lock, while a snapshot
+    /// install replaces the database, or when RocksDB would stall the write.
+    pub fn try_apply_entries_now(&self, entries: &[Entry]) -> Option<SmResult<Vec<CommandResult>>> {
+        let _writer = match self.writer.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        let live = match self.live.try_read() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        // A closed database: the blocking path reports it.
+        let store = live.as_ref()?;
+        match self.apply_to(store, entries, Stall::Refuse) {
+            Err(SmError::WouldStall) => None,
+            done => Some(done),
+        }
+    }
+
+    /// Applies `entries` to `store`; the caller holds the writer lock. Changes nothing
+    /// unless the final write succeeds (the entries' effects are gathered first), so a
+    /// refused stall can be retried.
+    fn apply_to(&self, store: &Store, entries: &[Entry], stall: Stall) -> SmResult<Vec<CommandResult>> {
+        let mut pending = Pending::new(store);
+        let mut results = Vec::with_capacity(entries.len());
+        let mut membership = None;
+        for entry in entries {
+            let result = match &entry.payload {
+                EntryPayload::Blank => CommandResult::Done,
+                EntryPayload::Normal(cmd) => pending.apply(entry.log_id.index, cmd)?,
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
+                    CommandResult::Done
                 }
+            };
+            results.push(result);
+        }
+        let applied = entries.last().map(|e| e.log_id);
+        let ops = pending.into_ops();
+        store.write_with(&ops, applied.as_ref(), membership.as_ref(), stall)?;
+        self.signal(entries, &ops);
+        Ok(results)
+    }
+
+    /// Wakes whoever waits on what an applied batch (`entries`, which wrote `ops`) changed.
+    fn signal(&self, entries: &[Entry], ops: &[Op]) {
+        // Judged by what was written, not by command kind: a refused CreateTopic
+        // changes nothing, a pop may create a dead-letter topic.
+        let topics_changed = ops
+            .iter()
+            .any(|op| matches!(op, Op::PutTopic(_) | Op::DeleteTopic(_)));
+        let consumable = entries.iter().any(|e| match &e.payload {
+            EntryPayload::Normal(cmd) => !matches!(cmd.header(), Ok(crate::command::Header::Pop(_))),
+            _ => false,
+        });
+        if consumable {
+            bump(&self.changes);
+        }
+        for op in ops {
+            if let Op::SetNextOffset { topic, queue_id, .. } = op {
+                self.queue_signals.bump(topic, *queue_id);
             }
-            if topics_changed {
-                bump(&self.topic_changes);
-                self.queue_signals.bump_all();
-            }
-            Ok(results)
-        })
+        }
+        if topics_changed {
+            bump(&self.topic_changes);
+            self.queue_signals.bump_all();
+        }
     }
 
     /// Tells every watcher that the whole state changed (a snapshot was installed).

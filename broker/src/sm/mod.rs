@@ -5,15 +5,20 @@
 //! [`RaftStateMachine`]; clones share one database. Besides openraft's interface it offers
 //! the reads the broker's handlers need ([`StateMachine::read_cq`] and friends).
 //!
-//! Blocking: `apply`, snapshot building and installing run on tokio's blocking pool
-//! (`spawn_blocking`), so a RocksDB write stall or a large checkpoint never stalls the
-//! runtime's workers. The read methods are plain synchronous calls: point reads and short
+//! Blocking: snapshot building and installing, and large applies, run on tokio's
+//! blocking pool (`spawn_blocking`), so a RocksDB write stall or a large checkpoint never
+//! stalls the runtime's workers. A small apply (the usual batch of a few entries) runs on
+//! the calling task when nothing can make it wait: the writer lock and the database free,
+//! and RocksDB told to refuse rather than stall the write (`no_slowdown`); otherwise it
+//! goes to the pool too. The read methods are plain synchronous calls: point reads and short
 //! scans served mostly from the block cache, cheap enough to call from async handlers.
 //! `applied_state` and `get_current_snapshot` read inline for the same reason.
 //!
 //! Durability: RocksDB's WAL is off; see [`store`] for why that is safe.
 
 pub mod apply;
+#[cfg(test)]
+mod apply_now_tests;
 pub mod archive;
 mod batch_run;
 mod cq_runs;
@@ -80,6 +85,31 @@ pub struct StateMachine {
 #[derive(Debug, Clone)]
 pub struct SnapshotBuilder {
     inner: Arc<Inner>,
+}
+
+/// Most entries of a batch applied on the calling task (see [`apply_now`]).
+pub const APPLY_NOW_MAX_ENTRIES: usize = 64;
+
+/// Most command bytes of a batch applied on the calling task (see [`apply_now`]).
+pub const APPLY_NOW_MAX_BYTES: usize = 4 << 20;
+
+/// Whether `entries` are few and small enough to apply on the calling async task. Under
+/// load a batch is a few entries of sends, applied in well under a millisecond; handing
+/// it to the blocking pool cost two thread wake-ups each way more than the work itself.
+/// Larger batches (catching up after a restart, up to [`MAX_APPLY_BATCH`] entries) still
+/// go to the pool, as does any batch that would wait ([`inner::Inner::try_apply_entries_now`]).
+fn apply_now(entries: &[Entry]) -> bool {
+    if entries.len() > APPLY_NOW_MAX_ENTRIES {
+        return false;
+    }
+    let bytes: usize = entries
+        .iter()
+        .map(|e| match &e.payload {
+            openraft::EntryPayload::Normal(cmd) => raft_log::slots::encoded_len(cmd),
+            _ => 0,
+        })
+        .sum();
+    bytes <= APPLY_NOW_MAX_BYTES
 }
 
 /// Runs blocking work on tokio's blocking pool.
@@ -184,10 +214,16 @@ impl StateMachine {
         self.inner.with_store(|s| s.flush())
     }
 
-    /// Applies entries in order as one batch (on the blocking pool) and returns one result
-    /// per entry (`Done` for blank and membership entries). openraft's `apply` goes through
-    /// here; it is public for tools and tests.
+    /// Applies entries in order as one batch and returns one result per entry (`Done` for
+    /// blank and membership entries): a small batch on the calling task when that cannot
+    /// block ([`apply_now`]), any other on the blocking pool. openraft's `apply` goes
+    /// through here; it is public for tools and tests.
     pub async fn apply_entries(&self, entries: Vec<Entry>) -> SmResult<Vec<CommandResult>> {
+        if apply_now(&entries)
+            && let Some(done) = self.inner.try_apply_entries_now(&entries)
+        {
+            return done;
+        }
         let inner = self.inner.clone();
         blocking(move || inner.apply_entries(&entries)).await
     }

@@ -46,6 +46,18 @@ pub const CF_QUEUES: &str = "queues";
 pub const CF_CQ: &str = "cq";
 pub const CF_OFFSETS: &str = "offsets";
 pub const CF_POP: &str = "pop";
+
+/// Whether a write may wait while RocksDB catches up with its background work (a write
+/// stall: too many memtables waiting to be flushed, too many level-0 files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// Wait, as long as it takes (the blocking pool's writes).
+    Wait,
+    /// Fail with [`SmError::WouldStall`] instead, writing nothing (writes on an async
+    /// worker, which must not block).
+    Refuse,
+}
+
 /// Every column family we use (RocksDB's `default` is opened too, and stays empty).
 pub const COLUMN_FAMILIES: [&str; 6] = [CF_META, CF_TOPICS, CF_QUEUES, CF_CQ, CF_OFFSETS, CF_POP];
 /// Column families older builds wrote and this one drops when it opens their database
@@ -205,7 +217,7 @@ impl Store {
         let v = records::to_postcard("format version", &FORMAT_VERSION)?;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_META)?, keys::META_FORMAT, v);
-        self.write_batch(batch)?;
+        self.write_batch(batch, Stall::Wait)?;
         self.flush()
     }
 
@@ -245,6 +257,17 @@ impl Store {
         applied: Option<&LogId>,
         membership: Option<&StoredMembership>,
     ) -> SmResult<()> {
+        self.write_with(ops, applied, membership, Stall::Wait)
+    }
+
+    /// [`Store::write`], with `stall` saying whether it may wait out a write stall.
+    pub fn write_with(
+        &self,
+        ops: &[Op],
+        applied: Option<&LogId>,
+        membership: Option<&StoredMembership>,
+        stall: Stall,
+    ) -> SmResult<()> {
         let mut batch = WriteBatch::default();
         let mut runs = Runs::default();
         for op in ops {
@@ -262,15 +285,22 @@ impl Store {
                 records::to_postcard("membership", m)?,
             );
         }
-        self.write_batch(batch)?;
+        self.write_batch(batch, stall)?;
         self.meta.apply(ops);
         Ok(())
     }
 
-    fn write_batch(&self, batch: WriteBatch) -> SmResult<()> {
+    fn write_batch(&self, batch: WriteBatch, stall: Stall) -> SmResult<()> {
         let mut opts = WriteOptions::default();
         opts.disable_wal(true);
-        Ok(self.db.write_opt(batch, &opts)?)
+        opts.set_no_slowdown(stall == Stall::Refuse);
+        match self.db.write_opt(batch, &opts) {
+            Ok(()) => Ok(()),
+            Err(e) if stall == Stall::Refuse && e.kind() == rocksdb::ErrorKind::Incomplete => {
+                Err(SmError::WouldStall)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Writes consume-queue runs, a row each ([`super::cq_runs`]).

@@ -19,25 +19,25 @@ use crate::command::MessageMeta;
 use crate::command::Permission;
 use crate::command::TopicConfig;
 
-fn normal(index: u64, cmd: Command) -> Entry {
+pub(super) fn normal(index: u64, cmd: Command) -> Entry {
     Entry {
         log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, index),
         payload: EntryPayload::Normal(cmd),
     }
 }
 
-fn blank(index: u64) -> Entry {
+pub(super) fn blank(index: u64) -> Entry {
     Entry {
         log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, index),
         payload: EntryPayload::Blank,
     }
 }
 
-fn control(index: u64, header: Header) -> Entry {
+pub(super) fn control(index: u64, header: Header) -> Entry {
     normal(index, Command::control(header).expect("command"))
 }
 
-fn topic(name: &str, queues: u32) -> TopicConfig {
+pub(super) fn topic(name: &str, queues: u32) -> TopicConfig {
     TopicConfig {
         name: name.into(),
         queues,
@@ -46,11 +46,16 @@ fn topic(name: &str, queues: u32) -> TopicConfig {
     }
 }
 
-fn send(index: u64, topic: &str) -> Entry {
+pub(super) fn send(index: u64, topic: &str) -> Entry {
     send_to(index, topic, 0)
 }
 
-fn send_to(index: u64, topic: &str, queue_id: u32) -> Entry {
+pub(super) fn send_to(index: u64, topic: &str, queue_id: u32) -> Entry {
+    send_body(index, topic, queue_id, Bytes::from_static(b"body"))
+}
+
+/// A send of one message with `body` to `topic`'s queue `queue_id`.
+pub(super) fn send_body(index: u64, topic: &str, queue_id: u32, body: Bytes) -> Entry {
     let meta = MessageMeta {
         topic: topic.into(),
         queue_id,
@@ -61,7 +66,7 @@ fn send_to(index: u64, topic: &str, queue_id: u32) -> Entry {
         store_time_ms: 1_700_000_000_000,
         messages: vec![meta],
     };
-    let cmd = Command::new(header, vec![Bytes::from_static(b"body")]).expect("command");
+    let cmd = Command::new(header, vec![body]).expect("command");
     normal(index, cmd)
 }
 
@@ -72,7 +77,7 @@ fn moved(rx: &mut watch::Receiver<u64>) -> bool {
     moved
 }
 
-fn open(dir: &tempfile::TempDir) -> StateMachine {
+pub(super) fn open(dir: &tempfile::TempDir) -> StateMachine {
     let cfg = SmConfig {
         block_cache_bytes: 4 << 20,
         ..SmConfig::default()
