@@ -38,7 +38,7 @@ def busy_ticks():
 
 def prepare(path, mode):
     fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o644)
-    if mode == "zeroed":
+    if mode in ("zeroed", "direct-zeroed"):
         zeros = b"\0" * (1 << 20)
         for _ in range(FILE_SIZE >> 20):
             os.write(fd, zeros)
@@ -51,7 +51,8 @@ def prepare(path, mode):
 
 def run(path, mode, total, lo, hi):
     fd = prepare(path, mode)
-    wfd = os.open(path, os.O_WRONLY | os.O_DIRECT) if mode == "direct" else fd
+    direct = mode.startswith("direct")
+    wfd = os.open(path, os.O_WRONLY | os.O_DIRECT) if direct else fd
     rng = random.Random(1)
     # mmap memory is page aligned, as O_DIRECT needs.
     data = mmap.mmap(-1, hi + 2 * BLOCK)
@@ -61,7 +62,7 @@ def run(path, mode, total, lo, hi):
     r0, b0, t0 = resource.getrusage(resource.RUSAGE_SELF), busy_ticks(), time.time()
     while written < total:
         n = rng.randint(lo, hi)
-        if mode == "direct":
+        if direct:
             start = end - end % BLOCK
             stop = -(-(end + n) // BLOCK) * BLOCK
             os.pwritev(wfd, [memoryview(data)[: stop - start]], start)
@@ -79,11 +80,14 @@ def run(path, mode, total, lo, hi):
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     machine = (b1 - b0) / hz
     print(
-        f"{mode:10} {rounds / (t1 - t0):6.0f} rounds/s  process {cpu / rounds * 1e6:5.0f} us/round"
+        f"{mode:13} {rounds / (t1 - t0):6.0f} rounds/s  process {cpu / rounds * 1e6:5.0f} us/round"
         f" {cpu / (total >> 20) * 1e3:5.2f} ms/MiB  machine {machine / rounds * 1e6:5.0f} us/round"
         f" {machine / (total >> 20) * 1e3:5.2f} ms/MiB",
         flush=True,
     )
+
+
+MODES = ("fallocated", "direct", "zeroed", "direct-zeroed")
 
 
 def main():
@@ -94,7 +98,7 @@ def main():
     os.makedirs(d, exist_ok=True)
     path = os.path.join(d, "probe.bin")
     for _ in range(3):
-        for mode in ("fallocated", "direct", "zeroed"):
+        for mode in MODES:
             run(path, mode, total, lo, hi)
 
 
