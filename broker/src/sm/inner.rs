@@ -14,6 +14,7 @@ use std::sync::RwLockWriteGuard;
 use std::sync::TryLockError;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use openraft::EntryPayload;
 
@@ -53,7 +54,17 @@ pub(super) struct Inner {
     /// Bumped per queue by the batches that appended to it; pulls at a queue's end wait on
     /// it.
     pub queue_signals: QueueSignals,
+    /// Batches applied on the caller's task ([`Inner::try_apply_entries_now`]).
+    pub applied_now: AtomicU64,
+    /// When RocksDB last refused a write that would have stalled, in ms since `opened`
+    /// plus one (0: never): for [`STALL_BACKOFF_MS`] after it, batches go straight to the
+    /// blocking pool instead of doing their work twice.
+    stall_refused_at_ms: AtomicU64,
+    opened: Instant,
 }
+
+/// How long after a refused write stall no batch is tried on the caller's task.
+pub const STALL_BACKOFF_MS: u64 = 100;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -74,6 +85,9 @@ impl Inner {
             changes: tokio::sync::watch::Sender::new(0),
             topic_changes: tokio::sync::watch::Sender::new(0),
             queue_signals: QueueSignals::default(),
+            applied_now: AtomicU64::new(0),
+            stall_refused_at_ms: AtomicU64::new(0),
+            opened: Instant::now(),
         })
     }
 
@@ -122,8 +136,13 @@ impl Inner {
 
     /// [`Inner::apply_entries`] if it can be done without blocking: `None`, with nothing
     /// changed, while another writer (a snapshot) holds the writer lock, while a snapshot
-    /// install replaces the database, or when RocksDB would stall the write.
+    /// install replaces the database, or when RocksDB would stall the write (and for
+    /// [`STALL_BACKOFF_MS`] after that).
     pub fn try_apply_entries_now(&self, entries: &[Entry]) -> Option<SmResult<Vec<CommandResult>>> {
+        let refused_at = self.stall_refused_at_ms.load(Ordering::Relaxed);
+        if refused_at != 0 && self.ms_since_open() + 1 < refused_at + STALL_BACKOFF_MS {
+            return None;
+        }
         let _writer = match self.writer.try_lock() {
             Ok(g) => g,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
@@ -137,9 +156,17 @@ impl Inner {
         // A closed database: the blocking path reports it.
         let store = live.as_ref()?;
         match self.apply_to(store, entries, Stall::Refuse) {
-            Err(SmError::WouldStall) => None,
+            Err(SmError::WouldStall) => {
+                self.stall_refused_at_ms
+                    .store(self.ms_since_open() + 1, Ordering::Relaxed);
+                None
+            }
             done => Some(done),
         }
+    }
+
+    fn ms_since_open(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
     }
 
     /// Applies `entries` to `store`; the caller holds the writer lock. Changes nothing

@@ -41,6 +41,7 @@ mod watch_tests;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures_util::Stream;
 use futures_util::StreamExt;
@@ -90,26 +91,33 @@ pub struct SnapshotBuilder {
 /// Most entries of a batch applied on the calling task (see [`apply_now`]).
 pub const APPLY_NOW_MAX_ENTRIES: usize = 64;
 
-/// Most command bytes of a batch applied on the calling task (see [`apply_now`]).
-pub const APPLY_NOW_MAX_BYTES: usize = 4 << 20;
+/// Most messages of a batch applied on the calling task (see [`apply_now`]).
+pub const APPLY_NOW_MAX_MESSAGES: usize = 8192;
 
-/// Whether `entries` are few and small enough to apply on the calling async task. Under
-/// load a batch is a few entries of sends, applied in well under a millisecond; handing
-/// it to the blocking pool cost two thread wake-ups each way more than the work itself.
-/// Larger batches (catching up after a restart, up to [`MAX_APPLY_BATCH`] entries) still
-/// go to the pool, as does any batch that would wait ([`inner::Inner::try_apply_entries_now`]).
+/// Whether `entries` are cheap enough to apply on the calling async task: at most
+/// [`APPLY_NOW_MAX_ENTRIES`] entries holding at most [`APPLY_NOW_MAX_MESSAGES`] messages,
+/// and nothing but sends, blank and membership entries. Applying a send reads only the
+/// in-memory queue tails; under load a batch is a few such entries, applied in well under
+/// a millisecond, and handing it to the blocking pool cost two thread wake-ups each way.
+/// Everything else still goes to the pool: pops, acks, offset commits and their kin read
+/// RocksDB (a pop scans up to thousands of consume-queue rows, maybe from the disk), topic
+/// changes are rare, and larger batches (catching up after a restart, up to
+/// [`MAX_APPLY_BATCH`] entries) take long. So does any batch that would wait
+/// ([`inner::Inner::try_apply_entries_now`]).
 fn apply_now(entries: &[Entry]) -> bool {
     if entries.len() > APPLY_NOW_MAX_ENTRIES {
         return false;
     }
-    let bytes: usize = entries
-        .iter()
-        .map(|e| match &e.payload {
-            openraft::EntryPayload::Normal(cmd) => raft_log::slots::encoded_len(cmd),
-            _ => 0,
-        })
-        .sum();
-    bytes <= APPLY_NOW_MAX_BYTES
+    let mut messages = 0;
+    for e in entries {
+        if let openraft::EntryPayload::Normal(cmd) = &e.payload {
+            match cmd.header() {
+                Ok(crate::command::Header::Send { messages: m, .. }) => messages += m.len(),
+                _ => return false,
+            }
+        }
+    }
+    messages <= APPLY_NOW_MAX_MESSAGES
 }
 
 /// Runs blocking work on tokio's blocking pool.
@@ -208,6 +216,12 @@ impl StateMachine {
         self.inner.with_store(|s| s.scan_pop_states(after, limit))
     }
 
+    /// Batches applied on the calling task so far (see [`apply_now`]), for tests and
+    /// metrics.
+    pub fn batches_applied_now(&self) -> u64 {
+        self.inner.applied_now.load(Ordering::Relaxed)
+    }
+
     /// Flushes applied state to disk (it is otherwise flushed by RocksDB as memtables fill,
     /// by snapshots, and when the last handle is dropped).
     pub fn flush(&self) -> SmResult<()> {
@@ -222,6 +236,7 @@ impl StateMachine {
         if apply_now(&entries)
             && let Some(done) = self.inner.try_apply_entries_now(&entries)
         {
+            self.inner.applied_now.fetch_add(1, Ordering::Relaxed);
             return done;
         }
         let inner = self.inner.clone();

@@ -51,22 +51,26 @@ pub(super) fn send(index: u64, topic: &str) -> Entry {
 }
 
 pub(super) fn send_to(index: u64, topic: &str, queue_id: u32) -> Entry {
-    send_body(index, topic, queue_id, Bytes::from_static(b"body"))
+    send_messages(index, topic, queue_id, 1)
 }
 
-/// A send of one message with `body` to `topic`'s queue `queue_id`.
-pub(super) fn send_body(index: u64, topic: &str, queue_id: u32, body: Bytes) -> Entry {
-    let meta = MessageMeta {
+/// A send of `n` messages to `topic`'s queue `queue_id`.
+pub(super) fn send_messages(index: u64, topic: &str, queue_id: u32, n: usize) -> Entry {
+    let meta = |i: usize| MessageMeta {
         topic: topic.into(),
         queue_id,
         tag_hash: 0,
-        msg_id: format!("m{index}"),
+        msg_id: if i == 0 {
+            format!("m{index}")
+        } else {
+            format!("m{index}.{i}")
+        },
     };
     let header = Header::Send {
         store_time_ms: 1_700_000_000_000,
-        messages: vec![meta],
+        messages: (0..n).map(meta).collect(),
     };
-    let cmd = Command::new(header, vec![body]).expect("command");
+    let cmd = Command::new(header, vec![Bytes::from_static(b"body"); n]).expect("command");
     normal(index, cmd)
 }
 
