@@ -172,27 +172,7 @@ impl CommitLog {
         let max = self.inner.config.max_record_size as usize;
         for e in entries {
             let m = e.meta();
-            if let Some(n) = next
-                && m.index != n
-            {
-                return Err(LogError::OutOfOrder {
-                    expected: n,
-                    got: m.index,
-                });
-            }
-            if m.index == u64::MAX {
-                return Err(LogError::OutOfOrder {
-                    expected: next.unwrap_or(0),
-                    got: m.index,
-                });
-            }
-            if m.term < last_term {
-                return Err(LogError::TermRegression {
-                    index: m.index,
-                    term: m.term,
-                    last_term,
-                });
-            }
+            check_order(next, last_term, &m)?;
             let start = record::begin(&mut w.buf, &m, w.epoch);
             e.write_payload(&mut w.buf);
             let len = record::finish(&mut w.buf, start);
@@ -281,5 +261,69 @@ impl CommitLog {
         }
         tracing::debug!(base, path = %s.path.display(), "created segment");
         Ok(s)
+    }
+}
+
+/// Whether an entry with `m` may follow the log's last entry: its index is `next` (any,
+/// for an empty log, but never `u64::MAX`) and its term is not below `last_term`.
+fn check_order(next: Option<u64>, last_term: u64, m: &RecordMeta) -> Result<()> {
+    if next.is_some_and(|n| m.index != n) || m.index == u64::MAX {
+        return Err(LogError::OutOfOrder {
+            expected: next.unwrap_or(0),
+            got: m.index,
+        });
+    }
+    if m.term < last_term {
+        return Err(LogError::TermRegression {
+            index: m.index,
+            term: m.term,
+            last_term,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::EntryKind;
+
+    fn meta(index: u64, term: u64) -> RecordMeta {
+        RecordMeta {
+            index,
+            term,
+            leader: 1,
+            kind: EntryKind::Normal,
+        }
+    }
+
+    #[test]
+    fn an_entry_follows_the_last_one_without_a_gap_or_an_older_term() {
+        assert!(check_order(Some(5), 2, &meta(5, 2)).is_ok());
+        assert!(check_order(Some(5), 2, &meta(5, 3)).is_ok());
+        assert!(
+            check_order(None, 0, &meta(42, 1)).is_ok(),
+            "an empty log takes any index"
+        );
+        assert!(matches!(
+            check_order(Some(5), 2, &meta(6, 2)),
+            Err(LogError::OutOfOrder { expected: 5, got: 6 })
+        ));
+        assert!(matches!(
+            check_order(Some(5), 2, &meta(4, 2)),
+            Err(LogError::OutOfOrder { expected: 5, got: 4 })
+        ));
+        assert!(matches!(
+            check_order(None, 0, &meta(u64::MAX, 1)),
+            Err(LogError::OutOfOrder { got: u64::MAX, .. })
+        ));
+        assert!(matches!(
+            check_order(Some(5), 3, &meta(5, 2)),
+            Err(LogError::TermRegression {
+                index: 5,
+                term: 2,
+                last_term: 3
+            })
+        ));
     }
 }
