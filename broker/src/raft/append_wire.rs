@@ -237,24 +237,7 @@ pub fn split_append(
     let header = postcard::experimental::serialized_size(&bare)? + 10 + PROTO_OVERHEAD;
 
     let sizes = entries.iter().map(entry_size).collect::<Result<Vec<_>, _>>()?;
-    let total: usize = header + sizes.iter().sum::<usize>();
-
-    let mut groups: Vec<Vec<_>> = Vec::new();
-    if total <= budget {
-        groups.push(entries);
-    } else {
-        let mut cur = Vec::new();
-        let mut cur_size = header;
-        for (e, size) in entries.into_iter().zip(sizes) {
-            if !cur.is_empty() && cur_size + size > budget {
-                groups.push(std::mem::take(&mut cur));
-                cur_size = header;
-            }
-            cur_size += size;
-            cur.push(e);
-        }
-        groups.push(cur);
-    }
+    let groups = group_by_budget(entries, &sizes, header, budget);
 
     let mut pieces = Vec::with_capacity(groups.len());
     let mut prev = prev_log_id;
@@ -284,6 +267,28 @@ pub fn split_append(
         pieces.push(piece);
     }
     Ok(pieces)
+}
+
+/// `items` (of `sizes[i]` bytes each) cut into consecutive groups of at most `budget`
+/// bytes with `header` bytes each; an item larger than that goes alone. Always at least
+/// one group (empty for no items).
+fn group_by_budget<T>(items: Vec<T>, sizes: &[usize], header: usize, budget: usize) -> Vec<Vec<T>> {
+    if header + sizes.iter().sum::<usize>() <= budget {
+        return vec![items];
+    }
+    let mut groups = Vec::new();
+    let mut cur = Vec::new();
+    let mut cur_size = header;
+    for (item, &size) in items.into_iter().zip(sizes) {
+        if !cur.is_empty() && cur_size + size > budget {
+            groups.push(std::mem::take(&mut cur));
+            cur_size = header;
+        }
+        cur_size += size;
+        cur.push(item);
+    }
+    groups.push(cur);
+    groups
 }
 
 #[cfg(test)]

@@ -211,3 +211,17 @@ fn heartbeat_has_no_entries() {
     assert!(pieces[0].message.commands.is_empty());
     assert_eq!(pieces[0].last, Some(log_id(2, 7)));
 }
+
+#[test]
+fn grouping_keeps_the_order_and_each_group_within_the_budget() {
+    let sizes = [30, 30, 30, 120, 10, 10];
+    let items: Vec<usize> = (0..sizes.len()).collect();
+    let groups = group_by_budget(items, &sizes, 10, 75);
+    // 10 + 30 + 30 fits 75; the third item starts a group; 120 goes alone.
+    assert_eq!(groups, vec![vec![0, 1], vec![2], vec![3], vec![4, 5]]);
+    assert_eq!(group_by_budget(vec![0, 1], &[30, 35], 10, 75), vec![vec![0, 1]]);
+    assert_eq!(
+        group_by_budget(Vec::<u8>::new(), &[], 10, 75),
+        vec![Vec::<u8>::new()]
+    );
+}
