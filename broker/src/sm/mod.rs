@@ -5,13 +5,14 @@
 //! [`RaftStateMachine`]; clones share one database. Besides openraft's interface it offers
 //! the reads the broker's handlers need ([`StateMachine::read_cq`] and friends).
 //!
-//! Blocking: snapshot building and installing, and large applies, run on tokio's
-//! blocking pool (`spawn_blocking`), so a RocksDB write stall or a large checkpoint never
-//! stalls the runtime's workers. A small apply (the usual batch of a few entries) runs on
-//! the calling task when nothing can make it wait: the writer lock and the database free,
-//! and RocksDB told to refuse rather than stall the write (`no_slowdown`); otherwise it
-//! goes to the pool too. The read methods are plain synchronous calls: point reads and short
-//! scans served mostly from the block cache, cheap enough to call from async handlers.
+//! Blocking: snapshot building and installing, and most applies, run on tokio's blocking
+//! pool (`spawn_blocking`), so a RocksDB write stall, a pop's scan or a large checkpoint
+//! never stalls the runtime's workers. A small batch of sends (the usual batch under load)
+//! is applied on the calling task when nothing can make it wait: the writer lock and the
+//! database free, and RocksDB told to refuse rather than stall the write (`no_slowdown`);
+//! otherwise it goes to the pool too ([`apply_now`]). The read methods are plain
+//! synchronous calls: point reads and short scans served mostly from the block cache,
+//! cheap enough to call from async handlers.
 //! `applied_state` and `get_current_snapshot` read inline for the same reason.
 //!
 //! Durability: RocksDB's WAL is off; see [`store`] for why that is safe.
