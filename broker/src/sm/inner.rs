@@ -55,11 +55,11 @@ pub(super) struct Inner {
     /// it.
     pub queue_signals: QueueSignals,
     /// Batches applied on the caller's task ([`Inner::try_apply_entries_now`]).
-    pub applied_now: AtomicU64,
-    /// When RocksDB last refused a write that would have stalled, in ms since `opened`
-    /// plus one (0: never): for [`STALL_BACKOFF_MS`] after it, batches go straight to the
-    /// blocking pool instead of doing their work twice.
-    stall_refused_at_ms: AtomicU64,
+    applied_now: AtomicU64,
+    /// Until when (ms since `opened`) batches go straight to the blocking pool: set
+    /// [`STALL_BACKOFF_MS`] ahead when RocksDB refuses a write that would have stalled, so
+    /// that batches do not gather their effects twice meanwhile.
+    stall_backoff_until_ms: AtomicU64,
     opened: Instant,
 }
 
@@ -86,7 +86,7 @@ impl Inner {
             topic_changes: tokio::sync::watch::Sender::new(0),
             queue_signals: QueueSignals::default(),
             applied_now: AtomicU64::new(0),
-            stall_refused_at_ms: AtomicU64::new(0),
+            stall_backoff_until_ms: AtomicU64::new(0),
             opened: Instant::now(),
         })
     }
@@ -139,8 +139,7 @@ impl Inner {
     /// install replaces the database, or when RocksDB would stall the write (and for
     /// [`STALL_BACKOFF_MS`] after that).
     pub fn try_apply_entries_now(&self, entries: &[Entry]) -> Option<SmResult<Vec<CommandResult>>> {
-        let refused_at = self.stall_refused_at_ms.load(Ordering::Relaxed);
-        if refused_at != 0 && self.ms_since_open() + 1 < refused_at + STALL_BACKOFF_MS {
+        if self.ms_since_open() < self.stall_backoff_until_ms.load(Ordering::Relaxed) {
             return None;
         }
         let _writer = match self.writer.try_lock() {
@@ -157,12 +156,20 @@ impl Inner {
         let store = live.as_ref()?;
         match self.apply_to(store, entries, Stall::Refuse) {
             Err(SmError::WouldStall) => {
-                self.stall_refused_at_ms
-                    .store(self.ms_since_open() + 1, Ordering::Relaxed);
+                self.stall_backoff_until_ms
+                    .store(self.ms_since_open() + STALL_BACKOFF_MS, Ordering::Relaxed);
                 None
             }
-            done => Some(done),
+            done => {
+                self.applied_now.fetch_add(1, Ordering::Relaxed);
+                Some(done)
+            }
         }
+    }
+
+    /// Batches applied by [`Inner::try_apply_entries_now`] so far.
+    pub fn applied_now(&self) -> u64 {
+        self.applied_now.load(Ordering::Relaxed)
     }
 
     fn ms_since_open(&self) -> u64 {

@@ -42,7 +42,6 @@ mod watch_tests;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use futures_util::Stream;
 use futures_util::StreamExt;
@@ -220,7 +219,7 @@ impl StateMachine {
     /// Batches applied on the calling task so far (see [`apply_now`]), for tests and
     /// metrics.
     pub fn batches_applied_now(&self) -> u64 {
-        self.inner.applied_now.load(Ordering::Relaxed)
+        self.inner.applied_now()
     }
 
     /// Flushes applied state to disk (it is otherwise flushed by RocksDB as memtables fill,
@@ -237,7 +236,6 @@ impl StateMachine {
         if apply_now(&entries)
             && let Some(done) = self.inner.try_apply_entries_now(&entries)
         {
-            self.inner.applied_now.fetch_add(1, Ordering::Relaxed);
             return done;
         }
         let inner = self.inner.clone();

@@ -19,7 +19,7 @@ use crate::command::MessageMeta;
 use crate::command::Permission;
 use crate::command::TopicConfig;
 
-pub(super) fn normal(index: u64, cmd: Command) -> Entry {
+fn normal(index: u64, cmd: Command) -> Entry {
     Entry {
         log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, index),
         payload: EntryPayload::Normal(cmd),
