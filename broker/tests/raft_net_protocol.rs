@@ -21,6 +21,7 @@ use openraft::network::RaftNetworkV2;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
 use openraft::raft::StreamAppendError;
+use openraft::raft::StreamAppendResult;
 use openraft::raft::VoteRequest;
 use openraft::type_config::alias::EntryOf;
 use openraft::type_config::alias::LogIdOf;
@@ -32,6 +33,17 @@ use raft_net_common::*;
 use raftmq_broker::raft::NetworkConfig;
 use raftmq_broker::raft::NetworkFactory;
 use raftmq_broker::raft::append_wire;
+use raftmq_broker::raft::link::dial::DialError;
+use raftmq_broker::raft::link::dial::dial;
+use raftmq_broker::raft::link::frame;
+use raftmq_broker::raft::link::frame::Hello;
+use raftmq_broker::raft::link::frame::Kind;
+use raftmq_broker::raft::link::frame::Refusal;
+use raftmq_broker::raft::link::io::FrameReader;
+use raftmq_broker::raft::link::io::write_parts;
+use raftmq_broker::raft::link::listener::LinkHandler;
+use raftmq_broker::raft::link::listener::MAX_LINKS;
+use raftmq_broker::raft::link::listener::split_incoming;
 use raftmq_broker::raft::network::PeerClient;
 use raftmq_broker::raft::types::BrokerNode;
 use raftmq_broker::raft::wire;
@@ -356,16 +368,6 @@ async fn malformed_or_misaddressed_calls_get_clear_errors_and_harm_nothing() -> 
         assert!(st.message().contains("same version"), "{}", st.message());
     }
 
-    // On the stream: valid requests are answered, then the garbage ends it.
-    let good = append_wire::to_message(&append(1, None, 0, 1, 10))?;
-    let msgs = futures_util::stream::iter(vec![good, garbage()]);
-    let mut answers = raw.append(stamped(msgs, GROUP, target)).await?.into_inner();
-    let first = answers.message().await?.expect("answer to the valid request");
-    let first: openraft::raft::StreamAppendResult<C> = wire::decode(&first.payload)?;
-    assert_eq!(first, Ok(Some(log_id(1, 1))));
-    let st = answers.message().await.expect_err("garbage ends the stream");
-    assert_eq!(st.code(), Code::InvalidArgument, "{st:?}");
-
     // Snapshot framing: data before meta, a cut-off stream, a checksum that does not match.
     let bad_start = futures_util::stream::iter(vec![pb::InstallSnapshotRequest {
         part: Some(Part::Data(Bytes::from_static(b"x"))),
@@ -409,13 +411,96 @@ async fn malformed_or_misaddressed_calls_get_clear_errors_and_harm_nothing() -> 
 
     // After all that the node still serves normal calls.
     let mut c = client(&net, &node).await;
-    // (Refused: node 9's leader lease still holds; what matters is a proper answer.)
+    // (Granted: nothing above reached its log or set a leader.)
     let resp = c
         .vote(VoteRequest::new(Vote::new(5, 7), Some(log_id(1, 1))), option())
         .await?;
-    assert_eq!(resp.vote, Vote::new_committed(1, LEADER), "{resp:?}");
+    assert!(resp.vote_granted, "{resp:?}");
     assert_eq!(g.node(1).metrics().running_state, Ok(()));
 
+    g.shutdown().await;
+    Ok(())
+}
+
+fn hello(group: &str, target: u64, format: &str) -> Hello {
+    Hello {
+        format: format.to_owned(),
+        group: group.to_owned(),
+        target,
+    }
+}
+
+/// The next frame of `kind` on a link, its body decoded as `T`.
+async fn expect_frame<T: serde::de::DeserializeOwned>(
+    rd: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    kind: Kind,
+) -> anyhow::Result<T> {
+    let (got, body) = rd.next().await?.ok_or_else(|| anyhow::anyhow!("link closed"))?;
+    anyhow::ensure!(got == kind, "expected {kind:?}, got {got:?}");
+    Ok(postcard::from_bytes(&body)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replication_link_answers_in_order_and_refuses_what_it_cannot_take() -> anyhow::Result<()> {
+    let (g, _net, node) = lone_node().await?;
+    let keepalive = Duration::from_secs(1);
+    let addr = node.raft_addr.as_str();
+
+    // Another node, another group, another build: refused before anything is read.
+    for h in [
+        hello(GROUP, 2, wire::FORMAT),
+        hello("other-group", 1, wire::FORMAT),
+        hello(GROUP, 1, "1"),
+    ] {
+        match dial(addr, &h, 1 << 20, keepalive).await {
+            Err(DialError::Refused(r)) => assert_eq!(r.code, Code::FailedPrecondition as i32, "{h:?}: {r:?}"),
+            other => anyhow::bail!("{h:?} was not refused: {:?}", other.map(|_| ()).err()),
+        }
+    }
+
+    // Appends are answered in order; one that does not decode ends the link with
+    // INVALID_ARGUMENT after the answers to those before it.
+    let (mut rd, mut wr) = dial(addr, &hello(GROUP, 1, wire::FORMAT), 1 << 20, keepalive).await?;
+    let garbage = pb::AppendRequest {
+        payload: Bytes::from_static(&[0xff, 0xff, 0xff, 0x01, 0x02]),
+        commands: Vec::new(),
+    };
+    for m in [
+        append_wire::to_message(&append(1, None, 0, 1, 10))?,
+        append_wire::to_message(&append(1, Some(1), 2, 3, 10))?,
+        garbage,
+    ] {
+        write_parts(&mut wr, frame::append_parts(&m)).await?;
+    }
+    for want in [log_id(1, 1), log_id(1, 3)] {
+        let got: StreamAppendResult<C> = expect_frame(&mut rd, Kind::Answer).await?;
+        assert_eq!(got, Ok(Some(want)));
+    }
+    let r: Refusal = expect_frame(&mut rd, Kind::Refuse).await?;
+    assert_eq!(r.code, Code::InvalidArgument as i32, "{r:?}");
+    assert!(rd.next().await?.is_none(), "nothing after the refusal");
+
+    // A frame whose checksum fails is refused the same way, and nothing of it is taken.
+    let (mut rd, mut wr) = dial(addr, &hello(GROUP, 1, wire::FORMAT), 1 << 20, keepalive).await?;
+    let mut parts = frame::append_parts(&append_wire::to_message(&append(1, Some(3), 4, 4, 10))?);
+    let last = parts.len() - 1;
+    let mut tampered = parts[last].to_vec();
+    tampered[0] ^= 1;
+    parts[last] = tampered.into();
+    write_parts(&mut wr, parts).await?;
+    let r: Refusal = expect_frame(&mut rd, Kind::Refuse).await?;
+    assert_eq!(r.code, Code::InvalidArgument as i32, "{r:?}");
+    assert!(r.message.contains("checksum"), "{r:?}");
+
+    // A leader that half-closes gets the answers to what it sent, then the end.
+    let (mut rd, mut wr) = dial(addr, &hello(GROUP, 1, wire::FORMAT), 1 << 20, keepalive).await?;
+    let m = append_wire::to_message(&append(1, Some(3), 4, 4, 10))?;
+    write_parts(&mut wr, frame::append_parts(&m)).await?;
+    tokio::io::AsyncWriteExt::shutdown(&mut wr).await?;
+    let got: StreamAppendResult<C> = expect_frame(&mut rd, Kind::Answer).await?;
+    assert_eq!(got, Ok(Some(log_id(1, 4))));
+    assert!(rd.next().await?.is_none(), "closed after the last answer");
+    assert_eq!(g.node(1).metrics().running_state, Ok(()));
     g.shutdown().await;
     Ok(())
 }
@@ -493,20 +578,39 @@ async fn unreachable_and_silent_peers_map_to_unreachable_and_timeout() -> anyhow
     Ok(())
 }
 
+/// A replication link's follower end that accepts the link and then never answers.
+fn mute_link() -> LinkHandler {
+    std::sync::Arc::new(|stream: tokio::net::TcpStream| {
+        Box::pin(async move {
+            let (rd, mut wr) = stream.into_split();
+            let mut reader = FrameReader::new(rd, 1 << 30);
+            let mut magic = [0u8; 8];
+            if reader.read_raw(&mut magic).await.is_err()
+                || !matches!(reader.next().await, Ok(Some((Kind::Hello, _))))
+            {
+                return;
+            }
+            let mut accept = bytes::BytesMut::new();
+            frame::put_frame(&mut accept, Kind::Accept, b"");
+            if tokio::io::AsyncWriteExt::write_all(&mut wr, &accept)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            // Reads what comes, and keeps the link open even after the leader's half-close.
+            while let Ok(Some(_)) = reader.next().await {}
+            std::future::pending::<()>().await;
+            drop(wr);
+        })
+    })
+}
+
 /// A Raft service that takes every call and never answers.
 struct Mute;
 
 #[tonic::async_trait]
 impl pb::raft_service_server::RaftService for Mute {
-    type AppendStream = futures_util::stream::Pending<Result<pb::AppendResponse, tonic::Status>>;
-
-    async fn append(
-        &self,
-        _: tonic::Request<tonic::Streaming<pb::AppendRequest>>,
-    ) -> Result<tonic::Response<Self::AppendStream>, tonic::Status> {
-        Ok(tonic::Response::new(futures_util::stream::pending()))
-    }
-
     async fn append_entries(
         &self,
         _: tonic::Request<pb::AppendRequest>,
@@ -551,7 +655,10 @@ async fn a_follower_that_stops_answering_times_the_stream_out() -> anyhow::Resul
         raft_addr: listener.local_addr()?.to_string(),
         client_addr: String::new(),
     };
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    // Its replication links are accepted and then never answered either.
+    let (_stop, stop) = tokio::sync::watch::channel(false);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_LINKS));
+    let incoming = split_incoming(listener, mute_link(), slots, stop);
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(pb::raft_service_server::RaftServiceServer::new(Mute))
@@ -564,7 +671,7 @@ async fn a_follower_that_stops_answering_times_the_stream_out() -> anyhow::Resul
     let net = NetworkFactory::new(LEADER, GROUP, cfg)?;
     let mut c = net.clone().new_client(1, &node).await;
 
-    // The stream opens (the peer answers with headers), but no answer follows: the soft
+    // The link opens (the peer accepts it), but no answer follows: the soft
     // TTL (300 ms of a 400 ms option) plus transfer time ends it with a timeout.
     let ttl = RPCOption::new(Duration::from_millis(400));
     let started = Instant::now();

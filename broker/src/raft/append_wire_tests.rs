@@ -109,6 +109,20 @@ fn a_decoded_command_does_not_pin_the_received_buffer() {
 }
 
 #[test]
+fn a_command_decoded_from_a_link_frame_is_a_slice_of_it() {
+    let req = request(0, 1, 4096);
+    let msg = to_message(&req).expect("encode");
+    let received = msg.commands[0].clone();
+    let back = from_message_shared(msg).expect("decode");
+    let EntryPayload::Normal(cmd) = &back.entries[0].payload else {
+        unreachable!("a send")
+    };
+    assert_eq!(cmd.encoding(), received);
+    assert_eq!(cmd.encoding().as_ptr(), received.as_ptr(), "no copy");
+    assert_eq!(back.entries, req.entries);
+}
+
+#[test]
 fn a_command_count_that_does_not_match_the_entries_is_refused() {
     let req = mixed();
     let mut missing = to_message(&req).expect("encode");

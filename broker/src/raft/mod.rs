@@ -1,8 +1,10 @@
-//! The broker group's Raft: types, configuration, and the gRPC network between members
-//! (`raftmq.raft.v1.RaftService`, served on the node's own Raft port).
+//! The broker group's Raft: types, configuration, and the network between members
+//! (`raftmq.raft.v1.RaftService` over gRPC, and replication links, both on the node's own
+//! Raft port).
 
 pub mod append_wire;
 pub mod config;
+pub mod link;
 pub mod network;
 pub mod server;
 pub mod types;

@@ -9,16 +9,12 @@
 
 use std::io::Seek;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::vote_fence::VoteFence;
-use futures_util::Stream;
-use futures_util::StreamExt;
 use openraft::Raft;
 use openraft::error::Fatal;
 use openraft::error::RaftError;
@@ -34,6 +30,7 @@ use raftmq_proto::raftmq::raft::v1::raft_service_server::RaftServiceServer;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
@@ -41,6 +38,9 @@ use tonic::Streaming;
 use tonic::metadata::MetadataMap;
 
 use crate::raft::append_wire;
+use crate::raft::link::listener::LinkHandler;
+use crate::raft::link::listener::MAX_LINKS;
+use crate::raft::link::listener::split_incoming;
 use crate::raft::network::NetworkConfig;
 use crate::raft::types::NodeId;
 use crate::raft::types::SnapshotData;
@@ -52,6 +52,9 @@ use crate::raft::wire::GROUP_KEY;
 use crate::raft::wire::TARGET_KEY;
 
 type C = TypeConfig;
+
+/// How long a stopping server waits for its replication links to write their last answers.
+const LINK_DRAIN: Duration = Duration::from_secs(5);
 
 /// Serves the Raft RPCs of one group member.
 pub struct RaftGrpcService<SM>
@@ -135,24 +138,12 @@ where
     /// Refuses a call meant for another group or node, or encoded by another build.
     fn check_target(&self, md: &MetadataMap) -> Result<(), Status> {
         let format = md.get(FORMAT_KEY).and_then(|v| v.to_str().ok());
-        if format != Some(FORMAT) {
-            return Err(Status::failed_precondition(format!(
-                "node {} speaks Raft payload format {FORMAT}, the caller {}: all nodes of a group must run the same version",
-                self.id,
-                format.map_or_else(|| "none (an older build)".to_owned(), |f| format!("{f:?}"))
-            )));
-        }
+        check_format(self.id, format)?;
         let group = md
             .get(GROUP_KEY)
             .ok_or_else(|| Status::invalid_argument(format!("missing {GROUP_KEY} metadata")))?
             .to_str()
             .map_err(|_| Status::invalid_argument(format!("{GROUP_KEY} metadata is not ASCII")))?;
-        if group != self.group {
-            return Err(Status::failed_precondition(format!(
-                "this is node {} of broker group {:?}, not of group {group:?}",
-                self.id, self.group
-            )));
-        }
         let target: NodeId = md
             .get(TARGET_KEY)
             .ok_or_else(|| Status::invalid_argument(format!("missing {TARGET_KEY} metadata")))?
@@ -160,13 +151,19 @@ where
             .ok()
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| Status::invalid_argument(format!("{TARGET_KEY} metadata is not a node id")))?;
-        if target != self.id {
-            return Err(Status::failed_precondition(format!(
-                "request for node {target} reached node {} of group {:?}",
-                self.id, self.group
-            )));
+        check_addressee(self.id, &self.group, group, target)
+    }
+
+    /// What the replication link's follower end needs of this service.
+    pub(crate) fn link_service(&self) -> crate::raft::link::LinkService<SM> {
+        crate::raft::link::LinkService {
+            raft: self.raft.clone(),
+            id: self.id,
+            group: self.group.clone(),
+            max_body: self.max_message_size,
+            stopping: self.stopping.subscribe(),
+            fence: self.fence.clone(),
         }
-        Ok(())
     }
 
     fn fatal(&self, f: Fatal<C>) -> Status {
@@ -273,8 +270,39 @@ where
     }
 }
 
+/// Refuses a caller whose build speaks another payload format (`None`: it named none).
+pub(crate) fn check_format(id: NodeId, format: Option<&str>) -> Result<(), Status> {
+    if format == Some(FORMAT) {
+        return Ok(());
+    }
+    Err(Status::failed_precondition(format!(
+        "node {id} speaks Raft payload format {FORMAT}, the caller {}: all nodes of a group must run the same version",
+        format.map_or_else(|| "none (an older build)".to_owned(), |f| format!("{f:?}"))
+    )))
+}
+
+/// Refuses a call for another group, or for another node than `id`.
+pub(crate) fn check_addressee(
+    id: NodeId,
+    own_group: &str,
+    group: &str,
+    target: NodeId,
+) -> Result<(), Status> {
+    if group != own_group {
+        return Err(Status::failed_precondition(format!(
+            "this is node {id} of broker group {own_group:?}, not of group {group:?}"
+        )));
+    }
+    if target != id {
+        return Err(Status::failed_precondition(format!(
+            "request for node {target} reached node {id} of group {own_group:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// Tells the vote fence what a leader announced: its term and commit point.
-fn observe_leader(fence: &VoteFence, req: &AppendEntriesRequest<C>) {
+pub(crate) fn observe_leader(fence: &VoteFence, req: &AppendEntriesRequest<C>) {
     let commit = req.leader_commit.as_ref().map(|c| (c.leader_id.term, c.index));
     let named = req
         .entries
@@ -297,69 +325,11 @@ fn encode<T: Serialize>(value: &T, what: &str) -> Result<bytes::Bytes, Status> {
     wire::encode(value).map_err(|e| Status::internal(format!("cannot encode {what}: {e}")))
 }
 
-type AppendStream = Pin<Box<dyn Stream<Item = Result<pb::AppendResponse, Status>> + Send + 'static>>;
-
 #[tonic::async_trait]
 impl<SM> RaftService for RaftGrpcService<SM>
 where
     SM: RaftStateMachine<C, SnapshotData = SnapshotData>,
 {
-    type AppendStream = AppendStream;
-
-    async fn append(
-        &self,
-        request: Request<Streaming<pb::AppendRequest>>,
-    ) -> Result<Response<Self::AppendStream>, Status> {
-        self.check_target(request.metadata())?;
-        let inbound = request.into_inner();
-
-        // A request that does not decode ends the input; its error follows the answers
-        // to the requests before it.
-        let bad_input: Arc<Mutex<Option<Status>>> = Arc::new(Mutex::new(None));
-        let stopping = self.stopping.subscribe();
-        let fence = self.fence.clone();
-        let state = (inbound, bad_input.clone(), stopping);
-        let input = futures_util::stream::unfold(state, move |(mut inbound, bad, mut stopping)| {
-            let fence = fence.clone();
-            async move {
-                let msg = tokio::select! {
-                    msg = inbound.message() => msg,
-                    _ = stopping.wait_for(|stop| *stop) => return None,
-                };
-                match msg {
-                    Ok(Some(msg)) => match decode_append(msg) {
-                        Ok(req) => {
-                            observe_leader(&fence, &req);
-                            Some((req, (inbound, bad, stopping)))
-                        }
-                        Err(status) => {
-                            *bad.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
-                            None
-                        }
-                    },
-                    // Half-closed by the leader, or its side broke: nothing more to answer.
-                    Ok(None) | Err(_) => None,
-                }
-            }
-        });
-
-        let id = self.id;
-        let answers = self.raft.stream_append(input).map(move |res| match res {
-            Ok(result) => Ok(pb::AppendResponse {
-                payload: encode(&result, "StreamAppendResult")?,
-            }),
-            Err(fatal) => Err(Status::unavailable(format!(
-                "raft node {id} is not serving: {fatal}"
-            ))),
-        });
-        let trailer =
-            futures_util::stream::once(
-                async move { bad_input.lock().unwrap_or_else(|p| p.into_inner()).take() },
-            )
-            .filter_map(|bad| async move { bad.map(Err) });
-        Ok(Response::new(Box::pin(answers.chain(trailer))))
-    }
-
     async fn append_entries(
         &self,
         request: Request<pb::AppendRequest>,
@@ -435,9 +405,10 @@ where
     }
 }
 
-/// Serves `service` on `listener` until `shutdown` completes; then stops accepting, ends
-/// the open replication streams (after answering what they already received) and asks
-/// connections to close (HTTP/2 GOAWAY).
+/// Serves `service` on `listener` until `shutdown` completes: the gRPC calls, and the
+/// replication links that share the port (see [`crate::raft::link`]). Then it stops
+/// accepting, ends the open replication links (after answering what they already
+/// received), asks gRPC connections to close (HTTP/2 GOAWAY) and waits for both.
 pub async fn serve<SM>(
     listener: tokio::net::TcpListener,
     service: RaftGrpcService<SM>,
@@ -448,12 +419,16 @@ where
     SM: RaftStateMachine<C, SnapshotData = SnapshotData>,
 {
     let stopping = service.stopping.clone();
+    let links = Arc::new(service.link_service());
+    let keepalive = Duration::from_millis(net.keepalive_interval_ms);
+    let handler: LinkHandler = Arc::new(move |stream| Box::pin(links.clone().run(stream, keepalive)));
+    let slots = Arc::new(Semaphore::new(MAX_LINKS));
+    let incoming = split_incoming(listener, handler, slots.clone(), stopping.subscribe());
     let shutdown = async move {
         shutdown.await;
         stopping.send_replace(true);
     };
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .max_frame_size(raftmq_proto::H2_MAX_FRAME_BYTES)
         .initial_stream_window_size(net.stream_window_bytes)
@@ -462,5 +437,13 @@ where
         .http2_keepalive_timeout(Some(Duration::from_millis(net.keepalive_timeout_ms)))
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    // Every link holds a slot until its last answer is written.
+    if tokio::time::timeout(LINK_DRAIN, slots.acquire_many(MAX_LINKS as u32))
         .await
+        .is_err()
+    {
+        tracing::warn!("replication links still open {LINK_DRAIN:?} after the Raft server stopped");
+    }
+    served
 }

@@ -15,8 +15,9 @@ pub const FORMAT_KEY: &str = "raftmq-raft-format";
 /// The payload encoding this build speaks. Bumped whenever what a payload means changes,
 /// so that nodes of different builds refuse each other's calls instead of misreading them:
 /// 2 = a command travels as one byte string, its slot encoding; 3 = an AppendEntries
-/// request's commands travel beside its postcard payload, one protobuf `bytes` each.
-pub const FORMAT: &str = "3";
+/// request's commands travel beside its postcard payload, one protobuf `bytes` each;
+/// 4 = pipelined replication travels on replication links, no longer as a gRPC stream.
+pub const FORMAT: &str = "4";
 
 /// Encodes an openraft message as the `payload` of a Raft service message.
 pub fn encode<T: Serialize>(value: &T) -> Result<Bytes, postcard::Error> {

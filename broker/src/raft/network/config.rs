@@ -30,7 +30,9 @@ pub struct NetworkConfig {
     pub connect_timeout_ms: u64,
     /// HTTP/2 keep-alive ping interval on idle and busy connections, in ms; a connection
     /// whose ping is not answered within `keepalive_timeout_ms` is closed, which fails
-    /// its calls (a silent peer is detected even without traffic). Default 1000.
+    /// its calls (a silent peer is detected even without traffic). Replication links use
+    /// it (rounded up to whole seconds) as TCP keep-alive idle time and probe interval,
+    /// with three probes. Default 1000.
     pub keepalive_interval_ms: u64,
     /// Default 2000.
     pub keepalive_timeout_ms: u64,

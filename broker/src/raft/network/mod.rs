@@ -1,5 +1,6 @@
 //! The client side of the Raft network: how one member of a broker group reaches the
-//! others over the `raftmq.raft.v1.RaftService` gRPC service.
+//! others over the `raftmq.raft.v1.RaftService` gRPC service, and replicates to them over
+//! replication links ([`crate::raft::link`]).
 //!
 //! # Connections
 //!
@@ -7,16 +8,17 @@
 //! use and shared by every client openraft asks for (`Endpoint::connect_lazy`: nothing is
 //! dialled until a call needs it, and a broken connection is re-dialled by the next call):
 //!
-//! - the *data* channel carries the pipelined replication stream, AppendEntries requests
-//!   that carry entries, and snapshots;
+//! - the *data* channel carries unary AppendEntries requests that carry entries, and
+//!   snapshots;
 //! - the *control* channel carries heartbeats (AppendEntries without entries), votes,
 //!   pre-votes and leader transfers, so that a large batch or a snapshot in flight never
 //!   delays the messages that keep the leader's lease and decide elections.
 //!
 //! # Replication
 //!
-//! [`PeerClient::stream_append`] maps openraft's request stream onto the bidirectional
-//! `Append` RPC. A pump task sends requests as fast as openraft produces them (bounded by
+//! [`PeerClient::stream_append`] maps openraft's request stream onto a replication link,
+//! dialled to the peer's Raft port for each stream (the gRPC channels are not involved).
+//! A pump task writes requests as fast as openraft produces them (bounded by
 //! [`NetworkConfig::max_inflight_bytes`] unanswered bytes), while the returned stream
 //! reads the follower's answers, which come back in order, one per message sent.
 //!
@@ -31,7 +33,7 @@
 //! Unary calls get openraft's `RPCOption::soft_ttl()` as both the gRPC deadline sent to
 //! the server and a local timeout (plus transfer time for entry-carrying appends, see
 //! [`NetworkConfig::min_throughput_bytes_per_sec`]). A replication stream uses the soft
-//! TTL to set itself up, and then, while answers are outstanding, fails when the next one
+//! TTL to dial its link and get the follower's accept, and then, while answers are outstanding, fails when the next one
 //! takes longer than `max(soft_ttl, stream_response_timeout_floor)` plus transfer time: the
 //! follower's answer includes an fdatasync, which can take longer than the 75 ms openraft
 //! grants per heartbeat interval without anything being wrong, while the liveness that
@@ -40,8 +42,9 @@
 //!
 //! # Errors
 //!
-//! A peer that cannot be reached, whose Raft has stopped (`UNAVAILABLE`), or that is not
-//! the node we want (`FAILED_PRECONDITION`) is reported as [`Unreachable`], which makes
+//! A peer that cannot be reached (a failed connection or link I/O), whose Raft has stopped
+//! (`UNAVAILABLE`), or that is not the node we want (`FAILED_PRECONDITION`; a link's
+//! refusal carries the same codes) is reported as [`Unreachable`], which makes
 //! openraft back off before retrying; a local or peer deadline is a [`Timeout`]; anything
 //! else the peer answered (a malformed payload, an internal error) is a [`NetworkError`].
 
@@ -94,6 +97,8 @@ struct PeerChannels {
 struct Shared {
     id: NodeId,
     group: AsciiMetadataValue,
+    /// The same, as a replication link's hello names it.
+    group_name: String,
     cfg: NetworkConfig,
     peers: Mutex<HashMap<NodeId, PeerChannels>>,
     counters: Counters,
@@ -132,12 +137,14 @@ pub struct NetworkFactory {
 impl NetworkFactory {
     /// The network of node `id` in broker group `group` (the openraft cluster name).
     pub fn new(id: NodeId, group: &str, cfg: NetworkConfig) -> Result<Self, NetworkConfigError> {
+        let group_str = group;
         let group = AsciiMetadataValue::try_from(group)
             .map_err(|_| NetworkConfigError(format!("group name {group:?} is not a valid metadata value")))?;
         Ok(Self {
             shared: Arc::new(Shared {
                 id,
                 group,
+                group_name: group_str.to_owned(),
                 cfg,
                 peers: Mutex::new(HashMap::new()),
                 counters: Counters::default(),

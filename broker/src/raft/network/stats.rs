@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 pub struct NetworkStats {
     /// Tonic channels created (two per peer address while it stays the same).
     pub channels_created: u64,
-    /// Replication streams opened (`Append` calls).
+    /// Replication streams opened (replication links set up).
     pub append_streams: u64,
     /// AppendEntries requests openraft handed over (stream or unary).
     pub append_requests: u64,

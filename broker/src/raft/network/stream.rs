@@ -1,10 +1,12 @@
-//! The pipelined replication stream behind `PeerClient::stream_append`: a `Pump` task
-//! sends openraft's requests (cut into pieces, bounded by the in-flight window) while
-//! `Answers` reads the follower's answers back, one openraft answer per request.
+//! The pipelined replication stream behind `PeerClient::stream_append`, on a replication
+//! link (see [`crate::raft::link`]): a `Pump` task writes openraft's requests (cut into
+//! pieces, bounded by the in-flight window) while `Answers` reads the follower's answers
+//! back, one openraft answer per request.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::Stream;
 use futures_util::StreamExt;
 use openraft::OptionalSend;
@@ -16,9 +18,11 @@ use openraft::network::RPCOption;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::StreamAppendResult;
 use openraft::type_config::alias::LogIdOf;
-use raftmq_proto::raftmq::raft::v1 as pb;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc;
+use tonic::Status;
 
 use super::C;
 use super::NetworkConfig;
@@ -27,11 +31,20 @@ use super::Shared;
 use super::errors::ErrorContext;
 use super::stats::Counters;
 use crate::raft::append_wire;
+use crate::raft::link::dial::DialError;
+use crate::raft::link::dial::Link;
+use crate::raft::link::dial::decode_refusal;
+use crate::raft::link::dial::dial;
+use crate::raft::link::frame;
+use crate::raft::link::frame::Hello;
+use crate::raft::link::frame::Kind;
+use crate::raft::link::frame::Refusal;
+use crate::raft::link::io::FrameReader;
+use crate::raft::link::io::LinkError;
+use crate::raft::link::io::write_parts;
 use crate::raft::types::NodeId;
 use crate::raft::wire;
-
-/// Messages queued for the outbound half of a replication stream.
-const OUTBOUND_QUEUE: usize = 16;
+use crate::raft::wire::FORMAT;
 
 /// openraft's side of a replication stream: one answer per request sent.
 type AnswerStream = BoxStream<'static, Result<StreamAppendResult<C>, RPCError<C>>>;
@@ -53,41 +66,44 @@ impl PeerClient {
             return Ok(Box::pin(futures_util::stream::empty()));
         };
         let input = futures_util::stream::iter([first]).chain(input);
-        let (outbound, inbound) = self.open_append_call(option.soft_ttl()).await?;
+        let (inbound, outbound) = self.open_append_call(option.soft_ttl()).await?;
         Ok(self.pump_and_answer(input, outbound, inbound, option))
     }
 
-    /// Opens the `Append` call: the sender feeds its outbound half, the returned stream
-    /// reads its answers.
-    async fn open_append_call(
-        &self,
-        setup_ttl: Duration,
-    ) -> Result<
-        (
-            mpsc::Sender<pb::AppendRequest>,
-            tonic::Streaming<pb::AppendResponse>,
-        ),
-        RPCError<C>,
-    > {
-        let (tx, mut rx) = mpsc::channel::<pb::AppendRequest>(OUTBOUND_QUEUE);
-        let outbound = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-        let mut request = tonic::Request::new(outbound);
-        self.stamp(request.metadata_mut());
-        let mut client = self.grpc(&self.channels()?.data);
-        let inbound = self
-            .unary(RPCTypes::AppendEntries, setup_ttl, client.append(request))
-            .await?;
+    /// Dials a replication link to the peer and waits for its accept, within `setup_ttl`.
+    async fn open_append_call(&self, setup_ttl: Duration) -> Result<Link, RPCError<C>> {
+        let addr = self.channels()?.addr.clone();
+        let hello = Hello {
+            format: FORMAT.to_owned(),
+            group: self.shared.group_name.clone(),
+            target: self.target,
+        };
+        let cfg = self.cfg();
+        let keepalive = Duration::from_millis(cfg.keepalive_interval_ms);
+        let dialled =
+            tokio::time::timeout(setup_ttl, dial(&addr, &hello, cfg.max_message_size, keepalive)).await;
+        let ctx = self.ctx();
+        let link = match dialled {
+            Err(_) => return Err(ctx.timeout(RPCTypes::AppendEntries, setup_ttl)),
+            Ok(Err(DialError::Refused(r))) => {
+                return Err(ctx.status(RPCTypes::AppendEntries, setup_ttl, refusal_status(r)));
+            }
+            Ok(Err(DialError::Link(e))) => {
+                return Err(ctx.status(RPCTypes::AppendEntries, setup_ttl, link_status(e)));
+            }
+            Ok(Ok(link)) => link,
+        };
         Counters::add(&self.shared.counters.append_streams, 1);
-        Ok((tx, inbound))
+        Ok(link)
     }
 
-    /// Spawns the `Pump` that sends `input` down an open `Append` call and returns the
-    /// call's answers as openraft's stream.
+    /// Spawns the `Pump` that sends `input` down an open link and returns the link's
+    /// answers as openraft's stream.
     fn pump_and_answer<S>(
         &self,
         input: S,
-        outbound: mpsc::Sender<pb::AppendRequest>,
-        inbound: tonic::Streaming<pb::AppendResponse>,
+        outbound: OwnedWriteHalf,
+        inbound: FrameReader<OwnedReadHalf>,
         option: RPCOption,
     ) -> AnswerStream
     where
@@ -154,13 +170,13 @@ struct PieceInFlight {
 struct Pump {
     shared: Arc<Shared>,
     target: NodeId,
-    outbound: mpsc::Sender<pb::AppendRequest>,
+    outbound: OwnedWriteHalf,
     pending: mpsc::UnboundedSender<Pending>,
     window: Arc<Semaphore>,
 }
 
 impl Pump {
-    async fn run<S>(self, mut input: S)
+    async fn run<S>(mut self, mut input: S)
     where
         S: Stream<Item = AppendEntriesRequest<C>> + Unpin,
     {
@@ -200,19 +216,21 @@ impl Pump {
                 };
                 // Given back by the answer side when this piece is answered.
                 permit.forget();
-                if self.outbound.send(message).await.is_err() {
+                // A failed write ends the pump; the answer side sees the link break.
+                if let Err(e) = write_parts(&mut self.outbound, frame::append_parts(&message)).await {
+                    tracing::debug!(target_node = self.target, error = %e, "replication link write failed");
                     return;
                 }
             }
         }
-        // Input exhausted: dropping the sender half-closes the call; the follower answers
-        // what is outstanding and ends its side.
+        // Input exhausted: dropping the write half half-closes the link; the follower
+        // answers what is outstanding and closes its side.
     }
 }
 
 /// Reads a replication stream's answers, one openraft answer per openraft request.
 struct Answers {
-    inbound: tonic::Streaming<pb::AppendResponse>,
+    inbound: FrameReader<OwnedReadHalf>,
     pending: mpsc::UnboundedReceiver<Pending>,
     window: Arc<Semaphore>,
     wait: Duration,
@@ -236,26 +254,15 @@ impl Answers {
         let n = pieces.len();
         for (i, piece) in pieces.into_iter().enumerate() {
             let wait = self.wait + self.cfg.transfer_allowance(piece.wire_size);
-            let got = tokio::time::timeout(wait, self.inbound.message()).await;
+            let got = tokio::time::timeout(wait, self.inbound.next()).await;
             self.window.add_permits(piece.permits as usize);
-            let msg = match got {
-                Err(_) => return Some(self.finish(Err(self.ctx.timeout(RPCTypes::AppendEntries, wait)))),
-                Ok(Err(status)) => {
-                    let e = self.ctx.status(RPCTypes::AppendEntries, wait, status);
-                    return Some(self.finish(Err(e)));
-                }
-                Ok(Ok(None)) => {
-                    let e = NetworkError::from_string(format!(
-                        "node {} ended the replication stream with requests unanswered",
-                        self.ctx.target
-                    ));
-                    return Some(self.finish(Err(RPCError::Network(e))));
-                }
-                Ok(Ok(Some(msg))) => msg,
+            let res = match got {
+                Err(_) => Err(self.ctx.timeout(RPCTypes::AppendEntries, wait)),
+                Ok(frame) => self.answer(frame, wait),
             };
-            let res: StreamAppendResult<C> = match wire::decode(&msg.payload) {
+            let res = match res {
                 Ok(r) => r,
-                Err(e) => return Some(self.finish(Err(self.ctx.malformed("StreamAppendResult", e)))),
+                Err(e) => return Some(self.finish(Err(e))),
             };
             match res {
                 // A piece fully accepted: on to the next one, or done with this request.
@@ -272,11 +279,53 @@ impl Answers {
         None
     }
 
+    /// What a frame read off the link says about the piece it answers.
+    fn answer(
+        &self,
+        frame: Result<Option<(Kind, Bytes)>, LinkError>,
+        wait: Duration,
+    ) -> Result<StreamAppendResult<C>, RPCError<C>> {
+        let action = RPCTypes::AppendEntries;
+        match frame {
+            Ok(Some((Kind::Answer, body))) => {
+                wire::decode(&body).map_err(|e| self.ctx.malformed("StreamAppendResult", e))
+            }
+            Ok(Some((Kind::Refuse, body))) => match decode_refusal(&body) {
+                Ok(r) => Err(self.ctx.status(action, wait, refusal_status(r))),
+                Err(e) => Err(self.ctx.status(action, wait, link_status(e))),
+            },
+            Ok(Some((other, _))) => {
+                Err(self
+                    .ctx
+                    .status(action, wait, link_status(LinkError::Unexpected(other))))
+            }
+            Ok(None) => Err(RPCError::Network(NetworkError::from_string(format!(
+                "node {} ended the replication stream with requests unanswered",
+                self.ctx.target
+            )))),
+            Err(e) => Err(self.ctx.status(action, wait, link_status(e))),
+        }
+    }
+
     fn finish(
         &mut self,
         item: Result<StreamAppendResult<C>, RPCError<C>>,
     ) -> Result<StreamAppendResult<C>, RPCError<C>> {
         self.done = true;
         item
+    }
+}
+
+/// A follower's refusal as the gRPC status it stands for.
+fn refusal_status(r: Refusal) -> Status {
+    Status::new(tonic::Code::from_i32(r.code), r.message)
+}
+
+/// A broken link as a status: an I/O failure keeps its source, so it maps to `Unreachable`
+/// as a failed gRPC connection does; a frame that breaks the rules is a `NetworkError`.
+fn link_status(e: LinkError) -> Status {
+    match e {
+        LinkError::Io(io) => Status::from_error(Box::new(io)),
+        other => Status::internal(other.to_string()),
     }
 }
