@@ -34,6 +34,7 @@ use raftmq_broker::raft::NetworkConfig;
 use raftmq_broker::raft::NetworkFactory;
 use raftmq_broker::raft::append_wire;
 use raftmq_broker::raft::link::dial::DialError;
+use raftmq_broker::raft::link::dial::DialOptions;
 use raftmq_broker::raft::link::dial::dial;
 use raftmq_broker::raft::link::frame;
 use raftmq_broker::raft::link::frame::Hello;
@@ -443,7 +444,11 @@ async fn expect_frame<T: serde::de::DeserializeOwned>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replication_link_answers_in_order_and_refuses_what_it_cannot_take() -> anyhow::Result<()> {
     let (g, _net, node) = lone_node().await?;
-    let keepalive = Duration::from_secs(1);
+    let opts = DialOptions {
+        max_body: 1 << 20,
+        keepalive: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(1),
+    };
     let addr = node.raft_addr.as_str();
 
     // Another node, another group, another build: refused before anything is read.
@@ -452,7 +457,7 @@ async fn a_replication_link_answers_in_order_and_refuses_what_it_cannot_take() -
         hello("other-group", 1, wire::FORMAT),
         hello(GROUP, 1, "1"),
     ] {
-        match dial(addr, &h, 1 << 20, keepalive).await {
+        match dial(addr, &h, opts).await {
             Err(DialError::Refused(r)) => assert_eq!(r.code, Code::FailedPrecondition as i32, "{h:?}: {r:?}"),
             other => anyhow::bail!("{h:?} was not refused: {:?}", other.map(|_| ()).err()),
         }
@@ -460,7 +465,7 @@ async fn a_replication_link_answers_in_order_and_refuses_what_it_cannot_take() -
 
     // Appends are answered in order; one that does not decode ends the link with
     // INVALID_ARGUMENT after the answers to those before it.
-    let (mut rd, mut wr) = dial(addr, &hello(GROUP, 1, wire::FORMAT), 1 << 20, keepalive).await?;
+    let (mut rd, mut wr) = dial(addr, &hello(GROUP, 1, wire::FORMAT), opts).await?;
     let garbage = pb::AppendRequest {
         payload: Bytes::from_static(&[0xff, 0xff, 0xff, 0x01, 0x02]),
         commands: Vec::new(),
@@ -481,7 +486,7 @@ async fn a_replication_link_answers_in_order_and_refuses_what_it_cannot_take() -
     assert!(rd.next().await?.is_none(), "nothing after the refusal");
 
     // A frame whose checksum fails is refused the same way, and nothing of it is taken.
-    let (mut rd, mut wr) = dial(addr, &hello(GROUP, 1, wire::FORMAT), 1 << 20, keepalive).await?;
+    let (mut rd, mut wr) = dial(addr, &hello(GROUP, 1, wire::FORMAT), opts).await?;
     let mut parts = frame::append_parts(&append_wire::to_message(&append(1, Some(3), 4, 4, 10))?);
     let last = parts.len() - 1;
     let mut tampered = parts[last].to_vec();
@@ -493,7 +498,7 @@ async fn a_replication_link_answers_in_order_and_refuses_what_it_cannot_take() -
     assert!(r.message.contains("checksum"), "{r:?}");
 
     // A leader that half-closes gets the answers to what it sent, then the end.
-    let (mut rd, mut wr) = dial(addr, &hello(GROUP, 1, wire::FORMAT), 1 << 20, keepalive).await?;
+    let (mut rd, mut wr) = dial(addr, &hello(GROUP, 1, wire::FORMAT), opts).await?;
     let m = append_wire::to_message(&append(1, Some(3), 4, 4, 10))?;
     write_parts(&mut wr, frame::append_parts(&m)).await?;
     tokio::io::AsyncWriteExt::shutdown(&mut wr).await?;

@@ -53,8 +53,9 @@ use crate::raft::wire::TARGET_KEY;
 
 type C = TypeConfig;
 
-/// How long a stopping server waits for its replication links to write their last answers.
-const LINK_DRAIN: Duration = Duration::from_secs(5);
+/// How long a stopping server waits for its replication links to write their last answers
+/// (the node gives the whole Raft server 2 s to stop).
+const LINK_DRAIN: Duration = Duration::from_secs(1);
 
 /// Serves the Raft RPCs of one group member.
 pub struct RaftGrpcService<SM>

@@ -30,15 +30,24 @@ pub enum DialError {
 /// An open link: answers come in on the reader, appends go out on the writer.
 pub type Link = (FrameReader<OwnedReadHalf>, OwnedWriteHalf);
 
-/// Connects to `addr` and sets up a link to the node `hello` names. Frames the follower
-/// sends may be up to `max_body` bytes.
-pub async fn dial(
-    addr: &str,
-    hello: &Hello,
-    max_body: usize,
-    keepalive: Duration,
-) -> Result<Link, DialError> {
-    let stream = TcpStream::connect(addr).await.map_err(LinkError::from)?;
+/// How a link is dialled.
+#[derive(Debug, Clone, Copy)]
+pub struct DialOptions {
+    /// Largest frame body the follower may send.
+    pub max_body: usize,
+    /// TCP keep-alive idle time (see [`tune`]).
+    pub keepalive: Duration,
+    /// Time allowed for the TCP connection itself.
+    pub connect_timeout: Duration,
+}
+
+/// Connects to `addr` and sets up a link to the node `hello` names.
+pub async fn dial(addr: &str, hello: &Hello, opt: DialOptions) -> Result<Link, DialError> {
+    let stream = match tokio::time::timeout(opt.connect_timeout, TcpStream::connect(addr)).await {
+        Ok(s) => s.map_err(LinkError::from)?,
+        Err(_) => return Err(LinkError::Io(std::io::ErrorKind::TimedOut.into()).into()),
+    };
+    let (keepalive, max_body) = (opt.keepalive, opt.max_body);
     tune(&stream, keepalive).map_err(LinkError::from)?;
     let (rd, mut wr) = stream.into_split();
     let body = postcard::to_stdvec(hello).map_err(|e| LinkError::Malformed {

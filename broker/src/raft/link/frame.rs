@@ -95,6 +95,18 @@ pub fn put_frame(out: &mut BytesMut, kind: Kind, body: &[u8]) {
     out.put_slice(body);
 }
 
+/// Appends a `Refuse` frame with a gRPC status `code` and `message` to `out`.
+pub fn put_refusal(out: &mut BytesMut, code: i32, message: &str) {
+    let refusal = Refusal {
+        code,
+        message: message.to_owned(),
+    };
+    // A struct of an integer and a string always encodes.
+    if let Ok(body) = postcard::to_stdvec(&refusal) {
+        put_frame(out, Kind::Refuse, &body);
+    }
+}
+
 /// Takes the next complete frame off the front of `buf`: `Ok(None)` while it is
 /// incomplete (having reserved room for the rest), an error when it breaks the rules.
 pub fn parse(buf: &mut BytesMut, max_body: usize) -> Result<Option<(Kind, Bytes)>, FrameError> {

@@ -112,9 +112,10 @@ pub async fn write_parts<W: AsyncWrite + Unpin>(w: &mut W, mut parts: Vec<Bytes>
     }
 }
 
-/// No Nagle delay, and TCP keep-alive probes after `idle` without traffic, so that a peer
-/// that vanished without closing (a partition, a powered-off host) breaks the link after
-/// `idle` plus three probes `idle` apart.
+/// No Nagle delay, TCP keep-alive probes after `idle` without traffic, and a limit of ten
+/// times `idle` on sent data going unacknowledged, so that a peer that vanished without
+/// closing (a partition, a powered-off host) breaks the link: after `idle` plus three
+/// probes `idle` apart while the link is quiet, after `10 × idle` while data waits.
 pub fn tune(stream: &TcpStream, idle: Duration) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let idle = idle.max(Duration::from_secs(1));
@@ -122,7 +123,9 @@ pub fn tune(stream: &TcpStream, idle: Duration) -> io::Result<()> {
         .with_time(idle)
         .with_interval(idle)
         .with_retries(3);
-    socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)
+    let sock = socket2::SockRef::from(stream);
+    sock.set_tcp_keepalive(&keepalive)?;
+    sock.set_tcp_user_timeout(Some(idle * 10))
 }
 
 #[cfg(test)]

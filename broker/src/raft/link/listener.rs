@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::sync::watch;
 
 use super::frame::MAGIC;
+use super::frame::put_refusal;
 
 /// How long a new connection may take to send its first byte.
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,8 +61,13 @@ pub fn split_incoming(
                         let Ok(slot) = slots.try_acquire_owned() else {
                             tracing::warn!(
                                 max = MAX_LINKS,
-                                "replication link limit reached; closing a new link"
+                                "replication link limit reached; refusing a new link"
                             );
+                            let mut out = bytes::BytesMut::new();
+                            let message = format!("this node serves at most {MAX_LINKS} replication links");
+                            put_refusal(&mut out, tonic::Code::Unavailable as i32, &message);
+                            // Best effort: the socket's buffer is empty, so it takes it all.
+                            let _ = stream.try_write(&out);
                             return;
                         };
                         link(stream).await;

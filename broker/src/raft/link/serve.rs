@@ -23,7 +23,6 @@ use tonic::Status;
 use super::frame;
 use super::frame::Hello;
 use super::frame::Kind;
-use super::frame::Refusal;
 use super::io::FrameReader;
 use super::io::LinkError;
 use crate::raft::append_wire;
@@ -40,6 +39,10 @@ type C = TypeConfig;
 
 /// How long a new link may take to send its magic and hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing link reads what the leader still sends (see [`close`]).
+const CLOSE_DRAIN: Duration = Duration::from_secs(1);
+/// Frames at least this large keep their commands as slices (see [`decode`]).
+const SHARE_MIN_BYTES: usize = 64 * 1024;
 /// Answers gathered into one write when several are ready.
 const ANSWERS_PER_WRITE: usize = 64;
 
@@ -91,6 +94,10 @@ where
                 return;
             }
         };
+        let checked = checked.and_then(|()| match *self.stopping.borrow() {
+            true => Err(Status::unavailable(format!("raft node {} is stopping", self.id))),
+            false => Ok(()),
+        });
         let result = match checked {
             Err(status) => refuse(&mut wr, &status).await,
             Ok(()) => self.replicate(reader, &mut wr).await,
@@ -98,7 +105,7 @@ where
         if let Err(e) = result {
             tracing::debug!(node = self.id, error = %e, "replication link ended");
         }
-        let _ = wr.shutdown().await;
+        close(wr).await;
     }
 
     fn check(&self, hello: &Hello) -> Result<(), Status> {
@@ -218,22 +225,50 @@ fn appends(
     ))
 }
 
+/// The request an `Append` frame carries. A large frame's commands stay slices of it: its
+/// buffer is nearly all commands. A small one's are copied out, so that it does not pin a
+/// receive buffer shared with frames around it.
 fn decode(body: Bytes) -> Result<AppendEntriesRequest<C>, Status> {
+    let share = body.len() >= SHARE_MIN_BYTES;
     let msg = pb::AppendRequest::decode(body)
         .map_err(|e| Status::invalid_argument(format!("cannot decode AppendRequest: {e}")))?;
-    append_wire::from_message_shared(msg)
-        .map_err(|e| Status::invalid_argument(format!("cannot decode AppendEntries request: {e}")))
+    let req = if share {
+        append_wire::from_message_shared(msg)
+    } else {
+        append_wire::from_message(msg)
+    };
+    req.map_err(|e| Status::invalid_argument(format!("cannot decode AppendEntries request: {e}")))
 }
 
 fn put_refusal(out: &mut BytesMut, status: &Status) {
-    let refusal = Refusal {
-        code: status.code() as i32,
-        message: status.message().to_owned(),
-    };
-    match postcard::to_stdvec(&refusal) {
-        Ok(body) => frame::put_frame(out, Kind::Refuse, &body),
-        Err(e) => tracing::error!(error = %e, "cannot encode a refusal"),
+    frame::put_refusal(out, status.code() as i32, status.message());
+}
+
+/// Ends a link without a reset: a socket closed with unread bytes in it (appends the leader
+/// pipelined after a refusal) is reset at once, which can destroy the last answers before
+/// they arrive. So half-close first, and read what still comes until the leader closes
+/// its side or [`CLOSE_DRAIN`] has passed.
+async fn close(mut wr: OwnedWriteHalf) {
+    if wr.shutdown().await.is_err() {
+        return;
     }
+    let stream: &TcpStream = wr.as_ref();
+    let mut scratch = vec![0u8; 64 * 1024];
+    let drained = tokio::time::timeout(CLOSE_DRAIN, async {
+        loop {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            match stream.try_read(&mut scratch) {
+                // The leader closed its side.
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    });
+    let _ = drained.await;
 }
 
 async fn refuse(wr: &mut OwnedWriteHalf, status: &Status) -> Result<(), LinkError> {

@@ -32,6 +32,7 @@ use super::errors::ErrorContext;
 use super::stats::Counters;
 use crate::raft::append_wire;
 use crate::raft::link::dial::DialError;
+use crate::raft::link::dial::DialOptions;
 use crate::raft::link::dial::Link;
 use crate::raft::link::dial::decode_refusal;
 use crate::raft::link::dial::dial;
@@ -70,7 +71,8 @@ impl PeerClient {
         Ok(self.pump_and_answer(input, outbound, inbound, option))
     }
 
-    /// Dials a replication link to the peer and waits for its accept, within `setup_ttl`.
+    /// Dials a replication link to the peer and waits for its accept: the connection within
+    /// the connect timeout, the rest within `setup_ttl`.
     async fn open_append_call(&self, setup_ttl: Duration) -> Result<Link, RPCError<C>> {
         let addr = self.channels()?.addr.clone();
         let hello = Hello {
@@ -79,17 +81,24 @@ impl PeerClient {
             target: self.target,
         };
         let cfg = self.cfg();
-        let keepalive = Duration::from_millis(cfg.keepalive_interval_ms);
-        let dialled =
-            tokio::time::timeout(setup_ttl, dial(&addr, &hello, cfg.max_message_size, keepalive)).await;
+        let opt = DialOptions {
+            max_body: cfg.max_message_size,
+            keepalive: Duration::from_millis(cfg.keepalive_interval_ms),
+            connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+        };
+        let setup_ttl = setup_ttl + opt.connect_timeout;
+        let dialled = tokio::time::timeout(setup_ttl, dial(&addr, &hello, opt)).await;
         let ctx = self.ctx();
         let link = match dialled {
             Err(_) => return Err(ctx.timeout(RPCTypes::AppendEntries, setup_ttl)),
             Ok(Err(DialError::Refused(r))) => {
                 return Err(ctx.status(RPCTypes::AppendEntries, setup_ttl, refusal_status(r)));
             }
+            // Whatever breaks before the accept (a reset, a close, bytes that are no link's
+            // frames, as an older build's HTTP/2 server sends) means no usable peer there.
             Ok(Err(DialError::Link(e))) => {
-                return Err(ctx.status(RPCTypes::AppendEntries, setup_ttl, link_status(e)));
+                let status = Status::from_error(Box::new(e));
+                return Err(ctx.status(RPCTypes::AppendEntries, setup_ttl, status));
             }
             Ok(Ok(link)) => link,
         };
@@ -321,11 +330,12 @@ fn refusal_status(r: Refusal) -> Status {
     Status::new(tonic::Code::from_i32(r.code), r.message)
 }
 
-/// A broken link as a status: an I/O failure keeps its source, so it maps to `Unreachable`
-/// as a failed gRPC connection does; a frame that breaks the rules is a `NetworkError`.
+/// A broken link as a status: an I/O failure or a close in the middle of a frame keeps its
+/// source, so it maps to `Unreachable` as a failed gRPC connection does; a frame that
+/// breaks the rules is a `NetworkError`.
 fn link_status(e: LinkError) -> Status {
     match e {
-        LinkError::Io(io) => Status::from_error(Box::new(io)),
+        LinkError::Io(_) | LinkError::Truncated => Status::from_error(Box::new(e)),
         other => Status::internal(other.to_string()),
     }
 }
