@@ -11,9 +11,10 @@
 //! buffer of its own: a slice would pin tonic's whole receive buffer for as long as the
 //! log's read cache holds any of its commands, and make tonic allocate a fresh buffer for
 //! every message (measured: about 55 MiB more resident memory per follower, no CPU
-//! saved). One that got it on a replication link keeps slices
-//! ([`from_message_shared`]): there each frame is read into a buffer of its own that is
-//! nearly all commands, so a slice pins little more than the command itself.
+//! saved). One that got it on a replication link in a frame of at least
+//! [`crate::raft::link::io::OWN_MIN`] bytes keeps slices ([`from_message_shared`]): such
+//! a frame is read into memory of its own, exactly its size and nearly all commands, so a
+//! slice pins little more than the command itself.
 
 use openraft::EntryPayload;
 use openraft::Membership;

@@ -107,9 +107,9 @@ pub fn put_refusal(out: &mut BytesMut, code: i32, message: &str) {
     }
 }
 
-/// Takes the next complete frame off the front of `buf`: `Ok(None)` while it is
-/// incomplete (having reserved room for the rest), an error when it breaks the rules.
-pub fn parse(buf: &mut BytesMut, max_body: usize) -> Result<Option<(Kind, Bytes)>, FrameError> {
+/// The kind and body length of the frame at the front of `buf`, once its header is there:
+/// `Ok(None)` while it is not, an error when the header breaks the rules.
+pub fn peek(buf: &[u8], max_body: usize) -> Result<Option<(Kind, usize)>, FrameError> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
@@ -118,8 +118,16 @@ pub fn parse(buf: &mut BytesMut, max_body: usize) -> Result<Option<(Kind, Bytes)
     if len > max_body {
         return Err(FrameError::TooLarge { len, max: max_body });
     }
+    Ok(Some((kind, len)))
+}
+
+/// Takes the next complete frame off the front of `buf`: `Ok(None)` while it is
+/// incomplete, an error when it breaks the rules. The body is a slice of `buf`'s memory.
+pub fn parse(buf: &mut BytesMut, max_body: usize) -> Result<Option<(Kind, Bytes)>, FrameError> {
+    let Some((kind, len)) = peek(buf, max_body)? else {
+        return Ok(None);
+    };
     if buf.len() < HEADER_LEN + len {
-        buf.reserve(HEADER_LEN + len - buf.len());
         return Ok(None);
     }
     let sent = u32::from_le_bytes([buf[5], buf[6], buf[7], buf[8]]);

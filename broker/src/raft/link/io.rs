@@ -19,8 +19,10 @@ use super::frame;
 use super::frame::FrameError;
 use super::frame::Kind;
 
-/// Room kept free in the receive buffer before a read: most reads fill it in one go.
-const READ_CHUNK: usize = 64 * 1024;
+/// Room kept free in the shared receive buffer before a read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Frames with bodies at least this large get memory of their own (see [`FrameReader`]).
+pub const OWN_MIN: usize = 4 * 1024;
 /// Buffers handed to one `writev` (the kernel takes at most 1024).
 const MAX_IOV: usize = 256;
 
@@ -40,10 +42,17 @@ pub enum LinkError {
 }
 
 /// Frames read off a stream, one at a time.
+///
+/// Headers and small frames are read into a receive buffer they share. A frame whose body
+/// is at least [`OWN_MIN`] bytes is read into memory of its own, exactly its size (what
+/// already came into the shared buffer is moved over, the rest is read straight into it),
+/// so a slice of it pins nothing but its own frame. `next` is cancel-safe.
 #[derive(Debug)]
 pub struct FrameReader<R> {
     rd: R,
     buf: BytesMut,
+    /// A large frame being read: header and body so far, and its whole size.
+    own: Option<(BytesMut, usize)>,
     max_body: usize,
 }
 
@@ -53,6 +62,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Self {
             rd,
             buf: BytesMut::with_capacity(READ_CHUNK),
+            own: None,
             max_body,
         }
     }
@@ -60,6 +70,28 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The next frame, or `None` when the peer closed the link between frames.
     pub async fn next(&mut self) -> Result<Option<(Kind, Bytes)>, LinkError> {
         loop {
+            if let Some((own, size)) = &mut self.own {
+                if own.len() < *size {
+                    let rest = (*size - own.len()) as u64;
+                    if (&mut self.rd).take(rest).read_buf(own).await? == 0 {
+                        return Err(LinkError::Truncated);
+                    }
+                    continue;
+                }
+                let (mut own, _) = self.own.take().ok_or(LinkError::Truncated)?;
+                return Ok(frame::parse(&mut own, self.max_body)?);
+            }
+            if let Some((_, len)) = frame::peek(&self.buf, self.max_body)?
+                && len >= OWN_MIN
+            {
+                let size = frame::HEADER_LEN + len;
+                let have = self.buf.len().min(size);
+                let mut own = BytesMut::with_capacity(size);
+                own.extend_from_slice(&self.buf[..have]);
+                self.buf.advance(have);
+                self.own = Some((own, size));
+                continue;
+            }
             if let Some(f) = frame::parse(&mut self.buf, self.max_body)? {
                 return Ok(Some(f));
             }
@@ -175,6 +207,94 @@ mod tests {
             write_parts(&mut w, parts.clone()).await.expect("written");
             assert_eq!(w.out, want, "cap {cap}");
         }
+    }
+
+    /// A reader that hands out its bytes `cap` at a time, as a socket does.
+    struct Chunks {
+        data: Bytes,
+        cap: usize,
+    }
+
+    impl AsyncRead for Chunks {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let n = self.data.len().min(self.cap).min(buf.remaining());
+            let chunk = self.data.split_to(n);
+            buf.put_slice(&chunk);
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn frames_of(sizes: &[usize]) -> (Bytes, Vec<Bytes>) {
+        let mut wire = BytesMut::new();
+        let bodies: Vec<Bytes> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Bytes::from((0..n).map(|j| (i * 31 + j) as u8).collect::<Vec<u8>>()))
+            .collect();
+        for b in &bodies {
+            frame::put_frame(&mut wire, Kind::Append, b);
+        }
+        (wire.freeze(), bodies)
+    }
+
+    #[tokio::test]
+    async fn large_frames_get_memory_of_their_own_however_the_bytes_arrive() {
+        let sizes = [10, OWN_MIN - 1, OWN_MIN, 3, 70_000, 200, 5_000, 40_000, 0, 9_000];
+        let (wire, bodies) = frames_of(&sizes);
+        for cap in [1, 7, 1000, 4096, 16 * 1024, 100_000] {
+            let mut r = FrameReader::new(
+                Chunks {
+                    data: wire.clone(),
+                    cap,
+                },
+                1 << 20,
+            );
+            let mut got = Vec::new();
+            while let Some((kind, body)) = r.next().await.expect("valid") {
+                assert_eq!(kind, Kind::Append);
+                got.push(body);
+            }
+            assert_eq!(got, bodies, "cap {cap}");
+            // A large frame's body is the only user of its memory, and that memory is
+            // exactly the frame: nothing after the body to grow into.
+            for body in got.into_iter().filter(|b| b.len() >= OWN_MIN) {
+                assert!(body.is_unique(), "cap {cap}, body of {}", body.len());
+                let exact = body.try_into_mut().is_ok_and(|m| m.capacity() == m.len());
+                assert!(exact, "cap {cap}: a large frame's memory is its own, exactly");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_abandoned_halfway_loses_nothing() {
+        use futures_util::FutureExt;
+        let (wire, bodies) = frames_of(&[50_000, 20]);
+        let (mut tx, rx) = tokio::io::duplex(1 << 20);
+        let mut r = FrameReader::new(rx, 1 << 20);
+        // Cut inside the header, right after it, and twice inside the body.
+        for w in [0, 5, 9, 10_000, 30_000].windows(2) {
+            tx.write_all(&wire[w[0]..w[1]]).await.expect("write");
+            assert!(r.next().now_or_never().is_none(), "incomplete at {}", w[1]);
+        }
+        tx.write_all(&wire[30_000..]).await.expect("write");
+        drop(tx);
+        assert_eq!(r.next().await.expect("ok").map(|f| f.1), Some(bodies[0].clone()));
+        assert_eq!(r.next().await.expect("ok").map(|f| f.1), Some(bodies[1].clone()));
+        assert!(r.next().await.expect("clean end").is_none());
+
+        let (wire, _) = frames_of(&[50_000]);
+        let mut r = FrameReader::new(
+            Chunks {
+                data: wire.slice(..40_000),
+                cap: 4096,
+            },
+            1 << 20,
+        );
+        assert!(matches!(r.next().await, Err(LinkError::Truncated)));
     }
 
     #[tokio::test]

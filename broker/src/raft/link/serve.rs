@@ -23,6 +23,7 @@ use tonic::Status;
 use super::frame;
 use super::frame::Hello;
 use super::frame::Kind;
+use super::io;
 use super::io::FrameReader;
 use super::io::LinkError;
 use crate::raft::append_wire;
@@ -41,8 +42,6 @@ type C = TypeConfig;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing link reads what the leader still sends (see [`close`]).
 const CLOSE_DRAIN: Duration = Duration::from_secs(1);
-/// Frames at least this large keep their commands as slices (see [`decode`]).
-const SHARE_MIN_BYTES: usize = 64 * 1024;
 /// Answers gathered into one write when several are ready.
 const ANSWERS_PER_WRITE: usize = 64;
 
@@ -78,7 +77,7 @@ where
 {
     /// Serves one link until the leader closes it, it breaks, or the server stops.
     pub async fn run(self: Arc<Self>, stream: TcpStream, keepalive: Duration) {
-        if let Err(e) = super::io::tune(&stream, keepalive) {
+        if let Err(e) = io::tune(&stream, keepalive) {
             tracing::debug!(error = %e, "cannot tune a replication link's socket");
         }
         let (rd, mut wr) = stream.into_split();
@@ -225,11 +224,11 @@ fn appends(
     ))
 }
 
-/// The request an `Append` frame carries. A large frame's commands stay slices of it: its
-/// buffer is nearly all commands. A small one's are copied out, so that it does not pin a
-/// receive buffer shared with frames around it.
+/// The request an `Append` frame carries. A frame the reader gave memory of its own keeps
+/// its commands as slices of it: they pin nothing but their frame. A small one's are
+/// copied out, so that they do not pin the receive buffer shared with frames around it.
 fn decode(body: Bytes) -> Result<AppendEntriesRequest<C>, Status> {
-    let share = body.len() >= SHARE_MIN_BYTES;
+    let share = body.len() >= io::OWN_MIN;
     let msg = pb::AppendRequest::decode(body)
         .map_err(|e| Status::invalid_argument(format!("cannot decode AppendRequest: {e}")))?;
     let req = if share {
