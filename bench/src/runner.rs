@@ -112,6 +112,10 @@ async fn one_producer<S: Sender>(s: S, w: &Workload, clock: Clock, b: Bounds, id
     let mut out = Produced::default();
     let mut in_flight = FuturesUnordered::new();
     let mut issued = 0u64;
+    // One timer for the whole run, moved only when its deadline changes: a new one per
+    // loop would register and cancel a timer per acknowledgement.
+    let timer = tokio::time::sleep_until(b.stop_at);
+    tokio::pin!(timer);
     loop {
         let now = Instant::now();
         let more = now < b.stop_at && issued < b.max_per_producer;
@@ -131,9 +135,12 @@ async fn one_producer<S: Sender>(s: S, w: &Workload, clock: Clock, b: Bounds, id
         let wake = due_at
             .filter(|_| more && in_flight.len() < window)
             .unwrap_or(b.stop_at);
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
         tokio::select! {
             Some((r, t0)) = in_flight.next() => record(&mut out, r, t0, b.measure_from),
-            _ = tokio::time::sleep_until(wake), if more => {}
+            _ = timer.as_mut(), if more => {}
         }
     }
 }
