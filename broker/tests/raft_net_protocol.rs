@@ -497,14 +497,38 @@ async fn a_replication_link_answers_in_order_and_refuses_what_it_cannot_take() -
     assert_eq!(r.code, Code::InvalidArgument as i32, "{r:?}");
     assert!(r.message.contains("checksum"), "{r:?}");
 
-    // A leader that half-closes gets the answers to what it sent, then the end.
+    // A leader that half-closes gets the answers to what it sent (a small frame and a
+    // large one, read into memory of its own), then the end.
     let (mut rd, mut wr) = dial(addr, &hello(GROUP, 1, wire::FORMAT), opts).await?;
-    let m = append_wire::to_message(&append(1, Some(3), 4, 4, 10))?;
-    write_parts(&mut wr, frame::append_parts(&m)).await?;
+    let small = append_wire::to_message(&append(1, Some(3), 4, 4, 10))?;
+    let large = append_wire::to_message(&append(1, Some(4), 5, 5, 100_000))?;
+    write_parts(&mut wr, frame::append_parts(&small)).await?;
+    write_parts(&mut wr, frame::append_parts(&large)).await?;
     tokio::io::AsyncWriteExt::shutdown(&mut wr).await?;
-    let got: StreamAppendResult<C> = expect_frame(&mut rd, Kind::Answer).await?;
-    assert_eq!(got, Ok(Some(log_id(1, 4))));
+    for want in [log_id(1, 4), log_id(1, 5)] {
+        let got: StreamAppendResult<C> = expect_frame(&mut rd, Kind::Answer).await?;
+        assert_eq!(got, Ok(Some(want)));
+    }
     assert!(rd.next().await?.is_none(), "closed after the last answer");
+
+    // Before its hello is read, a link may not announce a frame larger than a hello: one
+    // that does is closed at once, nothing of the announced body awaited.
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let mut opening = frame::MAGIC.to_vec();
+    opening.push(Kind::Hello as u8);
+    opening.extend_from_slice(&(1u32 << 20).to_le_bytes());
+    opening.extend_from_slice(&0u32.to_le_bytes());
+    tokio::io::AsyncWriteExt::write_all(&mut s, &opening).await?;
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut s, &mut byte),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed, not waiting: {read:?}"
+    );
     assert_eq!(g.node(1).metrics().running_state, Ok(()));
     g.shutdown().await;
     Ok(())

@@ -67,19 +67,29 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Reads bodies of at most `max_body` bytes from now on (a small limit for the hello,
+    /// the configured one once the peer is known).
+    pub fn set_max_body(&mut self, max_body: usize) {
+        self.max_body = max_body;
+    }
+
     /// The next frame, or `None` when the peer closed the link between frames.
     pub async fn next(&mut self) -> Result<Option<(Kind, Bytes)>, LinkError> {
         loop {
-            if let Some((own, size)) = &mut self.own {
-                if own.len() < *size {
-                    let rest = (*size - own.len()) as u64;
-                    if (&mut self.rd).take(rest).read_buf(own).await? == 0 {
-                        return Err(LinkError::Truncated);
-                    }
-                    continue;
+            if let Some((own, size)) = &mut self.own
+                && own.len() < *size
+            {
+                let rest = (*size - own.len()) as u64;
+                if (&mut self.rd).take(rest).read_buf(own).await? == 0 {
+                    return Err(LinkError::Truncated);
                 }
-                let (mut own, _) = self.own.take().ok_or(LinkError::Truncated)?;
-                return Ok(frame::parse(&mut own, self.max_body)?);
+                continue;
+            }
+            if let Some((mut own, _)) = self.own.take() {
+                // Exactly one whole frame: it parses to a frame or an error.
+                let f = frame::parse(&mut own, self.max_body)?;
+                debug_assert!(f.is_some(), "a whole frame parses");
+                return Ok(f);
             }
             if let Some((_, len)) = frame::peek(&self.buf, self.max_body)?
                 && len >= OWN_MIN
@@ -286,15 +296,24 @@ mod tests {
         assert_eq!(r.next().await.expect("ok").map(|f| f.1), Some(bodies[1].clone()));
         assert!(r.next().await.expect("clean end").is_none());
 
+        // Cut inside a header, right after a large frame's header, inside its body.
         let (wire, _) = frames_of(&[50_000]);
-        let mut r = FrameReader::new(
-            Chunks {
-                data: wire.slice(..40_000),
-                cap: 4096,
-            },
-            1 << 20,
-        );
-        assert!(matches!(r.next().await, Err(LinkError::Truncated)));
+        for cut in [5, frame::HEADER_LEN, 40_000] {
+            let data = wire.slice(..cut);
+            let mut r = FrameReader::new(Chunks { data, cap: 4096 }, 1 << 20);
+            assert!(
+                matches!(r.next().await, Err(LinkError::Truncated)),
+                "cut at {cut}"
+            );
+        }
+        // A header announcing more than the limit is refused before anything is read for it.
+        let data = wire.slice(..frame::HEADER_LEN);
+        let mut r = FrameReader::new(Chunks { data, cap: 4096 }, 1024);
+        let too_large = FrameError::TooLarge {
+            len: 50_000,
+            max: 1024,
+        };
+        assert!(matches!(r.next().await, Err(LinkError::Frame(e)) if e == too_large));
     }
 
     #[tokio::test]

@@ -40,6 +40,8 @@ type C = TypeConfig;
 
 /// How long a new link may take to send its magic and hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest hello body read (its format, group name and target node).
+const HELLO_MAX_BODY: usize = 4096;
 /// How long a closing link reads what the leader still sends (see [`close`]).
 const CLOSE_DRAIN: Duration = Duration::from_secs(1);
 /// Answers gathered into one write when several are ready.
@@ -81,9 +83,13 @@ where
             tracing::debug!(error = %e, "cannot tune a replication link's socket");
         }
         let (rd, mut wr) = stream.into_split();
-        let mut reader = FrameReader::new(rd, self.max_body);
+        // Until the peer is known, a frame may not announce more than a hello needs.
+        let mut reader = FrameReader::new(rd, HELLO_MAX_BODY);
         let checked = match tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut reader)).await {
-            Ok(Ok(hello)) => self.check(&hello),
+            Ok(Ok(hello)) => {
+                reader.set_max_body(self.max_body);
+                self.check(&hello)
+            }
             Ok(Err(e)) => {
                 tracing::debug!(node = self.id, error = %e, "replication link dropped before its hello");
                 return;
