@@ -137,14 +137,13 @@ pub struct NetworkFactory {
 impl NetworkFactory {
     /// The network of node `id` in broker group `group` (the openraft cluster name).
     pub fn new(id: NodeId, group: &str, cfg: NetworkConfig) -> Result<Self, NetworkConfigError> {
-        let group_str = group;
-        let group = AsciiMetadataValue::try_from(group)
+        let metadata = AsciiMetadataValue::try_from(group)
             .map_err(|_| NetworkConfigError(format!("group name {group:?} is not a valid metadata value")))?;
         Ok(Self {
             shared: Arc::new(Shared {
                 id,
-                group,
-                group_name: group_str.to_owned(),
+                group: metadata,
+                group_name: group.to_owned(),
                 cfg,
                 peers: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
